@@ -67,7 +67,7 @@ impl Sampler {
     /// Starts this sampler (see [`sample_ddpm`] and [`sample_ddim`]).
     pub fn sample<'a, B, M>(
         self,
-        diffusion: &'a GaussianDiffusion,
+        diffusion: GaussianDiffusion,
         model: M,
         x_t: Tensor<B, 4>,
         rng: NoiseRng,
@@ -97,7 +97,7 @@ impl std::str::FromStr for Sampler {
 
 /// A running sampler; see [`sample_ddpm`] and [`sample_ddim`].
 pub struct Steps<'a, B: Backend, M> {
-    diffusion: &'a GaussianDiffusion,
+    diffusion: GaussianDiffusion,
     model: M,
     x: Tensor<B, 4>,
     rng: NoiseRng,
@@ -109,7 +109,7 @@ pub struct Steps<'a, B: Backend, M> {
 /// Ancestral sampling: Ho et al. 2020, "Denoising Diffusion Probabilistic Models", Algorithm 2,
 /// with the learned variances of Nichol & Dhariwal 2021 (`p_sample_loop`).
 pub fn sample_ddpm<'a, B, M>(
-    diffusion: &'a GaussianDiffusion,
+    diffusion: GaussianDiffusion,
     model: M,
     x_t: Tensor<B, 4>,
     rng: NoiseRng,
@@ -125,7 +125,7 @@ where
 /// Song et al. 2021, "Denoising Diffusion Implicit Models", eq. 12, with η from the options
 /// (`ddim_sample_loop`).
 pub fn sample_ddim<'a, B, M>(
-    diffusion: &'a GaussianDiffusion,
+    diffusion: GaussianDiffusion,
     model: M,
     x_t: Tensor<B, 4>,
     rng: NoiseRng,
@@ -144,7 +144,7 @@ where
     M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
 {
     fn new(
-        diffusion: &'a GaussianDiffusion,
+        diffusion: GaussianDiffusion,
         model: M,
         x: Tensor<B, 4>,
         rng: NoiseRng,

@@ -1,0 +1,8 @@
+//! GLIDE text-to-image, as the paper samples it: the caption encoded once, classifier-free guidance
+//! in one batched forward of `[cond; uncond]`, and any sampler of `glide-diffusion`. The CLI and
+//! the web worker both call [`Text2Im::generate`], so they compute the same thing.
+
+pub mod image;
+pub mod text2im;
+
+pub use text2im::{GenerateRequest, PipelineError, Text2Im};

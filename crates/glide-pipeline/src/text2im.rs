@@ -1,0 +1,305 @@
+//! The text-to-image pipeline.
+
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use glide_diffusion::guidance::classifier_free_guidance;
+use glide_diffusion::sampling::{Sampler, SampleOptions, Steps};
+use glide_diffusion::{DiffusionError, GaussianDiffusion, NoiseRng, NoiseSchedule};
+use glide_model::weights::{StateDict, WeightsError, apply_state_dict, config_from_metadata};
+use glide_model::{GlideConfig, ImageCond, Text2ImUNet, TextEmb};
+use glide_tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+/// What to generate. The same struct travels from the web page to its worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    pub prompt: String,
+    /// Replaces the empty caption in the unconditional branch.
+    #[serde(default)]
+    pub negative: String,
+    /// GLIDE's guidance scale s: ε = ε(∅) + s·(ε(c) − ε(∅)); 1 = no guidance.
+    pub guidance_scale: f64,
+    /// Number of sampling steps: `space_timesteps(T, "steps")`.
+    pub steps: usize,
+    /// An original respacing string ("100", "fast27", "ddim25", "10,15,20"); overrides `steps`.
+    #[serde(default)]
+    pub respacing: Option<String>,
+    pub sampler: Sampler,
+    /// DDIM's η.
+    #[serde(default)]
+    pub eta: f64,
+    pub seed: u64,
+    pub batch_size: usize,
+}
+
+impl Default for GenerateRequest {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative: String::new(),
+            guidance_scale: 3.0,
+            steps: 50,
+            respacing: None,
+            sampler: Sampler::Ddpm,
+            eta: 0.0,
+            seed: 0,
+            batch_size: 1,
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// The respacing string this request samples with.
+    pub fn respacing(&self) -> String {
+        self.respacing
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| self.steps.to_string())
+    }
+
+    /// Generation parameters as PNG text entries.
+    pub fn png_text(&self, model: &str) -> Vec<(String, String)> {
+        vec![
+            ("prompt".into(), self.prompt.clone()),
+            ("negative".into(), self.negative.clone()),
+            ("seed".into(), self.seed.to_string()),
+            ("steps".into(), self.respacing()),
+            ("sampler".into(), self.sampler.name().into()),
+            ("guidance".into(), self.guidance_scale.to_string()),
+            ("model".into(), model.into()),
+            ("software".into(), "glide-rs".into()),
+        ]
+    }
+}
+
+/// Errors a user can cause, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error(transparent)]
+    Diffusion(#[from] DiffusionError),
+    #[error("steps must be at least 1 (got 0)")]
+    NoSteps,
+    #[error("the batch size must be between 1 and 64 (got {0})")]
+    BatchSize(usize),
+    #[error("the guidance scale must be a finite number ≥ 0 (got {0})")]
+    Guidance(f64),
+    #[error(
+        "this is an inpainting or super-resolution model; text-to-image needs a base model \
+         (inpainting comes with `glide inpaint`)"
+    )]
+    NotText2Im,
+}
+
+/// A loaded text-to-image model with its tokenizer.
+pub struct Text2Im<B: Backend> {
+    pub model: Text2ImUNet<B>,
+    pub config: GlideConfig,
+    pub tokenizer: Tokenizer,
+    device: B::Device,
+}
+
+impl<B: Backend> Text2Im<B> {
+    pub fn new(model: Text2ImUNet<B>, config: GlideConfig, device: B::Device) -> Self {
+        Self {
+            model,
+            config,
+            tokenizer: Tokenizer::gpt2(),
+            device,
+        }
+    }
+
+    /// Loads a safetensors file whose metadata holds the GLIDE `options`; every key must fit.
+    pub fn from_safetensors(bytes: &[u8], device: &B::Device) -> Result<Self, PipelineError> {
+        let state = StateDict::from_safetensors(bytes)?;
+        let config = config_from_metadata(&state)?;
+        let state = if state.tensors.keys().any(|k| k.starts_with("param.")) {
+            state.strip_prefix("param.")
+        } else {
+            state
+        };
+        let (model, report) = apply_state_dict(config.init::<B>(device), &state);
+        if !report.is_clean() {
+            return Err(WeightsError::Incompatible(report).into());
+        }
+        Ok(Self::new(model, config, device.clone()))
+    }
+
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// The respaced chain a request samples on.
+    pub fn diffusion(&self, req: &GenerateRequest) -> Result<GaussianDiffusion, PipelineError> {
+        let schedule: NoiseSchedule = self.config.noise_schedule.parse()?;
+        Ok(GaussianDiffusion::create(
+            schedule,
+            self.config.diffusion_steps,
+            &req.respacing(),
+        )?)
+    }
+
+    /// Tokens and mask of several captions, `[N, text_ctx]`.
+    pub fn tokenize(&self, captions: &[&str]) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+        let ctx = self.config.text_ctx;
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for c in captions {
+            let (t, m) = self.tokenizer.tokens_and_mask(c, ctx);
+            ids.extend(t.into_iter().map(|x| x as i64));
+            mask.extend(m);
+        }
+        let n = captions.len();
+        (
+            Tensor::from_data(TensorData::new(ids, [n, ctx]), &self.device),
+            Tensor::from_data(TensorData::new(mask, [n, ctx]), &self.device),
+        )
+    }
+
+    /// Starts sampling. Each `next()` runs one (batched, guided) model evaluation.
+    ///
+    /// The caption (and the negative prompt) is encoded once here. With guidance the model sees
+    /// the batch `[cond (B); uncond (B)]` in one forward; at s = 1 only the conditional half runs.
+    /// x_T and every step's noise come from `NoiseRng::new(seed)` on the CPU.
+    pub fn generate<'m>(
+        &'m self,
+        req: &GenerateRequest,
+    ) -> Result<Steps<'m, B, impl FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4> + 'm>, PipelineError>
+    {
+        if self.config.inpaint || self.config.super_res {
+            return Err(PipelineError::NotText2Im);
+        }
+        if req.respacing.is_none() && req.steps == 0 {
+            return Err(PipelineError::NoSteps);
+        }
+        if !(1..=64).contains(&req.batch_size) {
+            return Err(PipelineError::BatchSize(req.batch_size));
+        }
+        if !req.guidance_scale.is_finite() || req.guidance_scale < 0.0 {
+            return Err(PipelineError::Guidance(req.guidance_scale));
+        }
+        let diffusion = self.diffusion(req)?;
+        let b = req.batch_size;
+        let guided = req.guidance_scale != 1.0;
+        let captions: Vec<&str> = if guided {
+            vec![&req.prompt, &req.negative]
+        } else {
+            vec![&req.prompt]
+        };
+        let (tokens, mask) = self.tokenize(&captions);
+        // [cond, uncond] → [cond × B; uncond × B], encoded once per prompt.
+        let text: TextEmb<B> = self.model.encode_text(tokens, mask).repeat_interleave(b);
+        let cond = ImageCond::none();
+        let scale = req.guidance_scale;
+        let model = &self.model;
+        let device = self.device.clone();
+        let model_fn = move |x: Tensor<B, 4>, t: &[usize]| {
+            let (x, ts) = if guided {
+                (Tensor::cat(vec![x.clone(), x], 0), [t, t].concat())
+            } else {
+                (x, t.to_vec())
+            };
+            let ts: Vec<f32> = ts.iter().map(|&v| v as f32).collect();
+            let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), &device);
+            let out = model.forward_with_text(x, ts, &text, &cond);
+            if guided {
+                classifier_free_guidance(out, scale, 3)
+            } else {
+                out
+            }
+        };
+        let s = self.config.image_size;
+        let mut rng = NoiseRng::new(req.seed);
+        let x_t = rng.randn::<B, 4>([b, 3, s, s], &self.device);
+        let options = SampleOptions {
+            eta: req.eta,
+            ..SampleOptions::default()
+        };
+        Ok(req.sampler.sample(diffusion, model_fn, x_t, rng, options))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+    use glide_model::weights::fixture_style_init;
+
+    fn tiny() -> Text2Im<Flex> {
+        let d = Default::default();
+        let cfg = GlideConfig::tiny().with_image_size(16).with_channel_mult(vec![1, 2]);
+        let model = fixture_style_init(cfg.init::<Flex>(&d), 3, false);
+        Text2Im::new(model, cfg, d)
+    }
+
+    fn sample(p: &Text2Im<Flex>, req: &GenerateRequest) -> Vec<f32> {
+        p.generate(req).unwrap().run().into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn yields_every_step_and_is_deterministic() {
+        let p = tiny();
+        let req = GenerateRequest {
+            prompt: "a red apple".into(),
+            steps: 4,
+            batch_size: 2,
+            seed: 5,
+            ..Default::default()
+        };
+        let steps: Vec<_> = p.generate(&req).unwrap().map(|s| (s.step, s.t)).collect();
+        assert_eq!(steps, [(1, 3), (2, 2), (3, 1), (4, 0)]);
+        let a = sample(&p, &req);
+        assert_eq!(a, sample(&p, &req));
+        assert_ne!(a, sample(&p, &GenerateRequest { seed: 6, ..req.clone() }));
+        assert_ne!(a, sample(&p, &GenerateRequest { prompt: "a blue car".into(), ..req.clone() }));
+        assert_ne!(a, sample(&p, &GenerateRequest { negative: "red".into(), ..req.clone() }));
+        assert!(a.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn guidance_one_equals_the_conditional_branch_of_a_guided_batch() {
+        // s = 1 skips the unconditional half; the result must equal the full guided batch at s = 1.
+        let p = tiny();
+        let req = GenerateRequest {
+            prompt: "a cat".into(),
+            guidance_scale: 1.0,
+            steps: 3,
+            sampler: Sampler::Ddim,
+            ..Default::default()
+        };
+        let fast = sample(&p, &req);
+        let diffusion = p.diffusion(&req).unwrap();
+        let (tokens, mask) = p.tokenize(&["a cat", ""]);
+        let text = p.model.encode_text(tokens, mask);
+        let d = p.device().clone();
+        let model = |x: Tensor<Flex, 4>, t: &[usize]| {
+            let ts: Vec<f32> = [t, t].concat().iter().map(|&v| v as f32).collect();
+            let out = p.model.forward_with_text(
+                Tensor::cat(vec![x.clone(), x], 0),
+                Tensor::from_floats(ts.as_slice(), &d),
+                &text,
+                &ImageCond::none(),
+            );
+            classifier_free_guidance(out, 1.0, 3)
+        };
+        let mut rng = NoiseRng::new(req.seed);
+        let x_t = rng.randn::<Flex, 4>([1, 3, 16, 16], &d);
+        let full: Vec<f32> = Sampler::Ddim
+            .sample(diffusion, model, x_t, rng, SampleOptions::default())
+            .run()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let max = fast.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(max < 1e-4, "{max}");
+    }
+
+    #[test]
+    fn bad_requests_are_errors() {
+        let p = tiny();
+        let ok = GenerateRequest { steps: 2, ..Default::default() };
+        assert!(p.generate(&GenerateRequest { steps: 0, ..ok.clone() }).is_err());
+        assert!(p.generate(&GenerateRequest { batch_size: 0, ..ok.clone() }).is_err());
+        assert!(p.generate(&GenerateRequest { guidance_scale: f64::NAN, ..ok.clone() }).is_err());
+        assert!(p.generate(&GenerateRequest { respacing: Some("x".into()), ..ok }).is_err());
+    }
+}
