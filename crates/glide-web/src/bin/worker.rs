@@ -1,0 +1,344 @@
+//! The web worker: owns the model, runs sampling off the UI thread, posts every step.
+//! Built by trunk as `worker.js` + `worker_bg.wasm` (with a loader shim).
+
+#[cfg(target_arch = "wasm32")]
+mod imp {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    use burn::backend::Flex;
+    use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
+    use burn::tensor::backend::Backend;
+    use glide_pipeline::image::{batch_to_rgb8, encode_png};
+    use glide_pipeline::{GenerateRequest, Text2Im};
+    use glide_web::{BackendChoice, FromWorker, ToWorker};
+    use js_sys::{Promise, Reflect, Uint8Array};
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::prelude::*;
+    use wasm_bindgen_futures::{JsFuture, spawn_local};
+    use web_sys::{
+        Cache, DedicatedWorkerGlobalScope, MessageEvent, ReadableStreamDefaultReader, Response,
+    };
+
+    const CACHE_NAME: &str = "glide-weights-v1";
+
+    enum Loaded {
+        Gpu(Text2Im<WebGpu>),
+        Cpu(Text2Im<Flex>),
+    }
+
+    #[derive(Default)]
+    struct State {
+        loaded: Option<Rc<Loaded>>,
+        model_name: String,
+        /// Id of the generation the page cancelled last.
+        cancelled: Rc<Cell<u64>>,
+        /// A generation or load is running.
+        busy: Rc<Cell<bool>>,
+    }
+
+    fn scope() -> DedicatedWorkerGlobalScope {
+        js_sys::global().unchecked_into()
+    }
+
+    fn post(msg: &FromWorker) {
+        let text = serde_json::to_string(msg).expect("messages serialise");
+        let _ = scope().post_message(&JsValue::from_str(&text));
+    }
+
+    fn js_err(e: JsValue) -> String {
+        e.as_string()
+            .or_else(|| {
+                e.dyn_ref::<js_sys::Error>()
+                    .map(|e| String::from(e.message()))
+            })
+            .unwrap_or_else(|| format!("{e:?}"))
+    }
+
+    /// Lets queued messages (Cancel) run between steps.
+    async fn yield_now() {
+        let p = Promise::new(&mut |resolve, _| {
+            let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        });
+        let _ = JsFuture::from(p).await;
+    }
+
+    /// Weights from Cache Storage, or fetched with progress and stored for the next visit.
+    async fn fetch_weights(url: &str) -> Result<Vec<u8>, String> {
+        let scope = scope();
+        let cache: Option<Cache> = match scope.caches() {
+            Ok(caches) => JsFuture::from(caches.open(CACHE_NAME))
+                .await
+                .ok()
+                .map(|c| c.unchecked_into()),
+            Err(_) => None,
+        };
+        if let Some(cache) = &cache {
+            if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
+                if let Ok(resp) = hit.dyn_into::<Response>() {
+                    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?)
+                        .await
+                        .map_err(js_err)?;
+                    let bytes = Uint8Array::new(&buf).to_vec();
+                    let n = bytes.len() as u64;
+                    post(&FromWorker::Progress {
+                        loaded: n,
+                        total: n,
+                        cached: true,
+                    });
+                    return Ok(bytes);
+                }
+            }
+        }
+        let resp: Response = JsFuture::from(scope.fetch_with_str(url))
+            .await
+            .map_err(|e| {
+                format!(
+                    "Could not download the weights from {url} ({}). Check that the server is \
+                     running (make serve) and reload.",
+                    js_err(e)
+                )
+            })?
+            .unchecked_into();
+        if !resp.ok() {
+            return Err(format!(
+                "The weights {url} could not be loaded (HTTP {}). Run `make serve`, which writes \
+                 the model file, or pass ?weights=URL pointing at a .safetensors file.",
+                resp.status()
+            ));
+        }
+        let total = resp
+            .headers()
+            .get("content-length")
+            .ok()
+            .flatten()
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        let body = resp.body().ok_or("The weights response has no body.")?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        let mut bytes = Vec::with_capacity(total as usize);
+        let mut last_post = 0u64;
+        loop {
+            let chunk = JsFuture::from(reader.read()).await.map_err(js_err)?;
+            if Reflect::get(&chunk, &"done".into())
+                .ok()
+                .and_then(|d| d.as_bool())
+                .unwrap_or(true)
+            {
+                break;
+            }
+            let value: Uint8Array = Reflect::get(&chunk, &"value".into())
+                .map_err(js_err)?
+                .unchecked_into();
+            bytes.extend(value.to_vec());
+            let loaded = bytes.len() as u64;
+            if loaded - last_post > 256 * 1024 || loaded == total {
+                last_post = loaded;
+                post(&FromWorker::Progress {
+                    loaded,
+                    total,
+                    cached: false,
+                });
+            }
+        }
+        if let Some(cache) = &cache {
+            let mut copy = bytes.clone();
+            if let Ok(resp) = Response::new_with_opt_u8_array(Some(&mut copy)) {
+                let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Whether `navigator.gpu` exists and yields an adapter.
+    async fn webgpu_adapter() -> Result<(), String> {
+        let nav = scope().navigator();
+        let gpu = Reflect::get(&nav, &"gpu".into()).unwrap_or(JsValue::UNDEFINED);
+        if gpu.is_undefined() || gpu.is_null() {
+            return Err("this browser has no WebGPU (navigator.gpu is missing)".into());
+        }
+        let request: js_sys::Function = Reflect::get(&gpu, &"requestAdapter".into())
+            .map_err(js_err)?
+            .dyn_into()
+            .map_err(|_| "navigator.gpu.requestAdapter is not a function".to_string())?;
+        let promise: Promise = request.call0(&gpu).map_err(js_err)?.unchecked_into();
+        let adapter = JsFuture::from(promise).await.map_err(js_err)?;
+        if adapter.is_null() || adapter.is_undefined() {
+            return Err("WebGPU found no adapter (GPU)".into());
+        }
+        Ok(())
+    }
+
+    async fn load(state: Rc<RefCell<State>>, url: String, choice: BackendChoice) -> Result<(), String> {
+        let bytes = fetch_weights(&url).await?;
+        let mut note = None;
+        let use_gpu = match choice {
+            BackendChoice::Cpu => false,
+            _ => match webgpu_adapter().await {
+                Ok(()) => true,
+                Err(why) => {
+                    note = Some(format!("Running on the CPU because {why}; this is much slower."));
+                    false
+                }
+            },
+        };
+        let bad = |e: glide_pipeline::PipelineError| {
+            format!("The weights at {url} cannot be used: {e}")
+        };
+        let loaded = if use_gpu {
+            let device = WgpuDevice::default();
+            init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(&bytes, &device).map_err(bad)?)
+        } else {
+            Loaded::Cpu(Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).map_err(bad)?)
+        };
+        let (image_size, params) = match &loaded {
+            Loaded::Gpu(p) => (p.config.image_size, p.model.num_params()),
+            Loaded::Cpu(p) => (p.config.image_size, p.model.num_params()),
+        };
+        let model = url.rsplit('/').next().unwrap_or(&url).to_string();
+        {
+            let mut s = state.borrow_mut();
+            s.loaded = Some(Rc::new(loaded));
+            s.model_name = model.clone();
+        }
+        post(&FromWorker::Ready {
+            backend: if use_gpu { "webgpu" } else { "cpu" }.into(),
+            note,
+            image_size,
+            params,
+            model,
+        });
+        Ok(())
+    }
+
+    use burn::module::Module;
+
+    async fn run<B: Backend>(
+        p: &Text2Im<B>,
+        id: u64,
+        req: GenerateRequest,
+        model_name: &str,
+        cancelled: &Cell<u64>,
+    ) -> Result<(), String> {
+        let s = p.config.image_size;
+        let b = req.batch_size;
+        let mut steps = p.generate(&req).map_err(|e| e.to_string())?;
+        let evals_per_step = if req.guidance_scale != 1.0 { 2 } else { 1 };
+        let start = js_sys::Date::now();
+        let mut evaluations = 0;
+        let mut done = 0;
+        let mut last = None;
+        for step in steps.by_ref() {
+            evaluations += evals_per_step;
+            done = step.step;
+            let x0 = step
+                .pred_xstart
+                .into_data_async()
+                .await
+                .map_err(|e| format!("The GPU failed while sampling ({e:?}); reload the page."))?;
+            let x0 = x0.to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
+            post(&FromWorker::Step {
+                id,
+                step: step.step,
+                total: step.total,
+                previews: batch_to_rgb8(&x0, b, s, s),
+            });
+            last = Some(step.sample);
+            yield_now().await;
+            if cancelled.get() == id {
+                post(&FromWorker::Cancelled { id, step: done });
+                return Ok(());
+            }
+        }
+        let elapsed = js_sys::Date::now() - start;
+        let raw = last
+            .ok_or("the chain has no steps")?
+            .into_data_async()
+            .await
+            .map_err(|e| format!("The GPU failed while reading the result ({e:?}); reload the page."))?
+            .to_vec::<f32>()
+            .map_err(|e| format!("{e:?}"))?;
+        let text = req.png_text(model_name);
+        let pngs = batch_to_rgb8(&raw, b, s, s)
+            .iter()
+            .map(|rgb| encode_png(rgb, s, s, &text))
+            .collect();
+        post(&FromWorker::Done {
+            id,
+            pngs,
+            raw,
+            ms_per_step: elapsed / done.max(1) as f64,
+            evaluations: evaluations,
+        });
+        Ok(())
+    }
+
+    fn handle(state: Rc<RefCell<State>>, msg: ToWorker) {
+        match msg {
+            ToWorker::Cancel { id } => state.borrow().cancelled.set(id),
+            ToWorker::Load { url, backend } => {
+                let busy = state.borrow().busy.clone();
+                busy.set(true);
+                spawn_local(async move {
+                    if let Err(message) = load(state, url, backend).await {
+                        post(&FromWorker::Error { message });
+                    }
+                    busy.set(false);
+                });
+            }
+            ToWorker::Generate { id, request } => {
+                let (loaded, name, cancelled, busy) = {
+                    let s = state.borrow();
+                    (s.loaded.clone(), s.model_name.clone(), s.cancelled.clone(), s.busy.clone())
+                };
+                let Some(loaded) = loaded else {
+                    post(&FromWorker::Error {
+                        message: "The model is not loaded yet; wait for it, or reload the page.".into(),
+                    });
+                    return;
+                };
+                if busy.get() {
+                    post(&FromWorker::Error {
+                        message: "A generation is already running; cancel it first.".into(),
+                    });
+                    return;
+                }
+                busy.set(true);
+                spawn_local(async move {
+                    let r = match &*loaded {
+                        Loaded::Gpu(p) => run(p, id, request, &name, &cancelled).await,
+                        Loaded::Cpu(p) => run(p, id, request, &name, &cancelled).await,
+                    };
+                    busy.set(false);
+                    if let Err(message) = r {
+                        post(&FromWorker::Error { message });
+                    }
+                });
+            }
+        }
+    }
+
+    pub fn start() {
+        console_error_panic_hook::set_once();
+        let state = Rc::new(RefCell::new(State::default()));
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
+            let Some(text) = e.data().as_string() else {
+                return;
+            };
+            match serde_json::from_str::<ToWorker>(&text) {
+                Ok(msg) => handle(state.clone(), msg),
+                Err(e) => post(&FromWorker::Error {
+                    message: format!("The worker got a message it does not understand: {e}"),
+                }),
+            }
+        });
+        scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+    }
+}
+
+fn main() {
+    #[cfg(target_arch = "wasm32")]
+    imp::start();
+}

@@ -1,0 +1,174 @@
+// Browser end-to-end test: the built web app (dist/) in headless Debian chromium, WebGPU on
+// SwiftShader. Compares the page's samples with `glide sample` on the same weights, prompt,
+// seed, sampler and steps; checks the CPU fallback, an all-zero model, and Cancel.
+//
+// Run with `node --test tests/` after `make web` (the Makefile's `test` target does both).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, readFileSync, existsSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, extname, normalize, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+const ROOT = resolve(import.meta.dirname, "..");
+const DIST = join(ROOT, "dist");
+const GLIDE = process.env.GLIDE_BIN || join(ROOT, "target/debug/glide");
+const TMP = mkdtempSync(join(tmpdir(), "glide-browser-"));
+const PROMPT = "a red apple";
+const SEED = 7;
+const STEPS = 4;
+const SAMPLER = "ddim";
+const GUIDANCE = 3;
+
+const MIME = {
+  ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm",
+  ".css": "text/css", ".safetensors": "application/octet-stream", ".json": "application/json",
+};
+
+let server, port, browser;
+
+function run(args) {
+  const r = spawnSync(GLIDE, args, { encoding: "utf8" });
+  assert.equal(r.status, 0, `glide ${args.join(" ")} failed:\n${r.stderr}`);
+  return r;
+}
+
+/** Reads `samples` from a safetensors file (f32, little-endian). */
+function readSamples(path) {
+  const buf = readFileSync(path);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString("utf8"));
+  const { data_offsets: [a, b], dtype } = header.samples;
+  assert.equal(dtype, "F32");
+  const bytes = buf.subarray(8 + n + a, 8 + n + b);
+  return new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
+}
+
+function maxAbsDiff(a, b) {
+  assert.equal(a.length, b.length, "sample sizes differ");
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+before(async () => {
+  assert.ok(existsSync(join(DIST, "index.html")), "dist/ is missing: run `make web` first");
+  assert.ok(existsSync(GLIDE), `${GLIDE} is missing: run \`cargo build -p glide-cli\` first`);
+  run(["init", "--preset", "tiny", "--seed", "1", "--out", join(TMP, "model.safetensors")]);
+  run(["init", "--preset", "tiny", "--zero", "--out", join(TMP, "zero.safetensors")]);
+  server = createServer((req, res) => {
+    const url = new URL(req.url, "http://x");
+    let path = decodeURIComponent(url.pathname);
+    let file = path.startsWith("/test-weights/")
+      ? join(TMP, path.slice("/test-weights/".length))
+      : join(DIST, normalize(path === "/" ? "/index.html" : path));
+    if (!existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404).end("not found");
+      return;
+    }
+    const body = readFileSync(file);
+    res.writeHead(200, {
+      "content-type": MIME[extname(file)] || "application/octet-stream",
+      "content-length": body.length,
+    });
+    res.end(body);
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  port = server.address().port;
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: false,
+    args: [
+      "--headless=new", "--no-sandbox", "--enable-unsafe-webgpu",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--no-first-run", "--disable-quic",
+    ],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+async function openPage(query) {
+  const page = await browser.newPage();
+  page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+  page.on("pageerror", (e) => console.error("page error:", e.message));
+  await page.goto(`http://127.0.0.1:${port}/?${query}`);
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  return page;
+}
+
+async function generate(page, prompt) {
+  await page.fill("#prompt", prompt);
+  const t0 = Date.now();
+  await page.click("#generate");
+  await page.waitForSelector("body[data-state=done]", { timeout: 300_000 });
+  const raw = await page.evaluate(() => Array.from(window.__glide.raw));
+  const msPerStep = await page.evaluate(() => window.__glide.msPerStep);
+  return { raw: Float32Array.from(raw), msPerStep, wall: Date.now() - t0 };
+}
+
+const common = `weights=test-weights/model.safetensors&steps=${STEPS}&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`;
+
+function nativeSample(weights, out) {
+  run(["sample", "--weights", weights, "--prompt", PROMPT, "--seed", String(SEED),
+    "--steps", String(STEPS), "--sampler", SAMPLER, "--guidance", String(GUIDANCE), "--n", "1",
+    "--out", out + ".png", "--save-raw", out]);
+  return readSamples(out);
+}
+
+test("WebGPU page equals `glide sample`; CPU fallback equals it too; zero model differs", async () => {
+  const native = nativeSample(join(TMP, "model.safetensors"), join(TMP, "native.safetensors"));
+
+  const gpu = await openPage(`backend=webgpu&${common}`);
+  assert.match(await gpu.textContent("#backend"), /WebGPU/);
+  const g = await generate(gpu, PROMPT);
+  console.log(`webgpu: ${g.msPerStep.toFixed(1)} ms/step, max |Δ| vs native ${maxAbsDiff(g.raw, native).toExponential(2)}`);
+  assert.ok(maxAbsDiff(g.raw, native) <= 1e-2, "WebGPU sample differs from glide sample");
+  // the step counter reached the end
+  assert.match(await gpu.textContent("#status"), /Done/);
+  await gpu.close();
+
+  const cpu = await openPage(`backend=cpu&${common}`);
+  assert.match(await cpu.textContent("#backend"), /CPU/);
+  const c = await generate(cpu, PROMPT);
+  console.log(`cpu (wasm): ${c.msPerStep.toFixed(1)} ms/step, max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);
+  assert.ok(maxAbsDiff(c.raw, native) <= 1e-2, "CPU-fallback sample differs from glide sample");
+  await cpu.close();
+
+  const zero = await openPage(`backend=webgpu&${common.replace("model.safetensors", "zero.safetensors")}`);
+  const z = await generate(zero, PROMPT);
+  assert.ok(maxAbsDiff(z.raw, g.raw) > 0.1, "an all-zero model gives the same image: the weights are not used");
+  await zero.close();
+});
+
+test("Cancel stops a long generation within 1 s and the page stays usable", async () => {
+  const page = await openPage(`backend=webgpu&${common.replace(`steps=${STEPS}`, "steps=400")}`);
+  await page.fill("#prompt", PROMPT);
+  await page.click("#generate");
+  await page.waitForFunction(() => /Step ([2-9]|\d\d+) \//.test(document.querySelector("#status").textContent), null, { timeout: 120_000 });
+  const t0 = Date.now();
+  await page.click("#cancel");
+  await page.waitForSelector("body[data-state=cancelled]", { timeout: 5_000 });
+  const dt = Date.now() - t0;
+  console.log(`cancel took ${dt} ms`);
+  assert.ok(dt <= 1000, `cancel took ${dt} ms`);
+  // usable again: a short run completes
+  await page.fill("#steps", "2");
+  await page.dispatchEvent("#steps", "change");
+  await page.click("#generate");
+  await page.waitForSelector("body[data-state=done]", { timeout: 120_000 });
+  await page.close();
+});
+
+test("missing weights give a readable error in the page", async () => {
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${port}/?weights=test-weights/nope.safetensors`);
+  await page.waitForSelector("#error", { timeout: 60_000 });
+  assert.match(await page.textContent("#error"), /could not be loaded/);
+  await page.close();
+});
