@@ -35,7 +35,11 @@ use backend::B;
 const DEFAULT_WEIGHTS: &[&str] = &["www/generated/model.safetensors"];
 
 #[derive(Parser)]
-#[command(name = "glide", version, about = "GLIDE text-to-image (arXiv 2112.10741) in Rust on burn")]
+#[command(
+    name = "glide",
+    version,
+    about = "GLIDE text-to-image (arXiv 2112.10741) in Rust on burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -147,7 +151,9 @@ fn device<BB: Backend>() -> BB::Device {
 
 fn preset(name: &str) -> Result<GlideConfig> {
     GlideConfig::preset(name).with_context(|| {
-        format!("unknown preset {name:?}: use base, upsample, base-inpaint, upsample-inpaint or tiny")
+        format!(
+            "unknown preset {name:?}: use base, upsample, base-inpaint, upsample-inpaint or tiny"
+        )
     })
 }
 

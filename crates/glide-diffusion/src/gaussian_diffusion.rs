@@ -279,9 +279,11 @@ impl GaussianDiffusion {
         let eps = self.predict_eps_from_xstart(x, t, out.pred_xstart.clone());
         let alpha_bar = Self::extract::<B>(&self.alphas_cumprod, t, &d);
         let alpha_bar_prev = Self::extract::<B>(&self.alphas_cumprod_prev, t, &d);
-        let sigma = ((alpha_bar_prev.clone().neg() + 1.0) / (alpha_bar.clone().neg() + 1.0))
-            .sqrt()
-            * (alpha_bar / alpha_bar_prev.clone()).neg().add_scalar(1.0).sqrt()
+        let sigma = ((alpha_bar_prev.clone().neg() + 1.0) / (alpha_bar.clone().neg() + 1.0)).sqrt()
+            * (alpha_bar / alpha_bar_prev.clone())
+                .neg()
+                .add_scalar(1.0)
+                .sqrt()
             * eta;
         let mean_pred = out.pred_xstart.clone() * alpha_bar_prev.clone().sqrt()
             + (alpha_bar_prev.neg() + 1.0 - sigma.clone().powi_scalar(2)).sqrt() * eps;
@@ -320,6 +322,9 @@ mod tests {
         let d = GaussianDiffusion::from_schedule(NoiseSchedule::Linear, 1000);
         assert_eq!(d.posterior_variance[0], 0.0);
         assert!(d.posterior_variance[1..].iter().all(|&v| v > 0.0));
-        assert_eq!(d.posterior_log_variance_clipped[0], d.posterior_variance[1].ln());
+        assert_eq!(
+            d.posterior_log_variance_clipped[0],
+            d.posterior_variance[1].ln()
+        );
     }
 }

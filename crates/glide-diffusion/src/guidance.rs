@@ -33,11 +33,20 @@ mod tests {
     fn scale_one_is_the_conditional_model_and_variance_is_untouched() {
         let d = Default::default();
         // batch [cond; uncond] of 1 image each, 2 channels (1 eps + 1 variance), 1×1 pixels
-        let out = Tensor::<Flex, 4>::from_data(TensorData::new(vec![1.0f32, 5.0, 3.0, 7.0], [2, 2, 1, 1]), &d);
-        let g1 = classifier_free_guidance(out.clone(), 1.0, 1).into_data().to_vec::<f32>().unwrap();
+        let out = Tensor::<Flex, 4>::from_data(
+            TensorData::new(vec![1.0f32, 5.0, 3.0, 7.0], [2, 2, 1, 1]),
+            &d,
+        );
+        let g1 = classifier_free_guidance(out.clone(), 1.0, 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(g1, [1.0, 5.0]);
         // eps = 3 + 3·(1 − 3) = −3; variance from the conditional half
-        let g3 = classifier_free_guidance(out, 3.0, 1).into_data().to_vec::<f32>().unwrap();
+        let g3 = classifier_free_guidance(out, 3.0, 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         assert_eq!(g3, [-3.0, 5.0]);
     }
 }

@@ -29,7 +29,10 @@ pub fn normal_kl<B: Backend>(
 /// A fast approximation of the standard normal CDF (tanh form).
 fn approx_standard_normal_cdf<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     let c = (2.0 / std::f64::consts::PI).sqrt();
-    ((x.clone() + x.powi_scalar(3) * 0.044715) * c).tanh().add_scalar(1.0) * 0.5
+    ((x.clone() + x.powi_scalar(3) * 0.044715) * c)
+        .tanh()
+        .add_scalar(1.0)
+        * 0.5
 }
 
 /// Log-likelihood of `x` (in [-1, 1], 256 bins) under a Gaussian discretised to those bins.
@@ -40,7 +43,8 @@ pub fn discretized_gaussian_log_likelihood<B: Backend>(
 ) -> Tensor<B, 4> {
     let centered_x = x.clone() - means;
     let inv_stdv = log_scales.neg().exp();
-    let cdf_plus = approx_standard_normal_cdf(inv_stdv.clone() * (centered_x.clone() + 1.0 / 255.0));
+    let cdf_plus =
+        approx_standard_normal_cdf(inv_stdv.clone() * (centered_x.clone() + 1.0 / 255.0));
     let cdf_min = approx_standard_normal_cdf(inv_stdv * (centered_x - 1.0 / 255.0));
     let log_cdf_plus = cdf_plus.clone().clamp_min(1e-12).log();
     let log_one_minus_cdf_min = (cdf_min.clone().neg() + 1.0).clamp_min(1e-12).log();
@@ -77,9 +81,9 @@ impl GaussianDiffusion {
             out.mean.clone(),
             out.log_variance.clone(),
         )) / ln2;
-        let decoder_nll =
-            mean_flat(discretized_gaussian_log_likelihood(x_start, out.mean, out.log_variance * 0.5).neg())
-                / ln2;
+        let decoder_nll = mean_flat(
+            discretized_gaussian_log_likelihood(x_start, out.mean, out.log_variance * 0.5).neg(),
+        ) / ln2;
         let at_zero: Vec<bool> = t.iter().map(|&i| i == 0).collect();
         let at_zero = Tensor::<B, 1, Bool>::from_data(TensorData::new(at_zero, [t.len()]), &device);
         kl.mask_where(at_zero, decoder_nll)
@@ -99,7 +103,8 @@ impl GaussianDiffusion {
         let var_values = model_output.narrow(1, c, c);
         // Learn the variance with the VLB only: the mean sees the eps prediction frozen.
         let frozen_out = Tensor::cat(vec![eps.clone().detach(), var_values], 1);
-        let vb = self.vb_terms_bpd(frozen_out, x_start, x_t, t) * (self.num_timesteps() as f64 / 1000.0);
+        let vb =
+            self.vb_terms_bpd(frozen_out, x_start, x_t, t) * (self.num_timesteps() as f64 / 1000.0);
         let mse = mean_flat((noise - eps).powi_scalar(2));
         LossTerms {
             loss: mse.clone() + vb.clone(),

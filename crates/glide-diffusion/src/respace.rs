@@ -74,7 +74,9 @@ mod tests {
 
     #[test]
     fn counts_and_bounds() {
-        for s in ["1", "4", "50", "100", "250", "1000", "27", "fast27", "ddim50", "10,15,20"] {
+        for s in [
+            "1", "4", "50", "100", "250", "1000", "27", "fast27", "ddim50", "10,15,20",
+        ] {
             let steps = space_timesteps(1000, s).unwrap();
             assert!(steps.iter().all(|&t| t < 1000), "{s}");
             assert!(steps.contains(&0), "{s}");

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{GaussianDiffusion, NoiseRng};
 
+/// A denoising model as the samplers see it: `(x_t, original timesteps) -> [eps, v]`.
+pub trait ModelFn<B: Backend>: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4> {}
+impl<B: Backend, F: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>> ModelFn<B> for F {}
+
 /// Post-processing of the predicted x₀ before clipping (`denoised_fn`).
 pub type DenoisedFn<'a, B> = Box<dyn Fn(Tensor<B, 4>) -> Tensor<B, 4> + 'a>;
 

@@ -37,7 +37,10 @@ impl std::str::FromStr for NoiseSchedule {
 }
 
 /// `get_named_beta_schedule(schedule_name, num_diffusion_timesteps)`.
-pub fn get_named_beta_schedule(schedule: NoiseSchedule, num_diffusion_timesteps: usize) -> Vec<f64> {
+pub fn get_named_beta_schedule(
+    schedule: NoiseSchedule,
+    num_diffusion_timesteps: usize,
+) -> Vec<f64> {
     match schedule {
         NoiseSchedule::Linear => {
             // Linear schedule from Ho et al, extended to work for any number of diffusion steps.
@@ -46,7 +49,11 @@ pub fn get_named_beta_schedule(schedule: NoiseSchedule, num_diffusion_timesteps:
         }
         NoiseSchedule::SquaredcosCapV2 => betas_for_alpha_bar(
             num_diffusion_timesteps,
-            |t| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2),
+            |t| {
+                ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+                    .cos()
+                    .powi(2)
+            },
             0.999,
         ),
     }

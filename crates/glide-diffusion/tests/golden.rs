@@ -24,9 +24,12 @@ struct Fixture {
 
 impl Fixture {
     fn load() -> Self {
-        let dir = std::env::var_os("GLIDE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/glide-reference")
-        });
+        let dir = std::env::var_os("GLIDE_FIXTURES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("../../../shared/fixtures/glide-reference")
+            });
         let path = dir.join("diffusion.safetensors");
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
@@ -132,7 +135,11 @@ fn diffusion_matches_reference() {
 
     // Schedules (f64, 1e-12).
     let cosine = get_named_beta_schedule(NoiseSchedule::SquaredcosCapV2, 1000);
-    close_f64(&cosine, &fx.f64s("betas.squaredcos_cap_v2"), "betas.squaredcos_cap_v2");
+    close_f64(
+        &cosine,
+        &fx.f64s("betas.squaredcos_cap_v2"),
+        "betas.squaredcos_cap_v2",
+    );
     let linear = get_named_beta_schedule(NoiseSchedule::Linear, 1000);
     close_f64(&linear, &fx.f64s("betas.linear"), "betas.linear");
 
@@ -145,7 +152,11 @@ fn diffusion_matches_reference() {
     }
     let spaced = GaussianDiffusion::spaced(&cosine, &space_timesteps(1000, "100").unwrap());
     assert_eq!(spaced.timestep_map, fx.ints("spaced100.timestep_map"));
-    close_f64(&spaced.betas, &fx.f64s("spaced100.betas"), "spaced100.betas");
+    close_f64(
+        &spaced.betas,
+        &fx.f64s("spaced100.betas"),
+        "spaced100.betas",
+    );
 
     // p_mean_variance on the 100-step chain.
     let t = fx.ints("pmv.t");

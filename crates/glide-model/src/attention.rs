@@ -30,7 +30,7 @@ impl<B: Backend> AttentionBlock<B> {
         let num_heads = match num_head_channels {
             Some(hc) => {
                 assert!(
-                    channels % hc == 0,
+                    channels.is_multiple_of(hc),
                     "q,k,v channels {channels} is not divisible by num_head_channels {hc}"
                 );
                 channels / hc
@@ -54,7 +54,9 @@ impl<B: Backend> AttentionBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>, encoder_out: Option<&Tensor<B, 3>>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let t = h * w;
-        let qkv = self.qkv.forward(self.norm.forward(x.clone()).reshape([b, c, t]));
+        let qkv = self
+            .qkv
+            .forward(self.norm.forward(x.clone()).reshape([b, c, t]));
         // QKVAttentionLegacy: (B·heads, 3·ch, T), then split channels into q, k, v.
         let heads = self.num_heads;
         let ch = c / heads;

@@ -37,7 +37,11 @@ impl CheckReport {
 
 /// ‖a − b‖₂ / ‖b‖₂ (f64 accumulation).
 pub fn relative_l2(actual: &[f32], expected: &[f32]) -> f64 {
-    assert_eq!(actual.len(), expected.len(), "compared tensors differ in size");
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "compared tensors differ in size"
+    );
     let (mut num, mut den) = (0.0f64, 0.0f64);
     for (&a, &b) in actual.iter().zip(expected) {
         num += (a as f64 - b as f64).powi(2);
@@ -51,7 +55,9 @@ pub fn relative_l2(actual: &[f32], expected: &[f32]) -> f64 {
 pub enum CheckError {
     #[error(transparent)]
     Weights(#[from] WeightsError),
-    #[error("the fixture lacks input {0:?}; a reference file needs in.x, in.timesteps, in.tokens and in.mask")]
+    #[error(
+        "the fixture lacks input {0:?}; a reference file needs in.x, in.timesteps, in.tokens and in.mask"
+    )]
     MissingInput(String),
     #[error("the fixture's weights do not fit the model built from its options:\n{0}")]
     Incompatible(crate::LoadReport),
@@ -70,12 +76,17 @@ fn take<B: Backend, const D: usize>(
 }
 
 fn int_vec(data: TensorData) -> Vec<i64> {
-    data.convert::<i64>().to_vec::<i64>().expect("integer tensor")
+    data.convert::<i64>()
+        .to_vec::<i64>()
+        .expect("integer tensor")
 }
 
 /// Builds the model from the file's options, loads `param.*`, runs every reference input and
 /// compares `out.eps_var`, `out.xf_proj` and `out.xf_out`.
-pub fn check_fixture<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<CheckReport, CheckError> {
+pub fn check_fixture<B: Backend>(
+    bytes: &[u8],
+    device: &B::Device,
+) -> Result<CheckReport, CheckError> {
     let mut state = StateDict::from_safetensors(bytes)?;
     let config = config_from_metadata(&state)?;
     let params = state.strip_prefix("param.");

@@ -68,7 +68,9 @@ pub struct GlideConfig {
 
 /// An option value the model cannot be built from.
 #[derive(Debug, thiserror::Error)]
-#[error("GLIDE option {key:?} is missing or invalid ({why}); use the keys of model_and_diffusion_defaults()")]
+#[error(
+    "GLIDE option {key:?} is missing or invalid ({why}); use the keys of model_and_diffusion_defaults()"
+)]
 pub struct OptionsError {
     pub key: String,
     pub why: String,

@@ -4,13 +4,19 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 
 /// A 3×3 convolution with padding 1 (`conv_nd(2, in, out, 3, padding=1)`).
-pub fn conv3x3<B: Backend>(channels_in: usize, channels_out: usize, device: &B::Device) -> Conv2d<B> {
+pub fn conv3x3<B: Backend>(
+    channels_in: usize,
+    channels_out: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
     Conv2dConfig::new([channels_in, channels_out], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
         .init(device)
@@ -84,9 +90,8 @@ impl<B: Backend> ResBlock<B> {
             out_norm: GroupNormConfig::new(32, out_channels).init(device),
             dropout: DropoutConfig::new(spec.dropout).init(),
             out_conv: conv3x3(out_channels, out_channels, device),
-            skip_connection: (out_channels != channels).then(|| {
-                Conv2dConfig::new([channels, out_channels], [1, 1]).init(device)
-            }),
+            skip_connection: (out_channels != channels)
+                .then(|| Conv2dConfig::new([channels, out_channels], [1, 1]).init(device)),
             up: spec.up,
             down: spec.down,
             use_scale_shift_norm: spec.use_scale_shift_norm,

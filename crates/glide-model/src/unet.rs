@@ -19,6 +19,9 @@ use crate::resblock::{ResBlock, ResBlockSpec, conv3x3};
 use crate::xf::Transformer;
 
 /// One layer of a `TimestepEmbedSequential`.
+// A few dozen layers per model: boxing the variants would buy nothing and burn's derive wants
+// the modules inline.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Layer<B: Backend> {
     Conv(Conv2d<B>),
@@ -277,7 +280,9 @@ impl<B: Backend> Text2ImUNet<B> {
             positional_embedding: randn([cfg.text_ctx, w]),
             padding_embedding: cfg.xf_padding.then(|| randn([cfg.text_ctx, w])),
             transformer: Transformer::new(w, cfg.xf_layers, cfg.xf_heads, device),
-            final_ln: cfg.xf_final_ln.then(|| LayerNormConfig::new(w).init(device)),
+            final_ln: cfg
+                .xf_final_ln
+                .then(|| LayerNormConfig::new(w).init(device)),
             transformer_proj: LinearConfig::new(w, time_embed_dim).init(device),
             time_embed: TimeEmbed {
                 linear_1: LinearConfig::new(mc, time_embed_dim).init(device),
@@ -311,7 +316,11 @@ impl<B: Backend> Text2ImUNet<B> {
         let w = xf_in.dims()[2];
         if let Some(pad) = &self.padding_embedding {
             let keep = mask.reshape([b, l, 1]).expand([b, l, w]);
-            xf_in = pad.val().unsqueeze_dim::<3>(0).expand([b, l, w]).mask_where(keep, xf_in);
+            xf_in = pad
+                .val()
+                .unsqueeze_dim::<3>(0)
+                .expand([b, l, w])
+                .mask_where(keep, xf_in);
         }
         let mut xf_out = self.transformer.forward(xf_in);
         if let Some(ln) = &self.final_ln {

@@ -66,17 +66,25 @@ pub fn burn_to_torch(path: &str) -> String {
 /// Errors from reading or applying weights; each says what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
-    #[error("the weights file is not valid safetensors ({0}); re-export it with safetensors (pickle checkpoints are not read)")]
+    #[error(
+        "the weights file is not valid safetensors ({0}); re-export it with safetensors (pickle checkpoints are not read)"
+    )]
     Parse(String),
-    #[error("tensor {name:?} has dtype {dtype}; only F32, F16 and BF16 weights are supported, convert it to one of them")]
+    #[error(
+        "tensor {name:?} has dtype {dtype}; only F32, F16 and BF16 weights are supported, convert it to one of them"
+    )]
     Dtype { name: String, dtype: String },
     #[error("the weights do not fit this model configuration:\n{0}")]
     Incompatible(LoadReport),
-    #[error("the weights file has no `options` metadata; pass the model preset explicitly (e.g. --preset base)")]
+    #[error(
+        "the weights file has no `options` metadata; pass the model preset explicitly (e.g. --preset base)"
+    )]
     NoOptions,
     #[error("{0}")]
     Options(#[from] crate::config::OptionsError),
-    #[error("the `options` metadata is not JSON ({0}); re-save the file with glide-rs or fix the metadata")]
+    #[error(
+        "the `options` metadata is not JSON ({0}); re-save the file with glide-rs or fix the metadata"
+    )]
     OptionsJson(String),
 }
 
@@ -145,13 +153,15 @@ impl StateDict {
                 Dtype::F32 => TensorData::from_bytes_vec(raw, shape, DType::F32),
                 Dtype::F64 => TensorData::from_bytes_vec(raw, shape, DType::F64),
                 Dtype::F16 => TensorData::from_bytes_vec(raw, shape, DType::F16).convert::<f32>(),
-                Dtype::BF16 => {
-                    TensorData::from_bytes_vec(raw, shape, DType::BF16).convert::<f32>()
-                }
+                Dtype::BF16 => TensorData::from_bytes_vec(raw, shape, DType::BF16).convert::<f32>(),
                 Dtype::I64 => TensorData::from_bytes_vec(raw, shape, DType::I64),
                 Dtype::I32 => TensorData::from_bytes_vec(raw, shape, DType::I32),
                 Dtype::U8 => TensorData::from_bytes_vec(raw, shape, DType::U8),
-                Dtype::BOOL => TensorData::from_bytes_vec(raw, shape, DType::Bool(burn::tensor::BoolStore::Native)),
+                Dtype::BOOL => TensorData::from_bytes_vec(
+                    raw,
+                    shape,
+                    DType::Bool(burn::tensor::BoolStore::Native),
+                ),
                 other => {
                     return Err(WeightsError::Dtype {
                         name,
@@ -230,7 +240,11 @@ impl StateDict {
                         d.clone().convert::<f32>().as_bytes().to_vec(),
                     ),
                     DType::I64 => View(Dtype::I64, shape, d.as_bytes().to_vec()),
-                    _ => View(Dtype::I32, shape, d.clone().convert::<i32>().as_bytes().to_vec()),
+                    _ => View(
+                        Dtype::I32,
+                        shape,
+                        d.clone().convert::<i32>().as_bytes().to_vec(),
+                    ),
                 };
                 (k.clone(), view)
             })
@@ -252,7 +266,12 @@ pub fn apply_state_dict<B: Backend>(
         .iter()
         .map(|(k, data)| {
             let path = torch_to_burn(k).split('.').map(String::from).collect();
-            TensorSnapshot::from_data(data.clone().convert::<f32>(), path, Vec::new(), ParamId::new())
+            TensorSnapshot::from_data(
+                data.clone().convert::<f32>(),
+                path,
+                Vec::new(),
+                ParamId::new(),
+            )
         })
         .collect();
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
@@ -298,7 +317,12 @@ pub fn apply_state_dict<B: Backend>(
                 path,
                 expected,
                 found,
-            } => format!("{}: expected {:?}, found {:?}", torch_name(path), expected.as_slice(), found.as_slice()),
+            } => format!(
+                "{}: expected {:?}, found {:?}",
+                torch_name(path),
+                expected.as_slice(),
+                found.as_slice()
+            ),
             other => other.to_string(),
         });
     }
@@ -327,7 +351,10 @@ pub fn load_weights<B: Backend>(
 
 /// The GLIDE options stored in a file's `options` metadata.
 pub fn config_from_metadata(state: &StateDict) -> Result<crate::GlideConfig, WeightsError> {
-    let text = state.metadata.get("options").ok_or(WeightsError::NoOptions)?;
+    let text = state
+        .metadata
+        .get("options")
+        .ok_or(WeightsError::NoOptions)?;
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| WeightsError::OptionsJson(e.to_string()))?;
     Ok(crate::GlideConfig::from_glide_options(&v)?)

@@ -11,9 +11,12 @@ use glide_model::{GlideConfig, Text2ImUNet, check_fixture};
 type B = Flex;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("GLIDE_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/glide-reference")
-    });
+    let dir = std::env::var_os("GLIDE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/fixtures/glide-reference")
+        });
     let path = dir.join(name);
     std::fs::read(&path).unwrap_or_else(|e| {
         panic!(
@@ -30,21 +33,31 @@ fn check(name: &str) {
         eprintln!("{name} {key}: relative L2 {err:.3e}");
     }
     let compared: Vec<&str> = report.errors.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(compared, ["out.eps_var", "out.xf_proj", "out.xf_out"], "{name}");
+    assert_eq!(
+        compared,
+        ["out.eps_var", "out.xf_proj", "out.xf_out"],
+        "{name}"
+    );
     assert!(
         report.unused_keys.is_empty(),
         "{name}: fixture keys not compared: {:?}",
         report.unused_keys
     );
     for (key, err) in &report.errors {
-        assert!(*err < 1e-4, "{name} {key}: relative L2 error {err:e} ≥ 1e-4");
+        assert!(
+            *err < 1e-4,
+            "{name} {key}: relative L2 error {err:e} ≥ 1e-4"
+        );
     }
     assert_eq!(
         Some(report.num_params),
         report.expected_num_params,
         "{name}: parameter count of the instantiated module"
     );
-    assert_eq!(report.model_keys, report.file_param_keys, "{name}: key sets");
+    assert_eq!(
+        report.model_keys, report.file_param_keys,
+        "{name}: key sets"
+    );
 }
 
 #[test]
@@ -82,8 +95,9 @@ fn saved_keys_equal_the_reference_state_dict() {
         assert_eq!(&back.tensors[k], v, "{k} changed in a save/load round trip");
     }
     // and the saved file loads into a fresh model with its options
-    let fresh: Text2ImUNet<B> =
-        glide_model::weights::config_from_metadata(&back).unwrap().init(&device);
+    let fresh: Text2ImUNet<B> = glide_model::weights::config_from_metadata(&back)
+        .unwrap()
+        .init(&device);
     load_weights(fresh, &saved).unwrap();
 }
 
@@ -96,8 +110,10 @@ fn loading_names_missing_unexpected_and_misshapen_keys() {
     let config = glide_model::weights::config_from_metadata(&state).unwrap();
     let mut bad = state.clone();
     bad.tensors.remove("out.2.bias");
-    bad.tensors
-        .insert("extra.weight".into(), burn::tensor::TensorData::new(vec![0f32; 4], [4]));
+    bad.tensors.insert(
+        "extra.weight".into(),
+        burn::tensor::TensorData::new(vec![0f32; 4], [4]),
+    );
     bad.tensors.insert(
         "time_embed.0.bias".into(),
         burn::tensor::TensorData::new(vec![0f32; 3], [3]),
@@ -106,7 +122,11 @@ fn loading_names_missing_unexpected_and_misshapen_keys() {
     assert_eq!(report.missing, ["out.2.bias"]);
     assert_eq!(report.unexpected, ["extra.weight"]);
     assert_eq!(report.mismatched.len(), 1);
-    assert!(report.mismatched[0].starts_with("time_embed.0.bias"), "{:?}", report.mismatched);
+    assert!(
+        report.mismatched[0].starts_with("time_embed.0.bias"),
+        "{:?}",
+        report.mismatched
+    );
 }
 
 /// The released presets have the original's parameter counts (instantiated modules).

@@ -8,7 +8,11 @@ pub fn to_rgb8(chw: &[f32], height: usize, width: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(3 * plane);
     for i in 0..plane {
         for c in 0..3 {
-            out.push(((chw[c * plane + i] + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8);
+            out.push(
+                ((chw[c * plane + i] + 1.0) * 127.5)
+                    .round()
+                    .clamp(0.0, 255.0) as u8,
+            );
         }
     }
     out
@@ -24,7 +28,12 @@ pub fn batch_to_rgb8(bchw: &[f32], batch: usize, height: usize, width: usize) ->
 
 /// Lays RGB images of one size out in a grid of `cols` columns (GLIDE's `make_grid` without
 /// padding).
-pub fn grid(images: &[Vec<u8>], height: usize, width: usize, cols: usize) -> (Vec<u8>, usize, usize) {
+pub fn grid(
+    images: &[Vec<u8>],
+    height: usize,
+    width: usize,
+    cols: usize,
+) -> (Vec<u8>, usize, usize) {
     let cols = cols.clamp(1, images.len().max(1));
     let rows = images.len().div_ceil(cols);
     let (gw, gh) = (cols * width, rows * height);
@@ -50,9 +59,11 @@ pub fn encode_png(rgb: &[u8], width: usize, height: usize, text: &[(String, Stri
         for (k, v) in text {
             // tEXt is Latin-1; non-Latin-1 prompts go into an iTXt chunk instead.
             if v.chars().all(|c| (c as u32) < 256) {
-                enc.add_text_chunk(k.clone(), v.clone()).expect("valid keyword");
+                enc.add_text_chunk(k.clone(), v.clone())
+                    .expect("valid keyword");
             } else {
-                enc.add_itxt_chunk(k.clone(), v.clone()).expect("valid keyword");
+                enc.add_itxt_chunk(k.clone(), v.clone())
+                    .expect("valid keyword");
             }
         }
         let mut w = enc.write_header().expect("PNG header to memory");
@@ -99,7 +110,10 @@ mod tests {
             &[0u8; 12],
             2,
             2,
-            &[("prompt".into(), "a corgi".into()), ("negative".into(), "日本".into())],
+            &[
+                ("prompt".into(), "a corgi".into()),
+                ("negative".into(), "日本".into()),
+            ],
         );
         let text = read_png_text(&png);
         assert!(text.contains(&("prompt".into(), "a corgi".into())));

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::guidance::classifier_free_guidance;
-use glide_diffusion::sampling::{Sampler, SampleOptions, Steps};
+use glide_diffusion::sampling::{ModelFn, SampleOptions, Sampler, Steps};
 use glide_diffusion::{DiffusionError, GaussianDiffusion, NoiseRng, NoiseSchedule};
 use glide_model::weights::{StateDict, WeightsError, apply_state_dict, config_from_metadata};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet, TextEmb};
@@ -163,8 +163,7 @@ impl<B: Backend> Text2Im<B> {
     pub fn generate<'m>(
         &'m self,
         req: &GenerateRequest,
-    ) -> Result<Steps<'m, B, impl FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4> + 'm>, PipelineError>
-    {
+    ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         if self.config.inpaint || self.config.super_res {
             return Err(PipelineError::NotText2Im);
         }
@@ -226,7 +225,9 @@ mod tests {
 
     fn tiny() -> Text2Im<Flex> {
         let d = Default::default();
-        let cfg = GlideConfig::tiny().with_image_size(16).with_channel_mult(vec![1, 2]);
+        let cfg = GlideConfig::tiny()
+            .with_image_size(16)
+            .with_channel_mult(vec![1, 2]);
         let model = fixture_style_init(cfg.init::<Flex>(&d), 3, false);
         Text2Im::new(model, cfg, d)
     }
@@ -249,9 +250,36 @@ mod tests {
         assert_eq!(steps, [(1, 3), (2, 2), (3, 1), (4, 0)]);
         let a = sample(&p, &req);
         assert_eq!(a, sample(&p, &req));
-        assert_ne!(a, sample(&p, &GenerateRequest { seed: 6, ..req.clone() }));
-        assert_ne!(a, sample(&p, &GenerateRequest { prompt: "a blue car".into(), ..req.clone() }));
-        assert_ne!(a, sample(&p, &GenerateRequest { negative: "red".into(), ..req.clone() }));
+        assert_ne!(
+            a,
+            sample(
+                &p,
+                &GenerateRequest {
+                    seed: 6,
+                    ..req.clone()
+                }
+            )
+        );
+        assert_ne!(
+            a,
+            sample(
+                &p,
+                &GenerateRequest {
+                    prompt: "a blue car".into(),
+                    ..req.clone()
+                }
+            )
+        );
+        assert_ne!(
+            a,
+            sample(
+                &p,
+                &GenerateRequest {
+                    negative: "red".into(),
+                    ..req.clone()
+                }
+            )
+        );
         assert!(a.iter().all(|v| v.is_finite()));
     }
 
@@ -270,7 +298,7 @@ mod tests {
         let diffusion = p.diffusion(&req).unwrap();
         let (tokens, mask) = p.tokenize(&["a cat", ""]);
         let text = p.model.encode_text(tokens, mask);
-        let d = p.device().clone();
+        let d = *p.device();
         let model = |x: Tensor<Flex, 4>, t: &[usize]| {
             let ts: Vec<f32> = [t, t].concat().iter().map(|&v| v as f32).collect();
             let out = p.model.forward_with_text(
@@ -289,17 +317,48 @@ mod tests {
             .into_data()
             .to_vec()
             .unwrap();
-        let max = fast.iter().zip(&full).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let max = fast
+            .iter()
+            .zip(&full)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         assert!(max < 1e-4, "{max}");
     }
 
     #[test]
     fn bad_requests_are_errors() {
         let p = tiny();
-        let ok = GenerateRequest { steps: 2, ..Default::default() };
-        assert!(p.generate(&GenerateRequest { steps: 0, ..ok.clone() }).is_err());
-        assert!(p.generate(&GenerateRequest { batch_size: 0, ..ok.clone() }).is_err());
-        assert!(p.generate(&GenerateRequest { guidance_scale: f64::NAN, ..ok.clone() }).is_err());
-        assert!(p.generate(&GenerateRequest { respacing: Some("x".into()), ..ok }).is_err());
+        let ok = GenerateRequest {
+            steps: 2,
+            ..Default::default()
+        };
+        assert!(
+            p.generate(&GenerateRequest {
+                steps: 0,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            p.generate(&GenerateRequest {
+                batch_size: 0,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            p.generate(&GenerateRequest {
+                guidance_scale: f64::NAN,
+                ..ok.clone()
+            })
+            .is_err()
+        );
+        assert!(
+            p.generate(&GenerateRequest {
+                respacing: Some("x".into()),
+                ..ok
+            })
+            .is_err()
+        );
     }
 }

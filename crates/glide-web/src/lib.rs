@@ -31,9 +31,17 @@ impl BackendChoice {
 #[serde(tag = "type")]
 pub enum ToWorker {
     /// Fetch weights (through Cache Storage) and set up a backend.
-    Load { url: String, backend: BackendChoice },
-    Generate { id: u64, request: GenerateRequest },
-    Cancel { id: u64 },
+    Load {
+        url: String,
+        backend: BackendChoice,
+    },
+    Generate {
+        id: u64,
+        request: GenerateRequest,
+    },
+    Cancel {
+        id: u64,
+    },
 }
 
 /// Worker → page.
@@ -41,7 +49,11 @@ pub enum ToWorker {
 #[serde(tag = "type")]
 pub enum FromWorker {
     /// Weight download progress (`total` 0 when unknown).
-    Progress { loaded: u64, total: u64, cached: bool },
+    Progress {
+        loaded: u64,
+        total: u64,
+        cached: bool,
+    },
     /// Ready to generate. `backend` is "webgpu" or "cpu"; `note` explains a fallback.
     Ready {
         backend: String,
@@ -65,8 +77,13 @@ pub enum FromWorker {
         ms_per_step: f64,
         evaluations: usize,
     },
-    Cancelled { id: u64, step: usize },
-    Error { message: String },
+    Cancelled {
+        id: u64,
+        step: usize,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[cfg(test)]

@@ -97,11 +97,23 @@ mod imp {
 
     #[derive(Debug, Clone, PartialEq)]
     enum Status {
-        Loading { loaded: u64, total: u64 },
+        Loading {
+            loaded: u64,
+            total: u64,
+        },
         Ready,
-        Generating { id: u64, step: usize, total: usize },
-        Done { ms_per_step: f64, evaluations: usize },
-        Cancelled { step: usize },
+        Generating {
+            id: u64,
+            step: usize,
+            total: usize,
+        },
+        Done {
+            ms_per_step: f64,
+            evaluations: usize,
+        },
+        Cancelled {
+            step: usize,
+        },
     }
 
     impl Status {
@@ -314,7 +326,9 @@ mod imp {
                              step: &'static str,
                              f: fn(&mut Settings, f64)| {
                 let onchange = link.callback(move |e: Event| {
-                    let v = e.target_unchecked_into::<HtmlInputElement>().value_as_number();
+                    let v = e
+                        .target_unchecked_into::<HtmlInputElement>()
+                        .value_as_number();
                     Msg::Edit(Box::new(move |s| {
                         if v.is_finite() {
                             f(s, v)

@@ -169,7 +169,11 @@ mod imp {
         Ok(())
     }
 
-    async fn load(state: Rc<RefCell<State>>, url: String, choice: BackendChoice) -> Result<(), String> {
+    async fn load(
+        state: Rc<RefCell<State>>,
+        url: String,
+        choice: BackendChoice,
+    ) -> Result<(), String> {
         let bytes = fetch_weights(&url).await?;
         let mut note = None;
         let use_gpu = match choice {
@@ -177,20 +181,23 @@ mod imp {
             _ => match webgpu_adapter().await {
                 Ok(()) => true,
                 Err(why) => {
-                    note = Some(format!("Running on the CPU because {why}; this is much slower."));
+                    note = Some(format!(
+                        "Running on the CPU because {why}; this is much slower."
+                    ));
                     false
                 }
             },
         };
-        let bad = |e: glide_pipeline::PipelineError| {
-            format!("The weights at {url} cannot be used: {e}")
-        };
+        let bad =
+            |e: glide_pipeline::PipelineError| format!("The weights at {url} cannot be used: {e}");
         let loaded = if use_gpu {
             let device = WgpuDevice::default();
             init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
             Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(&bytes, &device).map_err(bad)?)
         } else {
-            Loaded::Cpu(Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).map_err(bad)?)
+            Loaded::Cpu(
+                Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).map_err(bad)?,
+            )
         };
         let (image_size, params) = match &loaded {
             Loaded::Gpu(p) => (p.config.image_size, p.model.num_params()),
@@ -232,11 +239,10 @@ mod imp {
         for step in steps.by_ref() {
             evaluations += evals_per_step;
             done = step.step;
-            let x0 = step
-                .pred_xstart
-                .into_data_async()
-                .await
-                .map_err(|e| format!("The GPU failed while sampling ({e:?}); reload the page."))?;
+            let x0 =
+                step.pred_xstart.into_data_async().await.map_err(|e| {
+                    format!("The GPU failed while sampling ({e:?}); reload the page.")
+                })?;
             let x0 = x0.to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
             post(&FromWorker::Step {
                 id,
@@ -256,7 +262,9 @@ mod imp {
             .ok_or("the chain has no steps")?
             .into_data_async()
             .await
-            .map_err(|e| format!("The GPU failed while reading the result ({e:?}); reload the page."))?
+            .map_err(|e| {
+                format!("The GPU failed while reading the result ({e:?}); reload the page.")
+            })?
             .to_vec::<f32>()
             .map_err(|e| format!("{e:?}"))?;
         let text = req.png_text(model_name);
@@ -290,11 +298,17 @@ mod imp {
             ToWorker::Generate { id, request } => {
                 let (loaded, name, cancelled, busy) = {
                     let s = state.borrow();
-                    (s.loaded.clone(), s.model_name.clone(), s.cancelled.clone(), s.busy.clone())
+                    (
+                        s.loaded.clone(),
+                        s.model_name.clone(),
+                        s.cancelled.clone(),
+                        s.busy.clone(),
+                    )
                 };
                 let Some(loaded) = loaded else {
                     post(&FromWorker::Error {
-                        message: "The model is not loaded yet; wait for it, or reload the page.".into(),
+                        message: "The model is not loaded yet; wait for it, or reload the page."
+                            .into(),
                     });
                     return;
                 };

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Builds (or serves) the web app with trunk. Uses a rustup wasm32 target where one is installed;
+# otherwise Debian's rustc-web with -Z build-std (see DEVELOPERS.md).
+#   scripts/build-web.sh          → dist/
+#   scripts/build-web.sh serve    → http://127.0.0.1:8080
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-build}
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
+  echo "build-web: using rustup's wasm32 target"
+else
+  [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q . || {
+    echo "build-web: no wasm32 toolchain: run scripts/setup.sh (installs Debian's rustc-web)" >&2
+    exit 1
+  }
+  echo "build-web: using Debian's rustc-web with -Z build-std"
+  # Debian's toolchain first, the cargo-installed tools (trunk, wasm-bindgen) after it.
+  export PATH="/usr/bin:$PATH"
+  export RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort
+  # trunk builds offline; std's own dependencies must be in the cargo cache first.
+  cargo fetch -Z build-std=std,panic_abort --target wasm32-unknown-unknown >/dev/null
+fi
+
+mkdir -p www/generated
+if [ ! -f www/generated/model.safetensors ]; then
+  echo "build-web: writing the seeded tiny model (untrained) to www/generated/model.safetensors"
+  cargo run -q -p glide-cli -- init --preset tiny --seed 0 --out www/generated/model.safetensors
+fi
+
+if [ "$mode" = serve ]; then
+  exec trunk serve --release
+else
+  trunk build --release
+  ls -l dist/*.wasm
+fi
