@@ -23,7 +23,7 @@ test-rust: setup
 
 test-browser: web
 	cargo build -p glide-cli
-	node --test --test-concurrency=1 tests/
+	node --test tests/browser.test.mjs
 
 test: lint test-rust test-browser
 

@@ -48,6 +48,8 @@ pub enum ToWorker {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum FromWorker {
+    /// The worker's wasm is running and listening (messages sent before this are lost).
+    Started,
     /// Weight download progress (`total` 0 when unknown).
     Progress {
         loaded: u64,

@@ -147,6 +147,8 @@ mod imp {
         downloads: Vec<String>,
         canvases: Vec<NodeRef>,
         next_id: u64,
+        /// What to load once the worker says it is listening.
+        load: ToWorker,
         worker: Worker,
         _on_message: Closure<dyn FnMut(MessageEvent)>,
     }
@@ -217,7 +219,6 @@ mod imp {
                 }
             });
             worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-            send(&worker, &ToWorker::Load { url, backend });
             Self {
                 settings,
                 status: Status::Loading {
@@ -232,6 +233,7 @@ mod imp {
                 downloads: Vec::new(),
                 canvases: Vec::new(),
                 next_id: 1,
+                load: ToWorker::Load { url, backend },
                 worker,
                 _on_message: on_message,
             }
@@ -440,6 +442,7 @@ mod imp {
 
         fn on_worker(&mut self, m: FromWorker) {
             match m {
+                FromWorker::Started => send(&self.worker, &self.load),
                 FromWorker::Progress { loaded, total, .. } => {
                     self.status = Status::Loading { loaded, total };
                 }

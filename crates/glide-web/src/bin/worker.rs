@@ -349,6 +349,7 @@ mod imp {
         });
         scope().set_onmessage(Some(on_message.as_ref().unchecked_ref()));
         on_message.forget();
+        post(&FromWorker::Started);
     }
 }
 
