@@ -21,7 +21,7 @@ mod imp {
     /// The form, as kept in the URL and LocalStorage.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     #[serde(default)]
-    struct Settings {
+    pub struct Settings {
         prompt: String,
         negative: String,
         steps: usize,

@@ -33,6 +33,8 @@ mod imp {
         model_name: String,
         /// Id of the generation the page cancelled last.
         cancelled: Rc<Cell<u64>>,
+        /// Id and finished steps of the running generation.
+        running: Rc<Cell<(u64, usize)>>,
         /// A generation or load is running.
         busy: Rc<Cell<bool>>,
     }
@@ -55,12 +57,16 @@ mod imp {
             .unwrap_or_else(|| format!("{e:?}"))
     }
 
-    /// Lets queued messages (Cancel) run between steps.
-    async fn yield_now() {
+    async fn sleep_ms(ms: i32) {
         let p = Promise::new(&mut |resolve, _| {
-            let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+            let _ = scope().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         });
         let _ = JsFuture::from(p).await;
+    }
+
+    /// Lets queued messages (Cancel) run between steps.
+    async fn yield_now() {
+        sleep_ms(0).await;
     }
 
     /// Weights from Cache Storage, or fetched with progress and stored for the next visit.
@@ -227,6 +233,7 @@ mod imp {
         req: GenerateRequest,
         model_name: &str,
         cancelled: &Cell<u64>,
+        running: &Cell<(u64, usize)>,
     ) -> Result<(), String> {
         let s = p.config.image_size;
         let b = req.batch_size;
@@ -250,10 +257,11 @@ mod imp {
                 total: step.total,
                 previews: batch_to_rgb8(&x0, b, s, s),
             });
+            running.set((id, done));
             last = Some(step.sample);
             yield_now().await;
             if cancelled.get() == id {
-                post(&FromWorker::Cancelled { id, step: done });
+                // The message handler already told the page (see `handle`).
                 return Ok(());
             }
         }
@@ -267,6 +275,9 @@ mod imp {
             })?
             .to_vec::<f32>()
             .map_err(|e| format!("{e:?}"))?;
+        if cancelled.get() == id {
+            return Ok(());
+        }
         let text = req.png_text(model_name);
         let pngs = batch_to_rgb8(&raw, b, s, s)
             .iter()
@@ -277,14 +288,24 @@ mod imp {
             pngs,
             raw,
             ms_per_step: elapsed / done.max(1) as f64,
-            evaluations: evaluations,
+            evaluations,
         });
         Ok(())
     }
 
     fn handle(state: Rc<RefCell<State>>, msg: ToWorker) {
         match msg {
-            ToWorker::Cancel { id } => state.borrow().cancelled.set(id),
+            ToWorker::Cancel { id } => {
+                // Answer at once: a GPU step can take seconds on a software adapter, and the
+                // page must not wait for it. The sampling loop stops after the current step,
+                // and a new request waits for it (see Generate below).
+                let s = state.borrow();
+                s.cancelled.set(id);
+                let (running, step) = s.running.get();
+                if running == id && s.busy.get() {
+                    post(&FromWorker::Cancelled { id, step });
+                }
+            }
             ToWorker::Load { url, backend } => {
                 let busy = state.borrow().busy.clone();
                 busy.set(true);
@@ -296,13 +317,14 @@ mod imp {
                 });
             }
             ToWorker::Generate { id, request } => {
-                let (loaded, name, cancelled, busy) = {
+                let (loaded, name, cancelled, busy, running) = {
                     let s = state.borrow();
                     (
                         s.loaded.clone(),
                         s.model_name.clone(),
                         s.cancelled.clone(),
                         s.busy.clone(),
+                        s.running.clone(),
                     )
                 };
                 let Some(loaded) = loaded else {
@@ -312,17 +334,22 @@ mod imp {
                     });
                     return;
                 };
-                if busy.get() {
+                if busy.get() && cancelled.get() != running.get().0 {
                     post(&FromWorker::Error {
                         message: "A generation is already running; cancel it first.".into(),
                     });
                     return;
                 }
-                busy.set(true);
                 spawn_local(async move {
+                    // A cancelled run may still be finishing its last step.
+                    while busy.get() {
+                        sleep_ms(20).await;
+                    }
+                    busy.set(true);
+                    running.set((id, 0));
                     let r = match &*loaded {
-                        Loaded::Gpu(p) => run(p, id, request, &name, &cancelled).await,
-                        Loaded::Cpu(p) => run(p, id, request, &name, &cancelled).await,
+                        Loaded::Gpu(p) => run(p, id, request, &name, &cancelled, &running).await,
+                        Loaded::Cpu(p) => run(p, id, request, &name, &cancelled, &running).await,
                     };
                     busy.set(false);
                     if let Err(message) = r {
