@@ -8,8 +8,17 @@ cd "$(dirname "$0")/.."
 mode=${1:-build}
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# The model the page loads by default (with the native toolchain, before PATH changes below).
+mkdir -p www/generated
+if [ ! -f www/generated/model.safetensors ]; then
+  echo "build-web: writing the seeded tiny model (untrained) to www/generated/model.safetensors"
+  cargo run -q -p glide-cli -- init --preset tiny --seed 0 --out www/generated/model.safetensors
+fi
+
 if rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
   echo "build-web: using rustup's wasm32 target"
+  # trunk builds offline: fetch the wasm-only dependencies first.
+  cargo fetch --target wasm32-unknown-unknown >/dev/null
 else
   [ -x /usr/bin/rustc ] && /usr/bin/rustc --version | grep -q . || {
     echo "build-web: no wasm32 toolchain: run scripts/setup.sh (installs Debian's rustc-web)" >&2
@@ -19,14 +28,8 @@ else
   # Debian's toolchain first, the cargo-installed tools (trunk, wasm-bindgen) after it.
   export PATH="/usr/bin:$PATH"
   export RUSTC_BOOTSTRAP=1 CARGO_UNSTABLE_BUILD_STD=std,panic_abort
-  # trunk builds offline; std's own dependencies must be in the cargo cache first.
+  # trunk builds offline: std's own dependencies must be in the cargo cache first.
   cargo fetch -Z build-std=std,panic_abort --target wasm32-unknown-unknown >/dev/null
-fi
-
-mkdir -p www/generated
-if [ ! -f www/generated/model.safetensors ]; then
-  echo "build-web: writing the seeded tiny model (untrained) to www/generated/model.safetensors"
-  cargo run -q -p glide-cli -- init --preset tiny --seed 0 --out www/generated/model.safetensors
 fi
 
 if [ "$mode" = serve ]; then
