@@ -36,5 +36,15 @@ if [ "$mode" = serve ]; then
   exec trunk serve --release
 else
   trunk build --release
+  # The worker carries burn and the model code: optimise it with binaryen's wasm-opt from npm
+  # (Debian's binaryen 108 breaks Rust 1.96 output). 29 MB → 14 MB, ~3 min. The worker is loaded
+  # by name, without an integrity hash, so it can be rewritten in place. GLIDE_WASM_OPT=0 skips it.
+  if [ "${GLIDE_WASM_OPT:-1}" != 0 ] && [ -x node_modules/.bin/wasm-opt ]; then
+    echo "build-web: wasm-opt -O2 dist/worker_bg.wasm"
+    node_modules/.bin/wasm-opt -O2 --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      dist/worker_bg.wasm -o dist/worker_bg.opt.wasm
+    mv dist/worker_bg.opt.wasm dist/worker_bg.wasm
+  fi
   ls -l dist/*.wasm
 fi
