@@ -42,7 +42,7 @@ else
   if [ "${GLIDE_WASM_OPT:-1}" != 0 ] && [ -x node_modules/.bin/wasm-opt ]; then
     echo "build-web: wasm-opt -O2 dist/worker_bg.wasm"
     node_modules/.bin/wasm-opt -O2 --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue --enable-simd \
       dist/worker_bg.wasm -o dist/worker_bg.opt.wasm
     mv dist/worker_bg.opt.wasm dist/worker_bg.wasm
   fi

@@ -18,7 +18,13 @@ fn vb_gradient_reaches_only_the_variance_channels() {
     let t = [0, 500];
     let x_t = diffusion.q_sample(x_start.clone(), &t, noise.clone());
 
-    let terms = diffusion.training_losses(model_out.clone(), x_start.clone(), x_t.clone(), &t, noise.clone());
+    let terms = diffusion.training_losses(
+        model_out.clone(),
+        x_start.clone(),
+        x_t.clone(),
+        &t,
+        noise.clone(),
+    );
     let grads = terms.vb.sum().backward();
     let g = model_out.grad(&grads).expect("vb reaches the model output");
     let eps_grad = g.clone().narrow(1, 0, 3).abs().max().into_scalar();
@@ -28,7 +34,13 @@ fn vb_gradient_reaches_only_the_variance_channels() {
 
     let terms = diffusion.training_losses(model_out.clone(), x_start, x_t, &t, noise);
     let grads = terms.mse.sum().backward();
-    let g = model_out.grad(&grads).expect("mse reaches the model output");
+    let g = model_out
+        .grad(&grads)
+        .expect("mse reaches the model output");
     assert!(g.clone().narrow(1, 0, 3).abs().max().into_scalar() > 0.0);
-    assert_eq!(g.narrow(1, 3, 3).abs().max().into_scalar(), 0.0, "mse does not see the variance");
+    assert_eq!(
+        g.narrow(1, 3, 3).abs().max().into_scalar(),
+        0.0,
+        "mse does not see the variance"
+    );
 }

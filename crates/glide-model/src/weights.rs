@@ -337,11 +337,20 @@ pub fn load_weights<B: Backend>(
     model: Text2ImUNet<B>,
     bytes: &[u8],
 ) -> Result<Text2ImUNet<B>, WeightsError> {
-    let mut state = StateDict::from_safetensors(bytes)?;
-    if state.tensors.keys().any(|k| k.starts_with("param.")) {
-        state = state.strip_prefix("param.");
-    }
-    let (model, report) = apply_state_dict(model, &state);
+    load_state_dict(model, &StateDict::from_safetensors(bytes)?)
+}
+
+/// [`apply_state_dict`], strictly: any missing, unexpected or mis-shaped key is an error. A
+/// `param.` prefix (reference fixtures) is recognised and stripped.
+pub fn load_state_dict<B: Backend>(
+    model: Text2ImUNet<B>,
+    state: &StateDict,
+) -> Result<Text2ImUNet<B>, WeightsError> {
+    let (model, report) = if state.tensors.keys().any(|k| k.starts_with("param.")) {
+        apply_state_dict(model, &state.strip_prefix("param."))
+    } else {
+        apply_state_dict(model, state)
+    };
     if report.is_clean() {
         Ok(model)
     } else {

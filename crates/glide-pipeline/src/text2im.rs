@@ -4,7 +4,7 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::sampling::{ModelFn, SampleOptions, Sampler, Steps};
 use glide_diffusion::{DiffusionError, GaussianDiffusion, NoiseRng, NoiseSchedule};
-use glide_model::weights::{StateDict, WeightsError, apply_state_dict, config_from_metadata};
+use glide_model::weights::{StateDict, WeightsError, config_from_metadata, load_state_dict};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet, TextEmb};
 use glide_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -113,15 +113,7 @@ impl<B: Backend> Text2Im<B> {
     pub fn from_safetensors(bytes: &[u8], device: &B::Device) -> Result<Self, PipelineError> {
         let state = StateDict::from_safetensors(bytes)?;
         let config = config_from_metadata(&state)?;
-        let state = if state.tensors.keys().any(|k| k.starts_with("param.")) {
-            state.strip_prefix("param.")
-        } else {
-            state
-        };
-        let (model, report) = apply_state_dict(config.init::<B>(device), &state);
-        if !report.is_clean() {
-            return Err(WeightsError::Incompatible(report).into());
-        }
+        let model = load_state_dict(config.init::<B>(device), &state)?;
         Ok(Self::new(model, config, device.clone()))
     }
 
