@@ -198,7 +198,17 @@ mod imp {
             |e: glide_pipeline::PipelineError| format!("The weights at {url} cannot be used: {e}");
         let loaded = if use_gpu {
             let device = WgpuDevice::default();
-            init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            let setup =
+                init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            // A lost device (driver reset, GPU process crash) cannot be recovered in place.
+            setup.device.set_device_lost_callback(|reason, message| {
+                post(&FromWorker::Error {
+                    message: format!(
+                        "The GPU device was lost ({reason:?}: {message}). Reload the page, or \
+                         add ?backend=cpu to the address to run on the CPU."
+                    ),
+                });
+            });
             Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(&bytes, &device).map_err(bad)?)
         } else {
             Loaded::Cpu(
