@@ -101,7 +101,8 @@ impl GlideConfig {
         Self::upsample().with_inpaint(true)
     }
 
-    /// A 32 px, ~2.6M-parameter model for tests and the in-browser demo before training.
+    /// A 32 px, 3.1M-parameter model (1.6M of it the GPT-2 token embedding) for tests and the
+    /// in-browser demo before training.
     pub fn tiny() -> Self {
         Self::new()
             .with_image_size(32)
