@@ -186,7 +186,8 @@ fn sample(a: SampleArgs) -> Result<()> {
         batch_size: a.n,
     };
     let mut steps = pipeline.generate(&req)?;
-    let bar = ProgressBar::new(steps.total() as u64).with_style(
+    let total = steps.total();
+    let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
             .expect("valid template"),
     );
@@ -198,7 +199,6 @@ fn sample(a: SampleArgs) -> Result<()> {
         last = Some(step.sample);
     }
     bar.finish();
-    let total = req_steps(&pipeline, &req)?;
     let sample = last.context("the chain has no steps")?;
     let raw = sample.into_data().to_vec::<f32>().expect("f32 samples");
     eprintln!(
@@ -223,10 +223,6 @@ fn sample(a: SampleArgs) -> Result<()> {
         write(&p, &st.to_safetensors(false))?;
     }
     Ok(())
-}
-
-fn req_steps(p: &Text2Im<B>, req: &GenerateRequest) -> Result<usize> {
-    Ok(p.diffusion(req)?.num_timesteps())
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
