@@ -250,10 +250,6 @@ mod imp {
                     self.persist();
                 }
                 Msg::Generate => {
-                    if self.settings.prompt.trim().is_empty() && self.settings.guidance != 1.0 {
-                        // An empty prompt is allowed (unconditional), but say what it means.
-                        self.note = Some("Empty prompt: sampling unconditionally.".into());
-                    }
                     let id = self.next_id;
                     self.next_id += 1;
                     self.error = None;
