@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup serve web test test-rust test-browser lint bench
+.PHONY: setup serve web test test-rust test-browser lint bench data train-smoke
 
 setup:
 	bash scripts/setup.sh
@@ -27,6 +27,18 @@ test-browser: web
 
 test: lint test-rust test-browser
 
+# The captioned emoji dataset (WebDataset shards) from the npm packages setup installs.
+data: setup
+	cargo run --release -p glide-cli -- data emoji --out data/emoji
+
+# The smoke config on a small slice of the data (a few minutes on a CPU).
+train-smoke: setup
+	cargo run --release -p glide-cli -- data emoji --limit 40 --out data/emoji-smoke
+	cargo run --release -p glide-cli -- train --config configs/smoke.json
+
 bench: setup
 	cargo run --release -p glide-cli -- bench --preset tiny --steps 5
 	cargo run --release -p glide-cli -- bench --preset base --steps 2
+	cargo run --release -p glide-cli -- data emoji --limit 40 --out data/emoji-smoke
+	cargo run --release -p glide-cli -- bench-train --config configs/smoke.json --steps 5
+	cargo run --release -p glide-cli -- bench-train --config configs/emoji32-cpu.json --steps 3 --data data/emoji-smoke

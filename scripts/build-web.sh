@@ -8,11 +8,10 @@ cd "$(dirname "$0")/.."
 mode=${1:-build}
 export PATH="$HOME/.cargo/bin:$PATH"
 
-# The model the page loads by default (with the native toolchain, before PATH changes below).
-mkdir -p www/generated
-if [ ! -f www/generated/model.safetensors ]; then
-  echo "build-web: writing the seeded tiny model (untrained) to www/generated/model.safetensors"
-  cargo run -q -p glide-cli -- init --preset tiny --seed 0 --out www/generated/model.safetensors
+# The model the page loads by default is committed (www/models, see its README.md).
+if [ ! -f www/models/base.safetensors ]; then
+  echo "build-web: www/models/base.safetensors is missing; restore it with git checkout www/models" >&2
+  exit 1
 fi
 
 if rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then

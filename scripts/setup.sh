@@ -24,6 +24,8 @@ if command -v apt-get >/dev/null; then
     done
   fi
   [ -x /usr/bin/chromium ] || apt_pkgs+=(chromium)
+  # A font for the labels of training plots (loss.png).
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || apt_pkgs+=(fonts-dejavu-core)
   if [ ${#apt_pkgs[@]} -gt 0 ]; then
     log "apt-get install ${apt_pkgs[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -18,21 +18,45 @@ use indicatif::{ProgressBar, ProgressStyle};
 mod backend {
     pub type B = burn::backend::Cuda;
     pub const NAME: &str = "cuda";
+    /// `n` GPUs, numbered from 0.
+    pub fn devices(n: usize) -> Vec<burn::backend::cuda::CudaDevice> {
+        (0..n).map(burn::backend::cuda::CudaDevice::new).collect()
+    }
 }
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 mod backend {
     pub type B = burn::backend::Wgpu;
     pub const NAME: &str = "wgpu";
+    /// `n` discrete GPUs, numbered from 0 (the default device when n = 1).
+    pub fn devices(n: usize) -> Vec<burn::backend::wgpu::WgpuDevice> {
+        if n == 1 {
+            return vec![Default::default()];
+        }
+        (0..n)
+            .map(burn::backend::wgpu::WgpuDevice::DiscreteGpu)
+            .collect()
+    }
 }
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 mod backend {
     pub type B = burn::backend::Flex;
     pub const NAME: &str = "flex (CPU)";
+    /// The CPU, `n` times (several "devices" exercise the multi-device code path).
+    pub fn devices(n: usize) -> Vec<burn::backend::flex::FlexDevice> {
+        vec![Default::default(); n]
+    }
 }
 use backend::B;
 
-/// Where `glide sample` looks for weights when none are given.
-const DEFAULT_WEIGHTS: &[&str] = &["www/generated/model.safetensors"];
+mod data;
+mod train;
+
+/// Where `glide sample` looks for weights when none are given: the bundled model, then a test
+/// model written by `make web`.
+const DEFAULT_WEIGHTS: &[&str] = &[
+    "www/models/base.safetensors",
+    "www/generated/model.safetensors",
+];
 
 #[derive(Parser)]
 #[command(
@@ -49,6 +73,15 @@ struct Cli {
 enum Command {
     /// Generate images from a prompt.
     Sample(SampleArgs),
+    /// Build training data.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+    /// Train a model (from scratch, from --init weights, or --resume a run).
+    Train(train::TrainArgs),
+    /// Training throughput in images/s for a config (a benchmark, not a test).
+    BenchTrain(train::BenchTrainArgs),
+    /// Nearest-neighbour accuracy of samples for training and held-out captions.
+    EvalEmoji(train::EvalArgs),
     /// Check a model against reference outputs stored in a safetensors fixture.
     Check {
         /// A file with `param.*` weights, `in.*` inputs, `out.*` outputs and `options` metadata.
@@ -111,7 +144,7 @@ struct SampleArgs {
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
     /// Output PNG (a grid when --n > 1).
-    #[arg(long, default_value = "out.png")]
+    #[arg(long, visible_alias = "grid", default_value = "out.png")]
     out: PathBuf,
     /// Weights (.safetensors with GLIDE `options` metadata).
     #[arg(long)]
@@ -125,6 +158,10 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Sample(args) => sample(args),
+        Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::train(args),
+        Command::BenchTrain(args) => train::bench_train(args),
+        Command::EvalEmoji(args) => train::eval_emoji(args),
         Command::Check { fixture, tolerance } => check(&fixture, tolerance),
         Command::Init {
             preset,
@@ -165,9 +202,9 @@ fn sample(a: SampleArgs) -> Result<()> {
             .map(PathBuf::from)
             .find(|p| p.exists())
             .context(
-                "no weights given and none found at www/generated/model.safetensors: pass \
-                 --weights FILE.safetensors, or write a seeded test model with \
-                 `glide init --preset tiny --out www/generated/model.safetensors`",
+                "no weights given and none found at www/models/base.safetensors (the bundled \
+                 model) or www/generated/model.safetensors: run it from the repository root, \
+                 or pass --weights FILE.safetensors",
             )?,
     };
     let bytes = std::fs::read(&path)

@@ -42,7 +42,10 @@ impl<B: Backend> AttentionBlock<B> {
             qkv: Conv1dConfig::new(channels, channels * 3, 1).init(device),
             encoder_kv: encoder_channels
                 .map(|ec| Conv1dConfig::new(ec, channels * 2, 1).init(device)),
-            proj_out: Conv1dConfig::new(channels, channels, 1).init(device),
+            // zero_module: a fresh attention block adds nothing.
+            proj_out: Conv1dConfig::new(channels, channels, 1)
+                .with_initializer(burn::nn::Initializer::Zeros)
+                .init(device),
             num_heads,
         }
     }

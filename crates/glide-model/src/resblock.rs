@@ -22,6 +22,19 @@ pub fn conv3x3<B: Backend>(
         .init(device)
 }
 
+/// A 3×3 convolution that starts at zero (`zero_module(conv_nd(...))`): the last layer of every
+/// residual branch, so a fresh block is the identity and a fresh model predicts eps ≡ 0.
+pub fn zero_conv3x3<B: Backend>(
+    channels_in: usize,
+    channels_out: usize,
+    device: &B::Device,
+) -> Conv2d<B> {
+    Conv2dConfig::new([channels_in, channels_out], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_initializer(burn::nn::Initializer::Zeros)
+        .init(device)
+}
+
 /// Nearest-neighbour ×2 upsampling (`Upsample` without a convolution).
 ///
 /// # Shapes
@@ -89,7 +102,7 @@ impl<B: Backend> ResBlock<B> {
             emb_layers: LinearConfig::new(emb_channels, emb_out).init(device),
             out_norm: GroupNormConfig::new(32, out_channels).init(device),
             dropout: DropoutConfig::new(spec.dropout).init(),
-            out_conv: conv3x3(out_channels, out_channels, device),
+            out_conv: zero_conv3x3(out_channels, out_channels, device),
             skip_connection: (out_channels != channels)
                 .then(|| Conv2dConfig::new([channels, out_channels], [1, 1]).init(device)),
             up: spec.up,

@@ -181,8 +181,9 @@ pub struct Text2ImUNet<B: Backend> {
 }
 
 impl GlideConfig {
-    /// Builds the model with burn's default initialisers; like the original, the output
-    /// convolutions start at zero, so a fresh model predicts eps ≡ 0 (see
+    /// Builds the model with burn's default initialisers; like the original (`zero_module`), the
+    /// last layer of every residual branch (ResBlock `out_layers`, attention `proj_out`) and the
+    /// output convolution start at zero, so a fresh model predicts eps ≡ 0 (see
     /// [`crate::weights::fixture_style_init`] for non-zero random weights).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Text2ImUNet<B> {
         Text2ImUNet::new(self, device)
@@ -292,13 +293,8 @@ impl<B: Backend> Text2ImUNet<B> {
             middle_block,
             output_blocks,
             out_norm: GroupNormConfig::new(32, ch).init(device),
-            out_conv: {
-                // zero_module: a fresh model predicts exactly zero.
-                let mut conv = conv3x3(input_ch, cfg.out_channels(), device);
-                conv.weight = conv.weight.map(|w| w.zeros_like());
-                conv.bias = conv.bias.map(|b| b.map(|b| b.zeros_like()));
-                conv
-            },
+            // zero_module: a fresh model predicts exactly zero.
+            out_conv: crate::resblock::zero_conv3x3(input_ch, cfg.out_channels(), device),
             model_channels: mc,
             image_size: cfg.image_size,
         }

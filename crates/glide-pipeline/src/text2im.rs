@@ -89,6 +89,25 @@ pub enum PipelineError {
          (inpainting comes with `glide inpaint`)"
     )]
     NotText2Im,
+    #[error(transparent)]
+    Vocab(#[from] glide_tokenizer::TokenizerError),
+    #[error(
+        "the model's `vocab` metadata is not valid JSON ({0}); re-export it with `glide train`"
+    )]
+    VocabJson(String),
+}
+
+/// The tokenizer a weights file asks for: GPT-2 restricted to its `vocab` metadata when it carries
+/// a pruned vocabulary, the full GPT-2 vocabulary otherwise.
+pub fn tokenizer_for(state: &StateDict) -> Result<Tokenizer, PipelineError> {
+    match state.metadata.get("vocab") {
+        None => Ok(Tokenizer::gpt2()),
+        Some(json) => {
+            let vocab: glide_tokenizer::PrunedVocab =
+                serde_json::from_str(json).map_err(|e| PipelineError::VocabJson(e.to_string()))?;
+            Ok(Tokenizer::gpt2().with_pruned(&vocab)?)
+        }
+    }
 }
 
 /// A loaded text-to-image model with its tokenizer.
@@ -113,8 +132,15 @@ impl<B: Backend> Text2Im<B> {
     pub fn from_safetensors(bytes: &[u8], device: &B::Device) -> Result<Self, PipelineError> {
         let state = StateDict::from_safetensors(bytes)?;
         let config = config_from_metadata(&state)?;
+        let tokenizer = tokenizer_for(&state)?;
         let model = load_state_dict(config.init::<B>(device), &state)?;
-        Ok(Self::new(model, config, device.clone()))
+        Ok(Self::new(model, config, device.clone()).with_tokenizer(tokenizer))
+    }
+
+    /// Replaces the tokenizer (a model with a pruned vocabulary needs its own).
+    pub fn with_tokenizer(mut self, tokenizer: Tokenizer) -> Self {
+        self.tokenizer = tokenizer;
+        self
     }
 
     pub fn device(&self) -> &B::Device {
@@ -136,7 +162,7 @@ impl<B: Backend> Text2Im<B> {
         let ctx = self.config.text_ctx;
         let (mut ids, mut mask) = (Vec::new(), Vec::new());
         for c in captions {
-            let (t, m) = self.tokenizer.tokens_and_mask(c, ctx);
+            let (t, m) = self.tokenizer.model_tokens_and_mask(c, ctx);
             ids.extend(t.into_iter().map(|x| x as i64));
             mask.extend(m);
         }

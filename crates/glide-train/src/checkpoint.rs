@@ -1,0 +1,118 @@
+//! Checkpoints: one safetensors file with the model, the EMA, the optimiser state, the step and the
+//! run's config, written atomically (temp file + rename).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::TensorData;
+use glide_model::weights::StateDict;
+
+use crate::TrainError;
+
+/// What a run needs to continue exactly where it stopped.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Live weights, EMA weights (original names).
+    pub model: StateDict,
+    pub ema: StateDict,
+    /// `optim.<path>.m|v` tensors and each parameter's Adam step count.
+    pub optim: BTreeMap<String, TensorData>,
+    pub optim_times: BTreeMap<String, usize>,
+    /// The `TrainConfig` as JSON, the model's GLIDE options and its pruned vocabulary (JSON).
+    pub config: String,
+    pub options: String,
+    pub vocab: Option<String>,
+    /// Wall time spent training so far, in seconds.
+    pub elapsed_s: f64,
+}
+
+/// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a crash
+/// leaves either the old file or the new one, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+impl Checkpoint {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut all = StateDict::default();
+        for (prefix, sd) in [("model.", &self.model), ("ema.", &self.ema)] {
+            for (k, v) in &sd.tensors {
+                all.tensors.insert(format!("{prefix}{k}"), v.clone());
+            }
+        }
+        all.tensors
+            .extend(self.optim.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let meta = &mut all.metadata;
+        meta.insert("format".into(), "glide-rs-checkpoint".into());
+        meta.insert("step".into(), self.step.to_string());
+        meta.insert("config".into(), self.config.clone());
+        meta.insert("options".into(), self.options.clone());
+        meta.insert(
+            "optim_times".into(),
+            serde_json::to_string(&self.optim_times).expect("a map of numbers serialises"),
+        );
+        meta.insert("elapsed_s".into(), self.elapsed_s.to_string());
+        if let Some(v) = &self.vocab {
+            meta.insert("vocab".into(), v.clone());
+        }
+        all.to_safetensors(false)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<(), TrainError> {
+        write_atomic(path, &self.to_bytes()).map_err(|e| TrainError::Io(path.to_path_buf(), e))
+    }
+
+    /// Reads a checkpoint; a truncated or foreign file is reported by name.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let bad = |why: String| TrainError::BadCheckpoint(path.to_path_buf(), why);
+        let bytes = std::fs::read(path).map_err(|e| TrainError::Io(path.to_path_buf(), e))?;
+        let all = StateDict::from_safetensors(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = |k: &str| {
+            all.metadata
+                .get(k)
+                .cloned()
+                .ok_or_else(|| bad(format!("its metadata has no `{k}`")))
+        };
+        if meta("format")? != "glide-rs-checkpoint" {
+            return Err(bad("it is not a glide-rs training checkpoint".into()));
+        }
+        let step = meta("step")?
+            .parse()
+            .map_err(|_| bad("`step` is not a number".into()))?;
+        let optim_times = serde_json::from_str(&meta("optim_times")?)
+            .map_err(|e| bad(format!("`optim_times` is not JSON: {e}")))?;
+        let part = |prefix: &str| StateDict {
+            tensors: all
+                .tensors
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix(prefix).map(|k| (k.to_string(), v.clone())))
+                .collect(),
+            metadata: Default::default(),
+        };
+        Ok(Self {
+            step,
+            model: part("model."),
+            ema: part("ema."),
+            optim: all
+                .tensors
+                .iter()
+                .filter(|(k, _)| k.starts_with("optim."))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            optim_times,
+            config: meta("config")?,
+            options: meta("options")?,
+            vocab: all.metadata.get("vocab").cloned(),
+            elapsed_s: meta("elapsed_s")?.parse().unwrap_or(0.0),
+        })
+    }
+}

@@ -1,0 +1,176 @@
+//! Training configuration: a burn `Config`, read from JSON (`configs/*.json`).
+
+use burn::config::Config;
+use glide_model::GlideConfig;
+
+/// Where the training images come from: WebDataset shards or an image folder with `.txt` captions.
+#[derive(Config, Debug, PartialEq)]
+pub struct DataConfig {
+    /// A directory of WebDataset shards (`train-*.tar`, `heldout-*.tar`), e.g. `glide data emoji`'s.
+    #[config(default = "None")]
+    pub shards: Option<String>,
+    /// An image folder with a `.txt` caption beside each image (the held-out set is then a slice of
+    /// it, see `heldout_fraction`).
+    #[config(default = "None")]
+    pub folder: Option<String>,
+    /// Random horizontal flips, for samples whose metadata allows it (never text-like glyphs).
+    #[config(default = true)]
+    pub flip: bool,
+    /// Of a folder, the share of images kept out of training for the held-out loss.
+    #[config(default = 0.05)]
+    pub heldout_fraction: f64,
+    /// Use only the first N training samples (fixed small sets for smoke tests).
+    #[config(default = "None")]
+    pub limit: Option<usize>,
+}
+
+/// Everything a training run needs, besides its data on disk.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// The model to train. With `prune_vocab`, `n_vocab` is set from the training captions.
+    pub model: GlideConfig,
+    pub data: DataConfig,
+    /// Keep only the GPT-2 tokens the training captions use (plus bytes and the end token).
+    #[config(default = true)]
+    pub prune_vocab: bool,
+    /// Images per optimiser step (over all devices).
+    #[config(default = 32)]
+    pub batch_size: usize,
+    /// Optimiser steps in all.
+    #[config(default = 10000)]
+    pub steps: usize,
+    /// Stop (with a checkpoint) after this many minutes of wall time, whatever `steps` says.
+    #[config(default = "None")]
+    pub max_minutes: Option<f64>,
+    #[config(default = 1e-4)]
+    pub lr: f64,
+    /// Linear learning-rate warm-up from 0 over this many steps.
+    #[config(default = 200)]
+    pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    #[config(default = 1e-8)]
+    pub epsilon: f64,
+    /// Clip the global gradient norm to this (as `torch.nn.utils.clip_grad_norm_`).
+    #[config(default = "Some(1.0)")]
+    pub grad_clip: Option<f64>,
+    /// The EMA's decay; it warms up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
+    #[config(default = 0.9999)]
+    pub ema_decay: f64,
+    /// Share of captions replaced by the empty sequence (classifier-free guidance).
+    #[config(default = 0.2)]
+    pub p_uncond: f64,
+    /// Seeds batches, captions, timesteps, noise and dropout (each derived from the step).
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Log a CSV row (and update the progress bar's loss) every this many steps.
+    #[config(default = 10)]
+    pub log_every: usize,
+    #[config(default = 500)]
+    pub checkpoint_every: usize,
+    /// Held-out loss every this many steps, on fixed held-out images, t and noise.
+    #[config(default = 250)]
+    pub eval_every: usize,
+    /// Held-out images in the fixed evaluation batch.
+    #[config(default = 64)]
+    pub eval_size: usize,
+    /// A PNG grid of EMA samples for `sample_prompts` every this many steps (0: never).
+    #[config(default = 1000)]
+    pub sample_every: usize,
+    #[config(default = "default_prompts()")]
+    pub sample_prompts: Vec<String>,
+    #[config(default = 3.0)]
+    pub sample_guidance: f64,
+    #[config(default = 25)]
+    pub sample_steps: usize,
+    /// Directory for checkpoints, logs, plots and samples.
+    #[config(default = "String::from(\"runs/train\")")]
+    pub out_dir: String,
+}
+
+/// Prompts the sample grids show: training emoji in several styles.
+pub fn default_prompts() -> Vec<String> {
+    [
+        "a red apple",
+        "a cat face, 3d render",
+        "a rocket, twemoji style",
+        "pizza, noto style",
+        "a rainbow in openmoji style",
+        "a fox",
+        "a red heart, glossy 3d",
+        "a deciduous tree",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A setting that cannot work, said so the user can fix the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("the config names no data: set `data.shards` (a shard directory) or `data.folder`")]
+    NoData,
+    #[error("`batch_size` must be at least 1 and divisible by the number of devices ({0})")]
+    BatchSize(usize),
+    #[error("`{0}` must be between 0 and 1")]
+    Fraction(&'static str),
+    #[error("`{0}` must be at least 1")]
+    Zero(&'static str),
+    #[error(
+        "`model.num_channels` must be a multiple of 32 (GLIDE's group norm has 32 groups), got {0}"
+    )]
+    Channels(usize),
+}
+
+impl TrainConfig {
+    /// Checks the settings that do not depend on the data.
+    pub fn validate(&self, devices: usize) -> Result<(), ConfigError> {
+        if self.data.shards.is_none() && self.data.folder.is_none() {
+            return Err(ConfigError::NoData);
+        }
+        if self.model.num_channels == 0 || !self.model.num_channels.is_multiple_of(32) {
+            return Err(ConfigError::Channels(self.model.num_channels));
+        }
+        if self.batch_size == 0 || !self.batch_size.is_multiple_of(devices.max(1)) {
+            return Err(ConfigError::BatchSize(devices));
+        }
+        for (name, v) in [
+            ("p_uncond", self.p_uncond),
+            ("ema_decay", self.ema_decay),
+            ("data.heldout_fraction", self.data.heldout_fraction),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ConfigError::Fraction(name));
+            }
+        }
+        for (name, v) in [
+            ("log_every", self.log_every),
+            ("checkpoint_every", self.checkpoint_every),
+            ("eval_every", self.eval_every),
+            ("sample_steps", self.sample_steps),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Learning rate at step `step` (from 0): linear warm-up, then constant (as GLIDE).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup_steps == 0 {
+            self.lr
+        } else {
+            self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+        }
+    }
+
+    /// EMA decay for the update after `n` earlier updates.
+    pub fn ema_decay_at(&self, n: usize) -> f64 {
+        self.ema_decay.min((1.0 + n as f64) / (10.0 + n as f64))
+    }
+}

@@ -1,0 +1,62 @@
+//! Training GLIDE (the original release ships no training code): the hybrid loss of the skeleton,
+//! 20% empty captions for classifier-free guidance, burn's AdamW with warm-up and global-norm
+//! clipping, an EMA with warm-up, held-out losses, sample grids, and exact resume from
+//! checkpoints. Runs on any burn autodiff backend: flex (CPU), wgpu, cuda; several devices
+//! through burn's multi-device optimiser step.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod ema;
+pub mod eval;
+pub mod log;
+pub mod optim;
+pub mod trainer;
+
+use std::path::PathBuf;
+
+pub use config::{DataConfig, TrainConfig};
+pub use trainer::{TrainOptions, TrainOutcome, train};
+
+/// Everything that can stop a run, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Data(#[from] glide_data::DataError),
+    #[error(
+        "no training shards (train-*.tar) in {0}; build them with `glide data emoji --out {0}`"
+    )]
+    NoTrainShards(String),
+    #[error("the data has no training images left; check `data.limit` and the data source")]
+    EmptyData,
+    #[error("{0}: {1}; check the path and that the disk is writable")]
+    Io(PathBuf, std::io::Error),
+    #[error(
+        "checkpoint {0} cannot be used ({1}); it may be truncated: resume from an earlier copy or \
+         start over without --resume"
+    )]
+    BadCheckpoint(PathBuf, String),
+    #[error("no checkpoint to resume at {0}; start without --resume")]
+    NoCheckpoint(PathBuf),
+    #[error(
+        "the checkpoint was written for other model options than this config's; resume with the \
+         config it was written with"
+    )]
+    OptionsChanged,
+    #[error(transparent)]
+    Weights(#[from] glide_model::WeightsError),
+    #[error(transparent)]
+    Options(#[from] glide_model::config::OptionsError),
+    #[error(transparent)]
+    Pipeline(#[from] glide_pipeline::text2im::PipelineError),
+    #[error(transparent)]
+    Diffusion(#[from] glide_diffusion::DiffusionError),
+    #[error(transparent)]
+    Tokenizer(#[from] glide_tokenizer::TokenizerError),
+    #[error(transparent)]
+    OptimState(#[from] optim::OptimStateError),
+    #[error("the loss became {0} at step {1}; lower `lr` or enable `grad_clip`")]
+    NonFinite(f64, usize),
+}

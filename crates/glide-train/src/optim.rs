@@ -1,0 +1,244 @@
+//! AdamW (burn's), global-norm gradient clipping, and the optimiser state as named tensors so a
+//! checkpoint can hold it.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::record::AdaptorRecord;
+use burn::optim::{
+    AdamW, AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, Optimizer,
+};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use glide_model::Text2ImUNet;
+
+use crate::config::TrainConfig;
+
+/// The optimiser of a run.
+pub type Adam<B> = OptimizerAdaptor<AdamW, Text2ImUNet<B>, B>;
+
+/// burn's AdamW with the run's settings; clipping is global (see [`clip_global_norm`]).
+pub fn adamw<B: AutodiffBackend>(cfg: &TrainConfig) -> Adam<B> {
+    AdamWConfig::new()
+        .with_beta_1(cfg.beta_1 as f32)
+        .with_beta_2(cfg.beta_2 as f32)
+        .with_epsilon(cfg.epsilon as f32)
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init()
+}
+
+/// Tracks the module path while a visitor walks a model.
+#[derive(Default)]
+struct PathStack(Vec<String>);
+
+impl PathStack {
+    fn key(&self) -> String {
+        self.0.join(".")
+    }
+}
+
+/// Parameter ids, paths and shapes of a model, in visiting order.
+struct Params {
+    path: PathStack,
+    out: Vec<(String, ParamId, Vec<usize>)>,
+}
+
+impl<B: Backend> ModuleVisitor<B> for Params {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.path.0.push(name.to_string());
+    }
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.path.0.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.out
+            .push((self.path.key(), param.id, param.val().dims().to_vec()));
+    }
+}
+
+fn params<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, ParamId, Vec<usize>)> {
+    let mut v = Params {
+        path: PathStack::default(),
+        out: Vec::new(),
+    };
+    model.visit(&mut v);
+    v.out
+}
+
+/// Scales the gradients (summed over devices) so their global L2 norm is at most `max_norm`, as
+/// `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend>(
+    model: &Text2ImUNet<B>,
+    grads: &mut [GradientsParams],
+    max_norm: Option<f64>,
+) -> f64 {
+    let device = model.devices()[0].clone();
+    let ps = params::<B, _>(model);
+    let mut total: Option<Tensor<B::InnerBackend, 1>> = None;
+    for (_, id, shape) in &ps {
+        let sq = match shape.len() {
+            1 => sum_sq::<B, 1>(grads, *id, &device),
+            2 => sum_sq::<B, 2>(grads, *id, &device),
+            3 => sum_sq::<B, 3>(grads, *id, &device),
+            4 => sum_sq::<B, 4>(grads, *id, &device),
+            _ => None,
+        };
+        if let Some(sq) = sq {
+            total = Some(match total {
+                Some(t) => t + sq,
+                None => sq,
+            });
+        }
+    }
+    let norm = total.map_or(0.0, |t| f64::from(t.sqrt().into_scalar().to_f32()));
+    if let Some(max) = max_norm
+        && norm > max
+    {
+        let scale = max / (norm + 1e-6);
+        for (_, id, shape) in &ps {
+            match shape.len() {
+                1 => scale_grad::<B, 1>(grads, *id, scale),
+                2 => scale_grad::<B, 2>(grads, *id, scale),
+                3 => scale_grad::<B, 3>(grads, *id, scale),
+                4 => scale_grad::<B, 4>(grads, *id, scale),
+                _ => {}
+            }
+        }
+    }
+    norm
+}
+
+trait ToF32 {
+    fn to_f32(self) -> f32;
+}
+impl<E: burn::tensor::Element> ToF32 for E {
+    fn to_f32(self) -> f32 {
+        burn::tensor::ElementConversion::elem(self)
+    }
+}
+
+fn sum_sq<B: AutodiffBackend, const D: usize>(
+    grads: &[GradientsParams],
+    id: ParamId,
+    device: &B::Device,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    let mut sum: Option<Tensor<B::InnerBackend, D>> = None;
+    for g in grads {
+        if let Some(t) = g.get::<B::InnerBackend, D>(id) {
+            let t = t.to_device(device);
+            sum = Some(match sum {
+                Some(s) => s + t,
+                None => t,
+            });
+        }
+    }
+    sum.map(|s| s.square().sum())
+}
+
+fn scale_grad<B: AutodiffBackend, const D: usize>(
+    grads: &mut [GradientsParams],
+    id: ParamId,
+    scale: f64,
+) {
+    for g in grads.iter_mut() {
+        if let Some(t) = g.remove::<B::InnerBackend, D>(id) {
+            g.register::<B::InnerBackend, D>(id, t.mul_scalar(scale));
+        }
+    }
+}
+
+/// The optimiser state as tensors `optim.<path>.m` / `.v` (f32) and each parameter's step count.
+pub fn optimizer_state<B: AutodiffBackend>(
+    optim: &Adam<B>,
+    model: &Text2ImUNet<B>,
+) -> (BTreeMap<String, TensorData>, BTreeMap<String, usize>) {
+    let records = optim.to_record();
+    let mut tensors = BTreeMap::new();
+    let mut times = BTreeMap::new();
+    for (path, id, shape) in params::<B, _>(model) {
+        let Some(rec) = records.get(&id) else {
+            continue;
+        };
+        let (time, m, v) = match shape.len() {
+            1 => moments::<B, 1>(rec.clone()),
+            2 => moments::<B, 2>(rec.clone()),
+            3 => moments::<B, 3>(rec.clone()),
+            4 => moments::<B, 4>(rec.clone()),
+            _ => continue,
+        };
+        tensors.insert(format!("optim.{path}.m"), m);
+        tensors.insert(format!("optim.{path}.v"), v);
+        times.insert(path, time);
+    }
+    (tensors, times)
+}
+
+fn moments<B: AutodiffBackend, const D: usize>(
+    rec: AdaptorRecord<AdamW, B>,
+) -> (usize, TensorData, TensorData) {
+    let state: AdamWState<B::InnerBackend, D> = rec.into_state::<D>();
+    let m = state.momentum;
+    (m.time, m.moment_1.into_data(), m.moment_2.into_data())
+}
+
+/// Errors restoring the optimiser state.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the checkpoint's optimiser state does not fit this model ({0}); resume with the config it was \
+     written with, or start over without --resume"
+)]
+pub struct OptimStateError(pub String);
+
+/// Loads the state written by [`optimizer_state`] into a fresh optimiser for `model`.
+pub fn load_optimizer_state<B: AutodiffBackend>(
+    optim: Adam<B>,
+    model: &Text2ImUNet<B>,
+    tensors: &BTreeMap<String, TensorData>,
+    times: &BTreeMap<String, usize>,
+) -> Result<Adam<B>, OptimStateError> {
+    let inner_device = model.devices()[0].clone();
+    let mut records: <Adam<B> as Optimizer<Text2ImUNet<B>, B>>::Record = Default::default();
+    for (path, id, shape) in params::<B, _>(model) {
+        let Some(&time) = times.get(&path) else {
+            continue;
+        };
+        let get = |k: &str| {
+            tensors
+                .get(&format!("optim.{path}.{k}"))
+                .cloned()
+                .ok_or_else(|| OptimStateError(format!("optim.{path}.{k} is missing")))
+        };
+        let (m, v) = (get("m")?, get("v")?);
+        if m.shape.to_vec() != shape || v.shape.to_vec() != shape {
+            return Err(OptimStateError(format!(
+                "{path} has shape {:?} in the checkpoint, {shape:?} in the model",
+                m.shape
+            )));
+        }
+        let rec = match shape.len() {
+            1 => record::<B, 1>(time, m, v, &inner_device),
+            2 => record::<B, 2>(time, m, v, &inner_device),
+            3 => record::<B, 3>(time, m, v, &inner_device),
+            4 => record::<B, 4>(time, m, v, &inner_device),
+            n => return Err(OptimStateError(format!("{path} has rank {n}"))),
+        };
+        records.insert(id, rec);
+    }
+    Ok(optim.load_record(records))
+}
+
+fn record<B: AutodiffBackend, const D: usize>(
+    time: usize,
+    m: TensorData,
+    v: TensorData,
+    device: &B::Device,
+) -> AdaptorRecord<AdamW, B> {
+    let momentum = AdaptiveMomentumState {
+        time,
+        moment_1: Tensor::<B::InnerBackend, D>::from_data(m, device),
+        moment_2: Tensor::<B::InnerBackend, D>::from_data(v, device),
+        max_moment_2: None,
+    };
+    AdaptorRecord::from_state::<D>(AdamWState::new(momentum))
+}

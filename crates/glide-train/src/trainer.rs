@@ -1,0 +1,519 @@
+//! The training loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
+use burn::tensor::{Bool, Int, Tensor, TensorData};
+use glide_diffusion::losses::LossTerms;
+use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
+use glide_model::weights::{StateDict, apply_state_dict, config_from_metadata, save_weights};
+use glide_model::{GlideConfig, ImageCond, Text2ImUNet};
+use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
+use glide_pipeline::{GenerateRequest, Text2Im};
+use glide_tokenizer::{PrunedVocab, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::TrainError;
+use crate::batch::{Batch, BatchMaker, Prefetcher, TrainData, eval_batch, mix};
+use crate::checkpoint::{Checkpoint, write_atomic};
+use crate::config::TrainConfig;
+use crate::ema::Ema;
+use crate::log::{CsvLog, LogRow, plot_losses};
+use crate::optim::{adamw, clip_global_norm, load_optimizer_state, optimizer_state};
+
+/// How to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `<out_dir>/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Start from these weights (fine-tuning); the vocabulary comes with them.
+    pub init: Option<PathBuf>,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    pub stop_after: Option<usize>,
+    /// No progress bar (tests).
+    pub quiet: bool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub step: usize,
+    pub rows: Vec<LogRow>,
+    /// Stopped early by Ctrl-C, `max_minutes` or `stop_after` (a checkpoint was written).
+    pub interrupted: bool,
+    /// Training images per second over this invocation (excluding evaluation and sampling).
+    pub images_per_s: f64,
+    pub out_dir: PathBuf,
+}
+
+/// Paths of a run directory.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn install_ctrlc() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Another handler may exist in an embedding program; training then just isn't interruptible.
+        let _ = ctrlc::set_handler(|| {
+            if INTERRUPTED.swap(true, Ordering::SeqCst) {
+                std::process::exit(130);
+            }
+            eprintln!("\ninterrupted: writing a checkpoint (press Ctrl-C again to quit at once)");
+        });
+    });
+}
+
+/// Tensors of `batch[lo..hi]` and the hybrid loss terms of `model` on them.
+fn batch_losses<B: Backend>(
+    model: &Text2ImUNet<B>,
+    diffusion: &GaussianDiffusion,
+    batch: &Batch,
+    lo: usize,
+    hi: usize,
+    device: &B::Device,
+) -> LossTerms<B> {
+    let n = hi - lo;
+    let ctx = batch.tokens.len() / batch.len();
+    let px = batch.x_start.len() / batch.len();
+    let side = ((px / 3) as f64).sqrt() as usize;
+    let img = |v: &[f32]| {
+        Tensor::<B, 4>::from_data(
+            TensorData::new(v[lo * px..hi * px].to_vec(), [n, 3, side, side]),
+            device,
+        )
+    };
+    let x_start = img(&batch.x_start);
+    let noise = img(&batch.noise);
+    let t = &batch.t[lo..hi];
+    let tokens = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(batch.tokens[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+        device,
+    );
+    let mask = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(batch.mask[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+        device,
+    );
+    let x_t = diffusion.q_sample(x_start.clone(), t, noise.clone());
+    let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+    let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), device);
+    let out = model.forward(x_t.clone(), ts, tokens, mask, &ImageCond::none());
+    diffusion.training_losses(out, x_start, x_t, t, noise)
+}
+
+fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
+    f64::from(
+        t.into_data()
+            .convert::<f32>()
+            .as_slice::<f32>()
+            .expect("f32")[0],
+    )
+}
+
+/// Mean (loss, mse, vb) of a model on the fixed held-out batch, in chunks.
+pub fn evaluate<B: Backend>(
+    model: &Text2ImUNet<B>,
+    diffusion: &GaussianDiffusion,
+    batch: &Batch,
+    chunk: usize,
+    device: &B::Device,
+) -> (f64, f64, f64) {
+    let (mut l, mut m, mut v) = (0.0, 0.0, 0.0);
+    let mut lo = 0;
+    while lo < batch.len() {
+        let hi = (lo + chunk).min(batch.len());
+        let terms = batch_losses(model, diffusion, batch, lo, hi, device);
+        l += scalar(terms.loss.sum());
+        m += scalar(terms.mse.sum());
+        v += scalar(terms.vb.sum());
+        lo = hi;
+    }
+    let n = batch.len() as f64;
+    (l / n, m / n, v / n)
+}
+
+/// One PNG grid: a row per prompt, `cols` seeds per row, sampled from `model`.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_grid<B: Backend>(
+    model: Text2ImUNet<B>,
+    config: &GlideConfig,
+    vocab: Option<&PrunedVocab>,
+    prompts: &[String],
+    guidance: f64,
+    steps: usize,
+    cols: usize,
+    device: &B::Device,
+) -> Result<Vec<u8>, TrainError> {
+    let mut tokenizer = Tokenizer::gpt2();
+    if let Some(v) = vocab {
+        tokenizer = tokenizer.with_pruned(v)?;
+    }
+    let pipe = Text2Im::new(model, config.clone(), device.clone()).with_tokenizer(tokenizer);
+    let s = config.image_size;
+    let mut images = Vec::new();
+    for (i, prompt) in prompts.iter().enumerate() {
+        let req = GenerateRequest {
+            prompt: prompt.clone(),
+            guidance_scale: guidance,
+            steps,
+            sampler: glide_diffusion::Sampler::Ddim,
+            seed: i as u64,
+            batch_size: cols,
+            ..Default::default()
+        };
+        let x = pipe.generate(&req)?.run();
+        let raw = x.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+        images.extend(batch_to_rgb8(&raw, cols, s, s));
+    }
+    let (rgb, w, h) = grid(&images, s, s, cols);
+    let text = vec![
+        ("prompts".to_string(), prompts.join(" | ")),
+        ("guidance".to_string(), guidance.to_string()),
+        ("steps".to_string(), format!("ddim{steps}")),
+    ];
+    Ok(encode_png(&rgb, w, h, &text))
+}
+
+/// Trains (or resumes) a model as `cfg` says, on `devices` (the batch is split evenly over them).
+pub fn train<B: AutodiffBackend>(
+    mut cfg: TrainConfig,
+    devices: Vec<B::Device>,
+    opts: TrainOptions,
+) -> Result<TrainOutcome, TrainError> {
+    cfg.validate(devices.len())?;
+    let device = devices[0].clone();
+    let out = PathBuf::from(&cfg.out_dir);
+    std::fs::create_dir_all(out.join("samples")).map_err(|e| TrainError::Io(out.clone(), e))?;
+    let ckpt_path = checkpoint_path(&out);
+    install_ctrlc();
+    INTERRUPTED.store(false, Ordering::SeqCst);
+
+    let resume = if opts.resume {
+        if !ckpt_path.exists() {
+            return Err(TrainError::NoCheckpoint(ckpt_path));
+        }
+        Some(Checkpoint::load(&ckpt_path)?)
+    } else {
+        None
+    };
+    let init = match &opts.init {
+        Some(p) if resume.is_none() => {
+            let bytes = std::fs::read(p).map_err(|e| TrainError::Io(p.clone(), e))?;
+            Some(StateDict::from_safetensors(&bytes)?)
+        }
+        _ => None,
+    };
+    if let Some(init) = &init {
+        // Fine-tuning keeps the architecture (and vocabulary) of the weights it starts from.
+        let dropout = cfg.model.dropout;
+        cfg.model = config_from_metadata(init)?.with_dropout(dropout);
+    }
+
+    let data = TrainData::load(&cfg.data, cfg.model.image_size)?;
+    let vocab: Option<PrunedVocab> = if let Some(ck) = &resume {
+        ck.vocab
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| TrainError::BadCheckpoint(ckpt_path.clone(), e.to_string()))?
+    } else if let Some(init) = &init {
+        init.metadata
+            .get("vocab")
+            .map(|j| serde_json::from_str(j))
+            .transpose()
+            .map_err(|e| {
+                TrainError::BadCheckpoint(opts.init.clone().unwrap_or_default(), e.to_string())
+            })?
+    } else if cfg.prune_vocab {
+        let full = Tokenizer::gpt2();
+        let prompts = cfg.sample_prompts.iter().map(String::as_str);
+        Some(full.prune(data.captions().chain(prompts)))
+    } else {
+        None
+    };
+    if let Some(v) = &vocab {
+        cfg.model.n_vocab = v.ids.len();
+    }
+    if let Some(ck) = &resume
+        && serde_json::from_str::<serde_json::Value>(&ck.options).ok()
+            != Some(cfg.model.to_glide_options())
+    {
+        return Err(TrainError::OptionsChanged);
+    }
+    let make_tokenizer = || -> Result<Tokenizer, TrainError> {
+        let t = Tokenizer::gpt2();
+        Ok(match &vocab {
+            Some(v) => t.with_pruned(v)?,
+            None => t,
+        })
+    };
+
+    // Model (a seeded initialisation: burn's initialisers draw from the backend RNG), EMA, optimiser.
+    B::seed(&device, mix(cfg.seed, 0x1a17));
+    let mut model: Text2ImUNet<B> = cfg.model.init::<B>(&device);
+    let apply = |m: Text2ImUNet<B>, sd: &StateDict| -> Result<Text2ImUNet<B>, TrainError> {
+        let (m, report) = apply_state_dict(m, sd);
+        if report.is_clean() {
+            Ok(m)
+        } else {
+            Err(glide_model::WeightsError::Incompatible(report).into())
+        }
+    };
+    if let Some(init) = &init {
+        model = apply(model, init)?;
+    }
+    if let Some(ck) = &resume {
+        model = apply(model, &ck.model)?;
+    }
+    let mut ema = Ema::new(model.valid());
+    if let Some(ck) = &resume {
+        let (m, report) = apply_state_dict(ema.model, &ck.ema);
+        if !report.is_clean() {
+            return Err(glide_model::WeightsError::Incompatible(report).into());
+        }
+        ema.model = m;
+    }
+    let mut optim = adamw::<B>(&cfg);
+    if let Some(ck) = &resume {
+        optim = load_optimizer_state(optim, &model, &ck.optim, &ck.optim_times)?;
+    }
+    let start = resume.as_ref().map_or(0, |c| c.step);
+    let mut elapsed_before = resume.as_ref().map_or(0.0, |c| c.elapsed_s);
+    drop(resume);
+
+    let schedule: NoiseSchedule = cfg.model.noise_schedule.parse()?;
+    let diffusion = GaussianDiffusion::from_schedule(schedule, cfg.model.diffusion_steps);
+    let size = cfg.model.image_size;
+    let ctx = cfg.model.text_ctx;
+    let eval = eval_batch(
+        &data.heldout,
+        cfg.eval_size,
+        &make_tokenizer()?,
+        size,
+        ctx,
+        diffusion.num_timesteps(),
+        cfg.seed,
+    );
+    let maker = BatchMaker::new(
+        Arc::new(data.train),
+        make_tokenizer()?,
+        size,
+        ctx,
+        cfg.batch_size,
+        diffusion.num_timesteps(),
+        cfg.p_uncond,
+        cfg.data.flip,
+        cfg.seed,
+    );
+    let end = cfg.steps;
+    let mut batches = Prefetcher::start(maker, start, end, 4);
+    let mut log = CsvLog::open(&out.join("log.csv"), start)?;
+    std::fs::write(out.join("config.json"), cfg.to_string())
+        .map_err(|e| TrainError::Io(out.join("config.json"), e))?;
+    let vocab_json = vocab
+        .as_ref()
+        .map(|v| serde_json::to_string(v).expect("vocab serialises"));
+
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(end as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} ETA {eta_precise}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_position(start as u64);
+    bar.println(format!(
+        "{}; {} parameters; vocabulary {} rows; steps {start}..{end}",
+        data.summary,
+        model.num_params(),
+        cfg.model.n_vocab
+    ));
+
+    let save = |step: usize,
+                model: &Text2ImUNet<B>,
+                ema: &Ema<B::InnerBackend>,
+                optim: &crate::optim::Adam<B>,
+                elapsed: f64|
+     -> Result<(), TrainError> {
+        let (optim_t, optim_times) = optimizer_state(optim, model);
+        Checkpoint {
+            step,
+            model: StateDict::from_module(model),
+            ema: StateDict::from_module(&ema.model),
+            optim: optim_t,
+            optim_times,
+            config: cfg.to_string(),
+            options: cfg.model.to_glide_options().to_string(),
+            vocab: vocab_json.clone(),
+            elapsed_s: elapsed,
+        }
+        .save(&ckpt_path)?;
+        let mut meta = vec![("training_step", step.to_string())];
+        if let Some(v) = &vocab_json {
+            meta.push(("vocab", v.clone()));
+        }
+        let ema_path = out.join("ema.safetensors");
+        write_atomic(
+            &ema_path,
+            &save_weights(&ema.model, &cfg.model, &meta, false),
+        )
+        .map_err(|e| TrainError::Io(ema_path, e))
+    };
+
+    let t0 = Instant::now();
+    let mut train_time = 0.0;
+    let mut images = 0usize;
+    let n_dev = devices.len();
+    let per_dev = cfg.batch_size / n_dev;
+    let mut step = start;
+    let mut interrupted = false;
+    while step < end {
+        if INTERRUPTED.load(Ordering::SeqCst)
+            || opts.stop_after.is_some_and(|s| step >= s)
+            || cfg
+                .max_minutes
+                .is_some_and(|m| elapsed_before + t0.elapsed().as_secs_f64() >= m * 60.0)
+        {
+            interrupted = true;
+            break;
+        }
+        let Some(batch) = batches.next_batch() else {
+            break;
+        };
+        let ts = Instant::now();
+        B::seed(&device, mix(cfg.seed ^ 0xd209, step as u64));
+        let lr = cfg.lr_at(step);
+        let mut grads = Vec::with_capacity(n_dev);
+        let (mut loss, mut mse, mut vb) = (0.0, 0.0, 0.0);
+        let mut forked = Vec::with_capacity(n_dev);
+        for (d, dev) in devices.iter().enumerate() {
+            let m = if n_dev == 1 {
+                model.clone()
+            } else {
+                model.clone().fork(dev)
+            };
+            let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
+            let terms = batch_losses(&m, &diffusion, &batch, lo, hi, dev);
+            let scale = 1.0 / cfg.batch_size as f64;
+            mse += scalar(terms.mse.clone().sum().detach());
+            vb += scalar(terms.vb.clone().sum().detach());
+            let total = terms.loss.sum() * scale;
+            loss += scalar(total.clone().detach());
+            grads.push(GradientsParams::from_grads(total.backward(), &m));
+            forked.push(dev.id());
+        }
+        let n = cfg.batch_size as f64;
+        let (mse, vb) = (mse / n, vb / n);
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite(loss, step));
+        }
+        let grad_norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
+        model = if n_dev == 1 {
+            optim.step(lr, model, grads.pop().expect("one device's gradients"))
+        } else {
+            let multi = MultiGradientsParams {
+                grads: grads.into_iter().zip(forked).collect(),
+            };
+            optim.step_multi(lr, model, multi)
+        };
+        ema.update(&model, cfg.ema_decay_at(step));
+        step += 1;
+        train_time += ts.elapsed().as_secs_f64();
+        images += batch.len();
+        let ips = images as f64 / train_time.max(1e-9);
+        bar.set_position(step as u64);
+        bar.set_message(format!(
+            "loss {loss:.4} | {:.2} it/s | {ips:.1} img/s",
+            ips / n
+        ));
+
+        let mut row = LogRow {
+            step,
+            loss,
+            mse,
+            vb,
+            grad_norm,
+            lr,
+            images_per_s: ips,
+            ..Default::default()
+        };
+        let is_eval = step.is_multiple_of(cfg.eval_every) || step == end;
+        if is_eval && let Some(eb) = &eval {
+            let (l, m, v) = evaluate(&model.valid(), &diffusion, eb, cfg.batch_size, &device);
+            let (el, _, _) = evaluate(&ema.model, &diffusion, eb, cfg.batch_size, &device);
+            row.heldout_loss = Some(l);
+            row.heldout_mse = Some(m);
+            row.heldout_vb = Some(v);
+            row.ema_heldout_loss = Some(el);
+            bar.println(format!(
+                "step {step}: train loss {loss:.4}, held-out loss {l:.4} (EMA {el:.4})"
+            ));
+        }
+        if is_eval || step.is_multiple_of(cfg.log_every) {
+            log.push(row)?;
+        }
+        if step.is_multiple_of(cfg.checkpoint_every) {
+            save(
+                step,
+                &model,
+                &ema,
+                &optim,
+                elapsed_before + t0.elapsed().as_secs_f64(),
+            )?;
+            let _ = plot_losses(&log.rows, &out.join("loss.png"));
+        }
+        if cfg.sample_every > 0 && step.is_multiple_of(cfg.sample_every) {
+            let png = sample_grid(
+                ema.model.clone(),
+                &cfg.model,
+                vocab.as_ref(),
+                &cfg.sample_prompts,
+                cfg.sample_guidance,
+                cfg.sample_steps,
+                4,
+                &device,
+            )?;
+            let p = out.join("samples").join(format!("step-{step:07}.png"));
+            std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))?;
+        }
+    }
+    drop(batches);
+    elapsed_before += t0.elapsed().as_secs_f64();
+    save(step, &model, &ema, &optim, elapsed_before)?;
+    if cfg.sample_every > 0 && step > start && !step.is_multiple_of(cfg.sample_every) {
+        let png = sample_grid(
+            ema.model.clone(),
+            &cfg.model,
+            vocab.as_ref(),
+            &cfg.sample_prompts,
+            cfg.sample_guidance,
+            cfg.sample_steps,
+            4,
+            &device,
+        )?;
+        let p = out.join("samples").join(format!("step-{step:07}.png"));
+        std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))?;
+    }
+    if let Err(e) = plot_losses(&log.rows, &out.join("loss.png")) {
+        bar.println(format!("warning: could not draw loss.png ({e})"));
+    }
+    bar.finish_and_clear();
+    Ok(TrainOutcome {
+        step,
+        rows: log.rows,
+        interrupted,
+        images_per_s: images as f64 / train_time.max(1e-9),
+        out_dir: out,
+    })
+}

@@ -1,0 +1,256 @@
+//! The shipped smoke config trains on the CPU: the loss on fixed images, t and noise goes down, a
+//! resumed run equals an uninterrupted one bit for bit, and broken inputs are reported by name.
+
+use std::path::{Path, PathBuf};
+
+use burn::backend::{Autodiff, Flex};
+use burn::config::Config;
+use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
+use glide_model::weights::apply_state_dict;
+use glide_tokenizer::{PrunedVocab, Tokenizer};
+use glide_train::batch::{TrainData, eval_batch};
+use glide_train::checkpoint::Checkpoint;
+use glide_train::log::CsvLog;
+use glide_train::trainer::{checkpoint_path, evaluate};
+use glide_train::{TrainConfig, TrainError, TrainOptions, train};
+
+type B = Autodiff<Flex>;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("glide-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Twelve small pictures of coloured shapes with captions (and one corrupt file, skipped).
+fn shapes_folder(dir: &Path) {
+    let colours = [
+        ("red", [220u8, 30, 30]),
+        ("green", [30, 180, 60]),
+        ("blue", [40, 60, 220]),
+    ];
+    for (ci, (name, rgb)) in colours.iter().enumerate() {
+        for (si, shape) in ["circle", "square", "bar", "ring"].iter().enumerate() {
+            let img = image::RgbImage::from_fn(24, 24, |x, y| {
+                let (dx, dy) = (x as f32 - 11.5, y as f32 - 11.5);
+                let r = (dx * dx + dy * dy).sqrt();
+                let inside = match si {
+                    0 => r < 8.0,
+                    1 => dx.abs() < 7.0 && dy.abs() < 7.0,
+                    2 => dy.abs() < 3.0,
+                    _ => (5.0..9.0).contains(&r),
+                };
+                image::Rgb(if inside { *rgb } else { [255, 255, 255] })
+            });
+            let stem = dir.join(format!("{ci}-{si}"));
+            img.save(stem.with_extension("png")).unwrap();
+            std::fs::write(
+                stem.with_extension("txt"),
+                format!("a {name} {shape}\n{name} {shape}, flat"),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
+}
+
+fn smoke_config(name: &str) -> TrainConfig {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.json");
+    let mut cfg = TrainConfig::load(&root).expect("configs/smoke.json loads");
+    let dir = scratch(name);
+    shapes_folder(&dir.join("data").tap_mkdir());
+    cfg.data.shards = None;
+    cfg.data.folder = Some(dir.join("data").to_string_lossy().into_owned());
+    cfg.data.heldout_fraction = 0.2;
+    cfg.out_dir = dir.join("run").to_string_lossy().into_owned();
+    cfg.sample_every = 0;
+    cfg
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).unwrap();
+        self
+    }
+}
+
+/// burn's backend RNG (dropout) is process-wide: runs in parallel test threads would share it.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn quiet() -> TrainOptions {
+    TrainOptions {
+        quiet: true,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn smoke_config_lowers_the_loss_on_fixed_images_t_and_noise() {
+    let _serial = serial();
+    let mut cfg = smoke_config("loss");
+    cfg.steps = 30;
+    cfg.dropout_free();
+    let out = train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    assert_eq!(out.step, 30);
+    assert!(
+        out.rows
+            .iter()
+            .all(|r| r.loss.is_finite() && r.grad_norm.is_finite())
+    );
+    assert!(out.rows.iter().any(|r| r.heldout_loss.is_some()));
+    assert!(Path::new(&cfg.out_dir).join("loss.png").exists());
+    assert!(Path::new(&cfg.out_dir).join("ema.safetensors").exists());
+
+    // Fixed training images, t and noise: the fresh model vs the trained one.
+    let ck = Checkpoint::load(&checkpoint_path(Path::new(&cfg.out_dir))).unwrap();
+    let vocab: PrunedVocab = serde_json::from_str(ck.vocab.as_deref().unwrap()).unwrap();
+    let mut mcfg = cfg.model.clone();
+    mcfg.n_vocab = vocab.ids.len();
+    let tok = Tokenizer::gpt2().with_pruned(&vocab).unwrap();
+    let data = TrainData::load(&cfg.data, mcfg.image_size).unwrap();
+    assert_eq!(
+        data.train.len() + data.heldout.len(),
+        12,
+        "{}",
+        data.summary
+    );
+    let diffusion = GaussianDiffusion::from_schedule(NoiseSchedule::SquaredcosCapV2, 1000);
+    let fixed = eval_batch(
+        &data.train,
+        16,
+        &tok,
+        mcfg.image_size,
+        mcfg.text_ctx,
+        1000,
+        1,
+    )
+    .unwrap();
+    let device = burn::backend::flex::FlexDevice;
+    let fresh = mcfg.init::<Flex>(&device);
+    let (trained, report) = apply_state_dict(mcfg.init::<Flex>(&device), &ck.model);
+    assert!(report.is_clean(), "{report}");
+    let (before, _, _) = evaluate(&fresh, &diffusion, &fixed, 16, &device);
+    let (after, _, _) = evaluate(&trained, &diffusion, &fixed, 16, &device);
+    assert!(before.is_finite() && after.is_finite());
+    assert!(after < 0.8 * before, "loss {before} → {after}");
+}
+
+trait DropoutFree {
+    fn dropout_free(&mut self);
+}
+impl DropoutFree for TrainConfig {
+    fn dropout_free(&mut self) {
+        self.model.dropout = 0.0;
+    }
+}
+
+#[test]
+fn resume_gives_a_bit_identical_loss_curve() {
+    let _serial = serial();
+    let mut cfg = smoke_config("resume-a");
+    cfg.steps = 8;
+    cfg.checkpoint_every = 4;
+    cfg.eval_every = 4;
+    let straight = train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    assert_eq!(straight.step, 8);
+
+    let mut cfg_b = cfg.clone();
+    cfg_b.out_dir = scratch("resume-b")
+        .join("run")
+        .to_string_lossy()
+        .into_owned();
+    let first = train::<B>(
+        cfg_b.clone(),
+        vec![Default::default()],
+        TrainOptions {
+            stop_after: Some(3),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(first.interrupted);
+    assert_eq!(first.step, 3);
+    let resumed = train::<B>(
+        cfg_b.clone(),
+        vec![Default::default()],
+        TrainOptions {
+            resume: true,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(resumed.step, 8);
+    // The CSV logs, as written to disk, agree in every column but the throughput.
+    let read = |dir: &str| {
+        let mut rows = CsvLog::read(&Path::new(dir).join("log.csv")).unwrap();
+        rows.iter_mut().for_each(|r| r.images_per_s = 0.0);
+        rows
+    };
+    let (a, b) = (read(&cfg.out_dir), read(&cfg_b.out_dir));
+    assert_eq!(a.len(), 8, "one row per step");
+    assert!(a.iter().all(|r| r.grad_norm > 0.0));
+    assert_eq!(a, b, "the resumed loss curve differs");
+    let a = Checkpoint::load(&checkpoint_path(Path::new(&cfg.out_dir))).unwrap();
+    let b = Checkpoint::load(&checkpoint_path(Path::new(&cfg_b.out_dir))).unwrap();
+    for (k, v) in &a.model.tensors {
+        assert_eq!(v, &b.model.tensors[k], "{k}");
+    }
+    for (k, v) in &a.ema.tensors {
+        assert_eq!(v, &b.ema.tensors[k], "ema {k}");
+    }
+    assert_eq!(a.optim.len(), b.optim.len());
+}
+
+#[test]
+fn a_truncated_checkpoint_is_reported_by_name() {
+    let _serial = serial();
+    let mut cfg = smoke_config("truncated");
+    cfg.steps = 1;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let path = checkpoint_path(Path::new(&cfg.out_dir));
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    cfg.steps = 2;
+    let err = train::<B>(
+        cfg,
+        vec![Default::default()],
+        TrainOptions {
+            resume: true,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrainError::BadCheckpoint(..)), "{err}");
+    assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
+}
+
+#[test]
+fn two_devices_split_the_batch_and_agree_with_one() {
+    let _serial = serial();
+    let mut cfg = smoke_config("devices");
+    cfg.steps = 2;
+    cfg.model.dropout = 0.0;
+    let one = train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    cfg.out_dir = scratch("devices-2")
+        .join("run")
+        .to_string_lossy()
+        .into_owned();
+    let two = train::<B>(cfg, vec![Default::default(); 2], quiet()).unwrap();
+    for (a, b) in one.rows.iter().zip(&two.rows) {
+        assert!(
+            (a.loss - b.loss).abs() < 1e-4 * a.loss.abs().max(1.0),
+            "{a:?} vs {b:?}"
+        );
+    }
+}
