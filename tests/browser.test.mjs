@@ -30,7 +30,7 @@ const MIME = {
 let server, port, browser;
 
 function run(args) {
-  const r = spawnSync(GLIDE, args, { encoding: "utf8" });
+  const r = spawnSync(GLIDE, args, { encoding: "utf8", cwd: ROOT });
   assert.equal(r.status, 0, `glide ${args.join(" ")} failed:\n${r.stderr}`);
   return r;
 }
@@ -162,6 +162,20 @@ test("Cancel stops a long generation within 1 s and the page stays usable", asyn
   await page.dispatchEvent("#steps", "change");
   await page.click("#generate");
   await page.waitForSelector("body[data-state=done]", { timeout: 120_000 });
+  await page.close();
+});
+
+test("the bundled model loads with no set-up and equals `glide sample` without --weights", async () => {
+  // No `weights=`: the page loads www/models/base.safetensors, as `glide sample` does.
+  const out = join(TMP, "bundled.safetensors");
+  run(["sample", "--prompt", PROMPT, "--seed", String(SEED), "--steps", "3", "--sampler", SAMPLER,
+    "--guidance", String(GUIDANCE), "--n", "1", "--out", out + ".png", "--save-raw", out]);
+  const native = readSamples(out);
+  const page = await openPage(`backend=cpu&steps=3&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
+  assert.match(await page.textContent("#attribution"), /CC BY-SA 4.0/);
+  const c = await generate(page, PROMPT);
+  console.log(`bundled model, cpu (wasm): ${c.msPerStep.toFixed(1)} ms/step, max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);
+  assert.ok(maxAbsDiff(c.raw, native) <= 1e-2, "the page's bundled-model sample differs from glide sample");
   await page.close();
 });
 

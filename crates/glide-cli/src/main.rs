@@ -51,12 +51,8 @@ use backend::B;
 mod data;
 mod train;
 
-/// Where `glide sample` looks for weights when none are given: the bundled model, then a test
-/// model written by `make web`.
-const DEFAULT_WEIGHTS: &[&str] = &[
-    "www/models/base.safetensors",
-    "www/generated/model.safetensors",
-];
+/// Where `glide sample` looks for weights when none are given: the bundled model.
+const DEFAULT_WEIGHTS: &[&str] = &["www/models/base.safetensors"];
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +78,26 @@ enum Command {
     BenchTrain(train::BenchTrainArgs),
     /// Nearest-neighbour accuracy of samples for training and held-out captions.
     EvalEmoji(train::EvalArgs),
+    /// Redraw a run's loss curve (loss.png) from its log.csv.
+    Plot {
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Copy weights (e.g. a run's ema.safetensors) for shipping: f16 storage, metadata kept.
+    Export {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Keep f32 storage instead of f16.
+        #[arg(long)]
+        f32: bool,
+        /// Add or replace a metadata entry: KEY=VALUE, or KEY=@FILE for a file's text.
+        #[arg(long)]
+        meta: Vec<String>,
+    },
     /// Check a model against reference outputs stored in a safetensors fixture.
     Check {
         /// A file with `param.*` weights, `in.*` inputs, `out.*` outputs and `options` metadata.
@@ -119,8 +135,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct SampleArgs {
-    #[arg(long)]
-    prompt: String,
+    /// The caption; repeat the flag for several (one grid row of --n images each).
+    #[arg(long, required = true)]
+    prompt: Vec<String>,
     /// Takes the place of the empty prompt in the unconditional branch.
     #[arg(long, default_value = "")]
     negative: String,
@@ -143,9 +160,12 @@ struct SampleArgs {
     /// DDIM's eta.
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
-    /// Output PNG (a grid when --n > 1).
+    /// Output PNG (a grid when --n > 1 or several prompts).
     #[arg(long, visible_alias = "grid", default_value = "out.png")]
     out: PathBuf,
+    /// Grid columns (default: --n with several prompts, else √n).
+    #[arg(long)]
+    cols: Option<usize>,
     /// Weights (.safetensors with GLIDE `options` metadata).
     #[arg(long)]
     weights: Option<PathBuf>,
@@ -162,6 +182,17 @@ fn main() {
         Command::Train(args) => train::train(args),
         Command::BenchTrain(args) => train::bench_train(args),
         Command::EvalEmoji(args) => train::eval_emoji(args),
+        Command::Export {
+            input,
+            out,
+            f32,
+            meta,
+        } => export(&input, &out, !f32, &meta),
+        Command::Plot { log, out } => glide_train::log::CsvLog::read(&log)
+            .map_err(anyhow::Error::from)
+            .and_then(|rows| {
+                glide_train::log::plot_losses(&rows, &out).map_err(|e| anyhow::anyhow!(e))
+            }),
         Command::Check { fixture, tolerance } => check(&fixture, tolerance),
         Command::Init {
             preset,
@@ -202,63 +233,110 @@ fn sample(a: SampleArgs) -> Result<()> {
             .map(PathBuf::from)
             .find(|p| p.exists())
             .context(
-                "no weights given and none found at www/models/base.safetensors (the bundled \
-                 model) or www/generated/model.safetensors: run it from the repository root, \
-                 or pass --weights FILE.safetensors",
+                "no weights given and the bundled model www/models/base.safetensors is not \
+                 here: run glide from the repository root, or pass --weights FILE.safetensors",
             )?,
     };
     let bytes = std::fs::read(&path)
         .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
     let pipeline = Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
         .with_context(|| format!("cannot use the weights {}", path.display()))?;
-    let req = GenerateRequest {
-        prompt: a.prompt,
-        negative: a.negative,
-        guidance_scale: a.guidance,
-        steps: a.steps,
-        respacing: a.respacing,
-        sampler: a.sampler,
-        eta: a.eta,
-        seed: a.seed,
-        batch_size: a.n,
-    };
-    let mut steps = pipeline.generate(&req)?;
-    let total = steps.total();
-    let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("on {}", backend::NAME));
-    let start = Instant::now();
-    let mut last = None;
-    for step in steps.by_ref() {
-        bar.set_position(step.step as u64);
-        last = Some(step.sample);
-    }
-    bar.finish();
-    let sample = last.context("the chain has no steps")?;
-    let raw = sample.into_data().to_vec::<f32>().expect("f32 samples");
-    eprintln!(
-        "{:.1} ms per step on {}",
-        start.elapsed().as_secs_f64() * 1e3 / total as f64,
-        backend::NAME
-    );
     let s = pipeline.config.image_size;
-    let images = batch_to_rgb8(&raw, a.n, s, s);
-    let cols = (a.n as f64).sqrt().ceil() as usize;
+    let mut raw = Vec::new();
+    let mut last_req = None;
+    for prompt in &a.prompt {
+        let req = GenerateRequest {
+            prompt: prompt.clone(),
+            negative: a.negative.clone(),
+            guidance_scale: a.guidance,
+            steps: a.steps,
+            respacing: a.respacing.clone(),
+            sampler: a.sampler,
+            eta: a.eta,
+            seed: a.seed,
+            batch_size: a.n,
+        };
+        let mut steps = pipeline.generate(&req)?;
+        let total = steps.total();
+        let bar = ProgressBar::new(total as u64).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_message(format!("{prompt:?} on {}", backend::NAME));
+        let start = Instant::now();
+        let mut last = None;
+        for step in steps.by_ref() {
+            bar.set_position(step.step as u64);
+            last = Some(step.sample);
+        }
+        bar.finish();
+        let sample = last.context("the chain has no steps")?;
+        raw.extend(sample.into_data().to_vec::<f32>().expect("f32 samples"));
+        eprintln!(
+            "{:.1} ms per step on {}",
+            start.elapsed().as_secs_f64() * 1e3 / total as f64,
+            backend::NAME
+        );
+        last_req = Some(req);
+    }
+    let count = a.n * a.prompt.len();
+    let images = batch_to_rgb8(&raw, count, s, s);
+    let cols = a.cols.unwrap_or(if a.prompt.len() > 1 {
+        a.n
+    } else {
+        (a.n as f64).sqrt().ceil() as usize
+    });
     let (rgb, w, h) = grid(&images, s, s, cols);
     let model = path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let mut req = last_req.context("no prompt given")?;
+    req.prompt = a.prompt.join(" | ");
     write(&a.out, &encode_png(&rgb, w, h, &req.png_text(&model)))?;
     eprintln!("wrote {}", a.out.display());
     if let Some(p) = a.save_raw {
         let mut st = StateDict::default();
         st.tensors
-            .insert("samples".into(), TensorData::new(raw, [a.n, 3, s, s]));
+            .insert("samples".into(), TensorData::new(raw, [count, 3, s, s]));
         write(&p, &st.to_safetensors(false))?;
     }
+    Ok(())
+}
+
+fn export(input: &Path, out: &Path, half: bool, meta: &[String]) -> Result<()> {
+    let bytes = std::fs::read(input).with_context(|| {
+        format!(
+            "cannot read the weights {}; check the path",
+            input.display()
+        )
+    })?;
+    let mut state = StateDict::from_safetensors(&bytes)
+        .with_context(|| format!("{} is not a safetensors file", input.display()))?;
+    for m in meta {
+        let (k, v) = m
+            .split_once('=')
+            .with_context(|| format!("--meta {m:?} is not KEY=VALUE or KEY=@FILE"))?;
+        let v = match v.strip_prefix('@') {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {file} for --meta {k}"))?,
+            None => v.to_string(),
+        };
+        state.metadata.insert(k.to_string(), v);
+    }
+    // Refuse files the pipeline could not load later.
+    Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
+        .with_context(|| format!("cannot use the weights {}", input.display()))?;
+    let out_bytes = state.to_safetensors(half);
+    write(out, &out_bytes)?;
+    eprintln!(
+        "wrote {} ({:.1} MB, {})",
+        out.display(),
+        out_bytes.len() as f64 / 1e6,
+        if half { "f16" } else { "f32" }
+    );
     Ok(())
 }
 

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::config::Config;
-use burn::module::Module;
 use glide_model::weights::{StateDict, config_from_metadata, load_state_dict};
 use glide_pipeline::text2im::tokenizer_for;
 use glide_train::batch::TrainData;
@@ -137,7 +136,7 @@ pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
     run(cfg.clone(), false)?;
     cfg.steps = 1 + a.steps;
     let out = run(cfg.clone(), true)?;
-    let params = config_params(&cfg);
+    let params = out.params;
     println!(
         "train {} on {} × {}: {:.2} images/s ({:.2} steps/s at batch {}, {} image px, {params} parameters)",
         a.config.display(),
@@ -150,10 +149,6 @@ pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
     );
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
-}
-
-fn config_params(cfg: &TrainConfig) -> usize {
-    cfg.model.init::<B>(&Default::default()).num_params()
 }
 
 #[derive(clap::Args)]

@@ -194,6 +194,8 @@ pub fn plot_losses(rows: &[LogRow], path: &Path) -> Result<(), String> {
             .configure_mesh()
             .x_desc("step")
             .y_desc("loss")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.3}"))
             .draw()
             .map_err(|x| e(&x))?;
     }
@@ -205,6 +207,12 @@ pub fn plot_losses(rows: &[LogRow], path: &Path) -> Result<(), String> {
     for (points, colour, label) in series {
         if points.is_empty() {
             continue;
+        }
+        // Held-out losses are sparse: mark each evaluation as well.
+        if label != "train (running mean)" {
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(|x| e(&x))?;
         }
         let s = chart
             .draw_series(LineSeries::new(points, colour.stroke_width(2)))

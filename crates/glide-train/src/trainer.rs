@@ -49,6 +49,8 @@ pub struct TrainOutcome {
     /// Training images per second over this invocation (excluding evaluation and sampling).
     pub images_per_s: f64,
     pub out_dir: PathBuf,
+    /// Parameters of the trained model (with its pruned vocabulary).
+    pub params: usize,
 }
 
 /// Paths of a run directory.
@@ -359,7 +361,10 @@ pub fn train<B: AutodiffBackend>(
             elapsed_s: elapsed,
         }
         .save(&ckpt_path)?;
-        let mut meta = vec![("training_step", step.to_string())];
+        let mut meta = vec![
+            ("training_step", step.to_string()),
+            ("training_config", cfg.to_string()),
+        ];
         if let Some(v) = &vocab_json {
             meta.push(("vocab", v.clone()));
         }
@@ -515,5 +520,6 @@ pub fn train<B: AutodiffBackend>(
         interrupted,
         images_per_s: images as f64 / train_time.max(1e-9),
         out_dir: out,
+        params: model.num_params(),
     })
 }

@@ -254,3 +254,40 @@ fn two_devices_split_the_batch_and_agree_with_one() {
         );
     }
 }
+
+#[test]
+fn init_fine_tunes_from_exported_weights_and_keeps_their_vocabulary() {
+    let _serial = serial();
+    let mut cfg = smoke_config("init-base");
+    cfg.steps = 2;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let base = Path::new(&cfg.out_dir).join("ema.safetensors");
+    let mut ft = smoke_config("init-ft");
+    ft.steps = 2;
+    let out = train::<B>(
+        ft.clone(),
+        vec![Default::default()],
+        TrainOptions {
+            init: Some(base.clone()),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(out.step, 2);
+    let a = Checkpoint::load(&checkpoint_path(Path::new(&cfg.out_dir))).unwrap();
+    let b = Checkpoint::load(&checkpoint_path(Path::new(&ft.out_dir))).unwrap();
+    assert_eq!(a.vocab, b.vocab);
+    // A missing --init file is an error that names it.
+    let err = train::<B>(
+        ft,
+        vec![Default::default()],
+        TrainOptions {
+            init: Some(base.with_file_name("nope.safetensors")),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("nope.safetensors"), "{err}");
+}
