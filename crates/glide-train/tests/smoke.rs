@@ -291,3 +291,19 @@ fn init_fine_tunes_from_exported_weights_and_keeps_their_vocabulary() {
     .unwrap_err();
     assert!(err.to_string().contains("nope.safetensors"), "{err}");
 }
+
+#[test]
+fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
+    use burn::module::Module;
+    for name in ["emoji32-cpu.json", "emoji64.json", "smoke.json"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../configs")
+            .join(name);
+        let mut cfg = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        cfg.validate(1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The emoji captions prune GPT-2 to ~6,000 rows.
+        cfg.model.n_vocab = 6_000;
+        let n = cfg.model.init::<Flex>(&Default::default()).num_params();
+        assert!(n <= 10_000_000, "{name}: {n} parameters");
+    }
+}
