@@ -78,7 +78,8 @@ impl TapMkdir for PathBuf {
     }
 }
 
-/// burn's backend RNG (dropout) is process-wide: runs in parallel test threads would share it.
+/// burn's backend RNG (initialisation, dropout) is process-wide: tests in parallel threads would
+/// share it, so the tests that train or build models take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -295,6 +296,8 @@ fn init_fine_tunes_from_exported_weights_and_keeps_their_vocabulary() {
 #[test]
 fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
     use burn::module::Module;
+    // Building models draws from the backend RNG the other tests seed.
+    let _serial = serial();
     for name in ["emoji32-cpu.json", "emoji64.json", "smoke.json"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../configs")
