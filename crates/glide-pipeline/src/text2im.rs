@@ -182,6 +182,42 @@ impl<B: Backend> Text2Im<B> {
         &'m self,
         req: &GenerateRequest,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
+        self.validate(req)?;
+        let b = req.batch_size;
+        let guided = req.guidance_scale != 1.0;
+        let captions: Vec<&str> = if guided {
+            vec![&req.prompt, &req.negative]
+        } else {
+            vec![&req.prompt]
+        };
+        let (tokens, mask) = self.tokenize(&captions);
+        // [cond, uncond] → [cond × B; uncond × B], encoded once per prompt.
+        let text: TextEmb<B> = self.model.encode_text(tokens, mask).repeat_interleave(b);
+        self.sample_text(text, b, req)
+    }
+
+    /// Like [`Self::generate`], but one image per prompt, all in one batch (`req.prompt` and
+    /// `req.batch_size` are not used). Evaluations sample many captions this way.
+    pub fn generate_each<'m>(
+        &'m self,
+        prompts: &[&str],
+        req: &GenerateRequest,
+    ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
+        self.validate(&GenerateRequest {
+            batch_size: prompts.len(),
+            ..req.clone()
+        })?;
+        let b = prompts.len();
+        let mut captions = prompts.to_vec();
+        if req.guidance_scale != 1.0 {
+            captions.extend(std::iter::repeat_n(req.negative.as_str(), b));
+        }
+        let (tokens, mask) = self.tokenize(&captions);
+        let text = self.model.encode_text(tokens, mask);
+        self.sample_text(text, b, req)
+    }
+
+    fn validate(&self, req: &GenerateRequest) -> Result<(), PipelineError> {
         if self.config.inpaint || self.config.super_res {
             return Err(PipelineError::NotText2Im);
         }
@@ -194,17 +230,19 @@ impl<B: Backend> Text2Im<B> {
         if !req.guidance_scale.is_finite() || req.guidance_scale < 0.0 {
             return Err(PipelineError::Guidance(req.guidance_scale));
         }
+        Ok(())
+    }
+
+    /// The sampling chain for `b` images given their encoded captions `[cond (b); uncond (b)]`
+    /// (just `[cond (b)]` at s = 1).
+    fn sample_text<'m>(
+        &'m self,
+        text: TextEmb<B>,
+        b: usize,
+        req: &GenerateRequest,
+    ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         let diffusion = self.diffusion(req)?;
-        let b = req.batch_size;
         let guided = req.guidance_scale != 1.0;
-        let captions: Vec<&str> = if guided {
-            vec![&req.prompt, &req.negative]
-        } else {
-            vec![&req.prompt]
-        };
-        let (tokens, mask) = self.tokenize(&captions);
-        // [cond, uncond] → [cond × B; uncond × B], encoded once per prompt.
-        let text: TextEmb<B> = self.model.encode_text(tokens, mask).repeat_interleave(b);
         let cond = ImageCond::none();
         let scale = req.guidance_scale;
         let model = &self.model;
@@ -252,6 +290,41 @@ mod tests {
 
     fn sample(p: &Text2Im<Flex>, req: &GenerateRequest) -> Vec<f32> {
         p.generate(req).unwrap().run().into_data().to_vec().unwrap()
+    }
+
+    #[test]
+    fn generate_each_samples_one_image_per_prompt_in_one_batch() {
+        let p = tiny();
+        let req = GenerateRequest {
+            steps: 3,
+            seed: 9,
+            sampler: Sampler::Ddim,
+            ..Default::default()
+        };
+        let both: Vec<f32> = p
+            .generate_each(&["a red apple", "a blue car"], &req)
+            .unwrap()
+            .run()
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let n = both.len() / 2;
+        // DDIM (η = 0) draws only x_T; the first image's x_T equals a batch of one.
+        let alone = sample(
+            &p,
+            &GenerateRequest {
+                prompt: "a red apple".into(),
+                ..req.clone()
+            },
+        );
+        let diff = alone
+            .iter()
+            .zip(&both[..n])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{diff}");
+        assert_ne!(both[..n], both[n..]);
+        assert!(p.generate_each(&[], &req).is_err());
     }
 
     #[test]

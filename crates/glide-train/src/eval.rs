@@ -86,8 +86,8 @@ pub struct NnScore {
     pub n: usize,
 }
 
-/// Samples one image per caption (DDIM, `steps`, guidance `scale`, seed = index) in batches and
-/// scores them against `reference`.
+/// Samples one image per caption (DDIM, `steps`, guidance `scale`, batches of 32 seeded by their
+/// index) and scores them against `reference`.
 #[allow(clippy::too_many_arguments)]
 pub fn nn_score<B: Backend>(
     model: Text2ImUNet<B>,
@@ -106,20 +106,20 @@ pub fn nn_score<B: Backend>(
     let pipe = Text2Im::new(model, config.clone(), device.clone()).with_tokenizer(tokenizer);
     let s = config.image_size;
     let mut nearest = Vec::with_capacity(captions.len());
-    for (i, (caption, _)) in captions.iter().enumerate() {
+    for (i, chunk) in captions.chunks(32).enumerate() {
+        let prompts: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         let req = GenerateRequest {
-            prompt: caption.clone(),
             guidance_scale: scale,
             steps,
             sampler: glide_diffusion::Sampler::Ddim,
             seed: i as u64,
-            batch_size: 1,
             ..Default::default()
         };
-        let x = pipe.generate(&req)?.run();
+        let x = pipe.generate_each(&prompts, &req)?.run();
         let raw = x.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
-        let rgb = batch_to_rgb8(&raw, 1, s, s).remove(0);
-        nearest.push(reference.nearest(&rgb, s).to_string());
+        for rgb in batch_to_rgb8(&raw, prompts.len(), s, s) {
+            nearest.push(reference.nearest(&rgb, s).to_string());
+        }
     }
     let hits = |targets: &[&String]| {
         nearest.iter().zip(targets).filter(|(a, b)| a == *b).count() as f64
