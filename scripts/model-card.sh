@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Regenerates the sample grids and the nearest-neighbour table of the model card
 # (www/models/README.md) from a model, by default the bundled one:
-#   scripts/model-card.sh [weights] [captions per set] [DDIM steps]
+#   scripts/model-card.sh [weights] [captions per set] [DDIM steps] [DDIM steps of the evaluation]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 W=${1:-www/models/base.safetensors}
 N=${2:-200}
 STEPS=${3:-25}
+EVAL_STEPS=${4:-$STEPS}
 export PATH="$HOME/.cargo/bin:$PATH"
 cargo build -q --release -p glide-cli
 G=target/release/glide
@@ -25,4 +26,4 @@ for s in 1 3; do
   $G sample --weights "$W" "${heldout[@]}" --n 8 --sampler ddim --steps "$STEPS" --guidance $s \
     --seed 1 --grid "docs/samples/heldout-s$s.png"
 done
-$G eval-emoji --weights "$W" --data data/emoji --n "$N" --guidance 1,3 --steps "$STEPS" | tee docs/samples/nn-accuracy.md
+$G eval-emoji --weights "$W" --data data/emoji --n "$N" --guidance 1,3 --steps "$EVAL_STEPS" | tee docs/samples/nn-accuracy.md
