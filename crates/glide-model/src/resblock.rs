@@ -11,15 +11,18 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 
+fn conv3x3_config(channels_in: usize, channels_out: usize) -> Conv2dConfig {
+    Conv2dConfig::new([channels_in, channels_out], [3, 3])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+}
+
 /// A 3×3 convolution with padding 1 (`conv_nd(2, in, out, 3, padding=1)`).
 pub fn conv3x3<B: Backend>(
     channels_in: usize,
     channels_out: usize,
     device: &B::Device,
 ) -> Conv2d<B> {
-    Conv2dConfig::new([channels_in, channels_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
-        .init(device)
+    conv3x3_config(channels_in, channels_out).init(device)
 }
 
 /// A 3×3 convolution that starts at zero (`zero_module(conv_nd(...))`): the last layer of every
@@ -29,8 +32,7 @@ pub fn zero_conv3x3<B: Backend>(
     channels_out: usize,
     device: &B::Device,
 ) -> Conv2d<B> {
-    Conv2dConfig::new([channels_in, channels_out], [3, 3])
-        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+    conv3x3_config(channels_in, channels_out)
         .with_initializer(burn::nn::Initializer::Zeros)
         .init(device)
 }

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::TrainError;
-use crate::config::DataConfig;
+use crate::config::{DataConfig, TrainConfig};
 
 /// One training image at the model's resolution, with its caption alternatives.
 #[derive(Clone, Debug)]
@@ -95,7 +95,7 @@ impl TrainData {
         } else if let Some(dir) = &cfg.folder {
             let (mut all, s) = glide_data::read_folder(Path::new(dir))?;
             // A stable, content-independent split by key.
-            all.sort_by_key(|x| mix(0x5eed, fnv(&x.key)));
+            all.sort_by_key(|x| glide_data::split::stable_hash(&[x.key.as_bytes()]));
             let n_held = ((all.len() as f64 * cfg.heldout_fraction).round() as usize)
                 .min(all.len().saturating_sub(1));
             let heldout = all.split_off(all.len() - n_held);
@@ -136,13 +136,6 @@ impl TrainData {
             .iter()
             .flat_map(|e| e.captions.iter().map(String::as_str))
     }
-}
-
-/// FNV-1a, a hash that is the same on every platform and Rust version.
-pub fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// One batch, ready to become tensors.
@@ -198,28 +191,23 @@ pub struct BatchMaker {
 }
 
 impl BatchMaker {
-    #[allow(clippy::too_many_arguments)]
+    /// Draws from `data` as `cfg` says (size, text_ctx, batch, empty captions, flips, seed).
     pub fn new(
         data: Arc<Vec<Example>>,
         tokenizer: Tokenizer,
-        size: usize,
-        text_ctx: usize,
-        batch_size: usize,
+        cfg: &TrainConfig,
         num_timesteps: usize,
-        p_uncond: f64,
-        flip: bool,
-        seed: u64,
     ) -> Self {
         Self {
             data,
             tokenizer,
-            size,
-            text_ctx,
-            batch_size,
+            size: cfg.model.image_size,
+            text_ctx: cfg.model.text_ctx,
+            batch_size: cfg.batch_size,
             num_timesteps,
-            p_uncond,
-            flip,
-            seed,
+            p_uncond: cfg.p_uncond,
+            flip: cfg.data.flip,
+            seed: cfg.seed,
             epoch: None,
         }
     }

@@ -2,7 +2,7 @@
 //! run's config, written atomically (temp file + rename).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::TensorData;
 use glide_model::weights::StateDict;
@@ -28,18 +28,7 @@ pub struct Checkpoint {
     pub elapsed_s: f64,
 }
 
-/// Writes `bytes` to `path` via a temporary file in the same directory and a rename, so a crash
-/// leaves either the old file or the new one, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
-}
+pub use glide_data::shard::write_atomic;
 
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -68,7 +57,7 @@ impl Checkpoint {
     }
 
     pub fn save(&self, path: &Path) -> Result<(), TrainError> {
-        write_atomic(path, &self.to_bytes()).map_err(|e| TrainError::Io(path.to_path_buf(), e))
+        Ok(write_atomic(path, &self.to_bytes())?)
     }
 
     /// Reads a checkpoint; a truncated or foreign file is reported by name.

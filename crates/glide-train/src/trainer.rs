@@ -306,13 +306,8 @@ pub fn train<B: AutodiffBackend>(
     let maker = BatchMaker::new(
         Arc::new(data.train),
         make_tokenizer()?,
-        size,
-        ctx,
-        cfg.batch_size,
+        &cfg,
         diffusion.num_timesteps(),
-        cfg.p_uncond,
-        cfg.data.flip,
-        cfg.seed,
     );
     let end = cfg.steps;
     let mut batches = Prefetcher::start(maker, start, end, 4);
@@ -368,12 +363,23 @@ pub fn train<B: AutodiffBackend>(
         if let Some(v) = &vocab_json {
             meta.push(("vocab", v.clone()));
         }
-        let ema_path = out.join("ema.safetensors");
-        write_atomic(
-            &ema_path,
-            &save_weights(&ema.model, &cfg.model, &meta, false),
-        )
-        .map_err(|e| TrainError::Io(ema_path, e))
+        let bytes = save_weights(&ema.model, &cfg.model, &meta, false);
+        Ok(write_atomic(&out.join("ema.safetensors"), &bytes)?)
+    };
+
+    let write_samples = |step: usize, ema: &Ema<B::InnerBackend>| -> Result<(), TrainError> {
+        let png = sample_grid(
+            ema.model.clone(),
+            &cfg.model,
+            vocab.as_ref(),
+            &cfg.sample_prompts,
+            cfg.sample_guidance,
+            cfg.sample_steps,
+            4,
+            &device,
+        )?;
+        let p = out.join("samples").join(format!("step-{step:07}.png"));
+        std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))
     };
 
     let t0 = Instant::now();
@@ -479,36 +485,14 @@ pub fn train<B: AutodiffBackend>(
             let _ = plot_losses(&log.rows, &out.join("loss.png"));
         }
         if cfg.sample_every > 0 && step.is_multiple_of(cfg.sample_every) {
-            let png = sample_grid(
-                ema.model.clone(),
-                &cfg.model,
-                vocab.as_ref(),
-                &cfg.sample_prompts,
-                cfg.sample_guidance,
-                cfg.sample_steps,
-                4,
-                &device,
-            )?;
-            let p = out.join("samples").join(format!("step-{step:07}.png"));
-            std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))?;
+            write_samples(step, &ema)?;
         }
     }
     drop(batches);
     elapsed_before += t0.elapsed().as_secs_f64();
     save(step, &model, &ema, &optim, elapsed_before)?;
     if cfg.sample_every > 0 && step > start && !step.is_multiple_of(cfg.sample_every) {
-        let png = sample_grid(
-            ema.model.clone(),
-            &cfg.model,
-            vocab.as_ref(),
-            &cfg.sample_prompts,
-            cfg.sample_guidance,
-            cfg.sample_steps,
-            4,
-            &device,
-        )?;
-        let p = out.join("samples").join(format!("step-{step:07}.png"));
-        std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))?;
+        write_samples(step, &ema)?;
     }
     if let Err(e) = plot_losses(&log.rows, &out.join("loss.png")) {
         bar.println(format!("warning: could not draw loss.png ({e})"));
