@@ -23,7 +23,7 @@ pub mod schedule;
 pub use gaussian_diffusion::{GaussianDiffusion, MeanVariance};
 pub use noise::NoiseRng;
 pub use respace::space_timesteps;
-pub use sampling::{SampleOptions, SampleStep, Sampler, Steps};
+pub use sampling::{KnownRegion, SampleOptions, SampleStep, Sampler, Steps};
 pub use schedule::{NoiseSchedule, get_named_beta_schedule};
 
 /// Errors a user can cause through the diffusion settings.

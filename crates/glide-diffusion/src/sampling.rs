@@ -25,6 +25,32 @@ pub struct SampleOptions<'a, B: Backend> {
     pub eta: f64,
     /// Applied to the predicted x₀ at every step (e.g. to paste a known region).
     pub denoised_fn: Option<DenoisedFn<'a, B>>,
+    /// Pixels whose values are given (inpainting, masked image-to-image); see [`KnownRegion`].
+    pub known: Option<KnownRegion<B>>,
+    /// Chain index of the given x (SDEdit starts from a noised image part-way down the chain);
+    /// `None` is the top of the chain, x_T.
+    pub start_t: Option<usize>,
+}
+
+/// Pixels that are given: after the last step they are pasted exactly, so the output equals
+/// `image` wherever `mask` is 1. With `replace_noisy` they are also replaced after every step by
+/// `q_sample(image, t−1)`: the paper's inpainting baseline for a model never trained to inpaint
+/// (GLIDE §3.3; Sohl-Dickstein et al. 2015, Song et al. 2021).
+#[derive(Debug, Clone)]
+pub struct KnownRegion<B: Backend> {
+    /// `[B, C, H, W]` in [-1, 1].
+    pub image: Tensor<B, 4>,
+    /// `[B, 1, H, W]`, 1 = keep (given), 0 = generate.
+    pub mask: Tensor<B, 4>,
+    pub replace_noisy: bool,
+}
+
+impl<B: Backend> KnownRegion<B> {
+    /// `mask·known + (1 − mask)·x`.
+    pub fn paste(&self, known: Tensor<B, 4>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let m = self.mask.clone();
+        known * m.clone() + x * (m.neg() + 1.0)
+    }
 }
 
 impl<B: Backend> Default for SampleOptions<'_, B> {
@@ -33,6 +59,8 @@ impl<B: Backend> Default for SampleOptions<'_, B> {
             clip_denoised: true,
             eta: 0.0,
             denoised_fn: None,
+            known: None,
+            start_t: None,
         }
     }
 }
@@ -156,6 +184,10 @@ where
         kind: Sampler,
     ) -> Self {
         let n = diffusion.num_timesteps();
+        let next_t = match options.start_t {
+            Some(t) => Some(t.min(n.saturating_sub(1))).filter(|_| n > 0),
+            None => n.checked_sub(1),
+        };
         Self {
             diffusion,
             model,
@@ -163,13 +195,14 @@ where
             rng,
             options,
             kind,
-            next_t: n.checked_sub(1),
+            next_t,
         }
     }
 
-    /// Steps in the whole chain.
+    /// Steps this run takes (fewer than the chain when it starts part-way, see `start_t`).
     pub fn total(&self) -> usize {
-        self.diffusion.num_timesteps()
+        let n = self.diffusion.num_timesteps();
+        self.options.start_t.map_or(n, |s| s.min(n - 1) + 1)
     }
 
     /// Runs every remaining step and returns the final sample.
@@ -207,22 +240,37 @@ where
             self.options.denoised_fn.as_deref(),
         );
         let noise = self.rng.randn::<B, 4>(self.x.dims(), &self.x.device());
-        let sample = match self.kind {
+        let mut sample = match self.kind {
             Sampler::Ddpm => self.diffusion.p_sample(&out, &t, noise),
             Sampler::Ddim => {
                 self.diffusion
                     .ddim_sample(&out, self.x.clone(), &t, self.options.eta, noise)
             }
         };
+        let mut pred_xstart = out.pred_xstart;
+        if let Some(known) = &self.options.known {
+            if i == 0 {
+                sample = known.paste(known.image.clone(), sample);
+            } else if known.replace_noisy {
+                let z = self.rng.randn::<B, 4>(known.image.dims(), &self.x.device());
+                let noisy = self
+                    .diffusion
+                    .q_sample(known.image.clone(), &vec![i - 1; batch], z);
+                sample = known.paste(noisy, sample);
+            }
+            // The preview shows the final picture: the given pixels where they are given.
+            pred_xstart = known.paste(known.image.clone(), pred_xstart);
+        }
         self.x = sample.clone();
         self.next_t = i.checked_sub(1);
         let total = self.diffusion.num_timesteps();
+        let first = self.options.start_t.map_or(total, |s| s.min(total - 1) + 1);
         Some(SampleStep {
-            step: total - i,
-            total,
+            step: first - i,
+            total: first,
             t: i,
             sample,
-            pred_xstart: out.pred_xstart,
+            pred_xstart,
         })
     }
 }

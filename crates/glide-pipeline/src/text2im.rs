@@ -89,6 +89,21 @@ pub enum PipelineError {
          (inpainting comes with `glide inpaint`)"
     )]
     NotText2Im,
+    #[error(
+        "these weights are not an inpainting model; use the replacement method (--method replace) \
+         or inpainting weights (www/models/inpaint.safetensors)"
+    )]
+    NotInpaintModel,
+    #[error("an inpainting model needs its mask channels; use --method model (or auto)")]
+    InpaintModelNeedsModelMethod,
+    #[error("the strength must be in (0, 1] (got {0}); 1 redraws from pure noise")]
+    Strength(f64),
+    #[error("the image and mask to edit must be {0}×{0} (the model's size); resize them first")]
+    EditSize(usize),
+    #[error(
+        "the mask marks nothing to regenerate: paint the area to fill in (white in a mask file)"
+    )]
+    EmptyMask,
     #[error(transparent)]
     Vocab(#[from] glide_tokenizer::TokenizerError),
     #[error(
@@ -184,16 +199,22 @@ impl<B: Backend> Text2Im<B> {
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         self.validate(req)?;
         let b = req.batch_size;
-        let guided = req.guidance_scale != 1.0;
-        let captions: Vec<&str> = if guided {
+        let text = self.encode_prompt(req);
+        self.sample_text(text, b, req)
+    }
+
+    /// The request's caption (and negative caption, when guided), encoded once and repeated to
+    /// `[cond × B; uncond × B]`.
+    pub(crate) fn encode_prompt(&self, req: &GenerateRequest) -> TextEmb<B> {
+        let captions: Vec<&str> = if req.guidance_scale != 1.0 {
             vec![&req.prompt, &req.negative]
         } else {
             vec![&req.prompt]
         };
         let (tokens, mask) = self.tokenize(&captions);
-        // [cond, uncond] → [cond × B; uncond × B], encoded once per prompt.
-        let text: TextEmb<B> = self.model.encode_text(tokens, mask).repeat_interleave(b);
-        self.sample_text(text, b, req)
+        self.model
+            .encode_text(tokens, mask)
+            .repeat_interleave(req.batch_size)
     }
 
     /// Like [`Self::generate`], but one image per prompt, all in one batch (`req.prompt` and
@@ -221,6 +242,11 @@ impl<B: Backend> Text2Im<B> {
         if self.config.inpaint || self.config.super_res {
             return Err(PipelineError::NotText2Im);
         }
+        self.validate_sampling(req)
+    }
+
+    /// Checks of a request that hold for every kind of sampling.
+    pub(crate) fn validate_sampling(&self, req: &GenerateRequest) -> Result<(), PipelineError> {
         if req.respacing.is_none() && req.steps == 0 {
             return Err(PipelineError::NoSteps);
         }
@@ -234,7 +260,7 @@ impl<B: Backend> Text2Im<B> {
     }
 
     /// The sampling chain for `b` images given their encoded captions `[cond (b); uncond (b)]`
-    /// (just `[cond (b)]` at s = 1).
+    /// (just `[cond (b)]` at s = 1), from x_T = `NoiseRng::new(seed)`.
     fn sample_text<'m>(
         &'m self,
         text: TextEmb<B>,
@@ -242,8 +268,31 @@ impl<B: Backend> Text2Im<B> {
         req: &GenerateRequest,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         let diffusion = self.diffusion(req)?;
+        let s = self.config.image_size;
+        let mut rng = NoiseRng::new(req.seed);
+        let x_t = rng.randn::<B, 4>([b, 3, s, s], &self.device);
+        let options = SampleOptions {
+            eta: req.eta,
+            ..SampleOptions::default()
+        };
+        Ok(self.sample_with(text, req, ImageCond::none(), diffusion, x_t, rng, options))
+    }
+
+    /// The guided model function (one batched forward of `[cond; uncond]`) on `diffusion`, from
+    /// `x_t`. `cond` holds the extra input channels of one half of the batch.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sample_with<'m, 'o: 'm>(
+        &'m self,
+        text: TextEmb<B>,
+        req: &GenerateRequest,
+        cond: ImageCond<B>,
+        diffusion: GaussianDiffusion,
+        x_t: Tensor<B, 4>,
+        rng: NoiseRng,
+        options: SampleOptions<'o, B>,
+    ) -> Steps<'m, B, impl ModelFn<B> + 'm> {
         let guided = req.guidance_scale != 1.0;
-        let cond = ImageCond::none();
+        let cond = if guided { cond.repeat(2) } else { cond };
         let scale = req.guidance_scale;
         let model = &self.model;
         let device = self.device.clone();
@@ -262,14 +311,7 @@ impl<B: Backend> Text2Im<B> {
                 out
             }
         };
-        let s = self.config.image_size;
-        let mut rng = NoiseRng::new(req.seed);
-        let x_t = rng.randn::<B, 4>([b, 3, s, s], &self.device);
-        let options = SampleOptions {
-            eta: req.eta,
-            ..SampleOptions::default()
-        };
-        Ok(req.sampler.sample(diffusion, model_fn, x_t, rng, options))
+        req.sampler.sample(diffusion, model_fn, x_t, rng, options)
     }
 }
 
