@@ -49,6 +49,7 @@ mod backend {
 use backend::B;
 
 mod data;
+mod edit;
 mod train;
 
 /// Where `glide sample` looks for weights when none are given: the bundled model.
@@ -72,8 +73,17 @@ enum Command {
     /// Build training data.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Fill the masked part of an image as a prompt says (inpainting).
+    Inpaint(edit::EditArgs),
+    /// Redraw an image under a prompt, keeping its layout (SDEdit; --mask limits it to an area).
+    #[command(name = "img2img")]
+    Img2Img(edit::EditArgs),
     /// Train a model (from scratch, from --init weights, or --resume a run).
     Train(train::TrainArgs),
+    /// Fine-tune base weights into an inpainting model (extra input channels start at zero).
+    FinetuneInpaint(train::FinetuneInpaintArgs),
+    /// Compare an inpainting model with the replacement trick on held-out images and masks.
+    EvalInpaint(train::EvalInpaintArgs),
     /// Training throughput in images/s for a config (a benchmark, not a test).
     BenchTrain(train::BenchTrainArgs),
     /// Nearest-neighbour accuracy of samples for training and held-out captions.
@@ -179,7 +189,11 @@ fn main() {
     let result = match cli.command {
         Command::Sample(args) => sample(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Inpaint(args) => edit::run(args, false),
+        Command::Img2Img(args) => edit::run(args, true),
         Command::Train(args) => train::train(args),
+        Command::FinetuneInpaint(args) => train::finetune_inpaint(args),
+        Command::EvalInpaint(args) => train::eval_inpaint(args),
         Command::BenchTrain(args) => train::bench_train(args),
         Command::EvalEmoji(args) => train::eval_emoji(args),
         Command::Export {

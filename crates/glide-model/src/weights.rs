@@ -369,6 +369,47 @@ pub fn config_from_metadata(state: &StateDict) -> Result<crate::GlideConfig, Wei
     Ok(crate::GlideConfig::from_glide_options(&v)?)
 }
 
+/// Name of the UNet's first convolution, whose input channels grow for inpainting.
+pub const INPUT_CONV: &str = "input_blocks.0.0.weight";
+
+/// Base-model weights as the start of an inpainting model: GLIDE fine-tunes its base model "with
+/// four additional input channels" (the masked image and the mask), here zero-initialised so the
+/// new model computes exactly what the base model did until training moves them.
+pub fn inpaint_from_base(state: &StateDict) -> Result<StateDict, WeightsError> {
+    let config = config_from_metadata(state)?;
+    if config.inpaint {
+        return Ok(state.clone());
+    }
+    let conv = state
+        .tensors
+        .get(INPUT_CONV)
+        .ok_or_else(|| WeightsError::Parse(format!("{INPUT_CONV} is missing")))?;
+    let [out_ch, in_ch, kh, kw] = conv.shape[..] else {
+        return Err(WeightsError::Parse(format!(
+            "{INPUT_CONV} has shape {:?}; expected [out, 3, k, k]",
+            conv.shape
+        )));
+    };
+    let extra = config.clone().with_inpaint(true).in_channels() - in_ch;
+    let old = conv.clone().convert::<f32>().to_vec::<f32>().expect("f32");
+    let (k, new_in) = (kh * kw, in_ch + extra);
+    let mut new = vec![0.0f32; out_ch * new_in * k];
+    for o in 0..out_ch {
+        let src = &old[o * in_ch * k..(o + 1) * in_ch * k];
+        new[o * new_in * k..o * new_in * k + in_ch * k].copy_from_slice(src);
+    }
+    let mut out = state.clone();
+    out.tensors.insert(
+        INPUT_CONV.into(),
+        TensorData::new(new, [out_ch, new_in, kh, kw]),
+    );
+    out.metadata.insert(
+        "options".into(),
+        config.with_inpaint(true).to_glide_options().to_string(),
+    );
+    Ok(out)
+}
+
 /// Serialises a model with its options in the metadata (f16 storage when `half`).
 pub fn save_weights<B: Backend>(
     model: &Text2ImUNet<B>,
@@ -460,6 +501,45 @@ mod tests {
         assert_eq!(
             torch_to_burn("input_blocks.1.0.out_layers.3.weight"),
             "input_blocks.1.0.out_conv.weight"
+        );
+    }
+
+    #[test]
+    fn an_inpainting_model_from_base_weights_starts_as_the_base_model() {
+        use crate::{GlideConfig, ImageCond};
+        use burn::backend::Flex;
+        use burn::tensor::{Bool, Int, Tensor};
+        let d = Default::default();
+        let cfg = GlideConfig::tiny()
+            .with_image_size(16)
+            .with_channel_mult(vec![1, 2]);
+        let base = fixture_style_init(cfg.init::<Flex>(&d), 4, false);
+        let bytes = save_weights(&base, &cfg, &[], false);
+        let state = StateDict::from_safetensors(&bytes).unwrap();
+        let inpaint_state = inpaint_from_base(&state).unwrap();
+        let icfg = config_from_metadata(&inpaint_state).unwrap();
+        assert!(icfg.inpaint);
+        assert_eq!(inpaint_state.tensors[INPUT_CONV].shape[1], 7);
+        let inpaint = load_state_dict(icfg.init::<Flex>(&d), &inpaint_state).unwrap();
+        let x = Tensor::<Flex, 4>::random(
+            [1, 3, 16, 16],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &d,
+        );
+        let t = Tensor::<Flex, 1>::from_floats([500.0], &d);
+        let tokens = Tensor::<Flex, 2, Int>::zeros([1, 16], &d);
+        let mask = Tensor::<Flex, 2, Bool>::from_data([[true; 16]], &d);
+        let a = base.forward(x.clone(), t.clone(), tokens.clone(), mask.clone(), &ImageCond::none());
+        let image = Tensor::<Flex, 4>::ones([1, 3, 16, 16], &d);
+        let keep = Tensor::<Flex, 4>::ones([1, 1, 16, 16], &d);
+        let cond = ImageCond::new(Some((image, keep)), None, 16);
+        let b = inpaint.forward(x, t, tokens, mask, &cond);
+        let diff: f32 = (a - b).abs().max().into_scalar();
+        assert!(diff < 1e-5, "{diff}");
+        // Converting an inpainting model again is a no-op.
+        assert_eq!(
+            inpaint_from_base(&inpaint_state).unwrap().tensors[INPUT_CONV].shape,
+            inpaint_state.tensors[INPUT_CONV].shape
         );
     }
 }

@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::TrainError;
 use crate::config::{DataConfig, TrainConfig};
+use crate::masks::draw_keep_mask;
 
 /// One training image at the model's resolution, with its caption alternatives.
 #[derive(Clone, Debug)]
@@ -152,6 +153,8 @@ pub struct Batch {
     /// `[B, 3, size, size]` standard normal.
     pub noise: Vec<f32>,
     pub captions: Vec<String>,
+    /// Inpainting models: keep masks `[B, 1, size, size]` (1 = keep); empty otherwise.
+    pub keep: Vec<f32>,
 }
 
 impl Batch {
@@ -187,6 +190,8 @@ pub struct BatchMaker {
     p_uncond: f64,
     flip: bool,
     seed: u64,
+    /// Draw a keep mask per example (inpainting fine-tune).
+    inpaint: bool,
     epoch: Option<(usize, Vec<usize>)>,
 }
 
@@ -208,6 +213,7 @@ impl BatchMaker {
             p_uncond: cfg.p_uncond,
             flip: cfg.data.flip,
             seed: cfg.seed,
+            inpaint: cfg.model.inpaint,
             epoch: None,
         }
     }
@@ -239,7 +245,10 @@ impl BatchMaker {
             noise: NoiseRng::new(mix(self.seed ^ 0x0015e, step as u64))
                 .randn_vec(b * 3 * self.size * self.size),
             captions: Vec::with_capacity(b),
+            keep: Vec::new(),
         };
+        // Masks from their own stream, so text-to-image runs draw exactly what they always did.
+        let mut mask_rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x3a5c, step as u64));
         for j in 0..b {
             let idx = self.index(step * b + j);
             let ex = &self.data[idx];
@@ -258,13 +267,19 @@ impl BatchMaker {
             batch.mask.extend(mask);
             batch.t.push(t);
             batch.captions.push(caption.to_string());
+            if self.inpaint {
+                batch
+                    .keep
+                    .extend(draw_keep_mask(&mut mask_rng, self.size).0);
+            }
         }
         batch
     }
 }
 
 /// The fixed held-out batch: the first `n` held-out examples by key, their first caption, timesteps
-/// spread evenly over 0..T and seeded noise.
+/// spread evenly over 0..T and seeded noise (and seeded keep masks when `inpaint`).
+#[allow(clippy::too_many_arguments)]
 pub fn eval_batch(
     heldout: &[Example],
     n: usize,
@@ -273,6 +288,7 @@ pub fn eval_batch(
     text_ctx: usize,
     num_timesteps: usize,
     seed: u64,
+    inpaint: bool,
 ) -> Option<Batch> {
     let n = n.min(heldout.len());
     if n == 0 {
@@ -288,7 +304,14 @@ pub fn eval_batch(
             .collect(),
         noise: NoiseRng::new(mix(seed ^ 0xe7a1, 0)).randn_vec(n * 3 * size * size),
         captions: Vec::new(),
+        keep: Vec::new(),
     };
+    let mut mask_rng = ChaCha8Rng::seed_from_u64(mix(seed ^ 0xe7a1, 1));
+    if inpaint {
+        for _ in 0..n {
+            batch.keep.extend(draw_keep_mask(&mut mask_rng, size).0);
+        }
+    }
     for ex in &heldout[..n] {
         let caption = ex.captions.first().map_or("", String::as_str);
         pixels_to_chw(&ex.pixels, size, false, &mut batch.x_start);

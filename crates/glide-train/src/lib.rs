@@ -9,7 +9,9 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod eval;
+pub mod inpaint_eval;
 pub mod log;
+pub mod masks;
 pub mod optim;
 pub mod trainer;
 

@@ -11,7 +11,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use glide_diffusion::losses::LossTerms;
 use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
-use glide_model::weights::{StateDict, apply_state_dict, config_from_metadata, save_weights};
+use glide_model::weights::{
+    StateDict, apply_state_dict, config_from_metadata, inpaint_from_base, save_weights,
+};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet};
 use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
 use glide_pipeline::{GenerateRequest, Text2Im};
@@ -23,6 +25,7 @@ use crate::batch::{Batch, BatchMaker, Prefetcher, TrainData, eval_batch, mix};
 use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::config::TrainConfig;
 use crate::ema::Ema;
+use crate::inpaint_eval::{edit_cases, inpaint_grid};
 use crate::log::{CsvLog, LogRow, plot_losses};
 use crate::optim::{adamw, clip_global_norm, load_optimizer_state, optimizer_state};
 
@@ -106,7 +109,19 @@ fn batch_losses<B: Backend>(
     let x_t = diffusion.q_sample(x_start.clone(), t, noise.clone());
     let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), device);
-    let out = model.forward(x_t.clone(), ts, tokens, mask, &ImageCond::none());
+    let cond = if batch.keep.is_empty() {
+        ImageCond::none()
+    } else {
+        let keep = Tensor::<B, 4>::from_data(
+            TensorData::new(
+                batch.keep[lo * side * side..hi * side * side].to_vec(),
+                [n, 1, side, side],
+            ),
+            device,
+        );
+        ImageCond::new(Some((x_start.clone(), keep)), None, side)
+    };
+    let out = model.forward(x_t.clone(), ts, tokens, mask, &cond);
     diffusion.training_losses(out, x_start, x_t, t, noise)
 }
 
@@ -212,10 +227,17 @@ pub fn train<B: AutodiffBackend>(
         }
         _ => None,
     };
-    if let Some(init) = &init {
-        // Fine-tuning keeps the architecture (and vocabulary) of the weights it starts from.
+    let mut init = init;
+    if let Some(state) = &mut init {
+        // Fine-tuning keeps the architecture (and vocabulary) of the weights it starts from; an
+        // inpainting config turns base weights into an inpainting model (zero extra channels).
         let dropout = cfg.model.dropout;
-        cfg.model = config_from_metadata(init)?.with_dropout(dropout);
+        let inpaint = cfg.model.inpaint;
+        cfg.model = config_from_metadata(state)?.with_dropout(dropout);
+        if inpaint && !cfg.model.inpaint {
+            *state = inpaint_from_base(state)?;
+            cfg.model.inpaint = true;
+        }
     }
 
     let data = TrainData::load(&cfg.data, cfg.model.image_size)?;
@@ -302,7 +324,19 @@ pub fn train<B: AutodiffBackend>(
         ctx,
         diffusion.num_timesteps(),
         cfg.seed,
+        cfg.model.inpaint,
     );
+    // Inpainting runs draw edits of fixed held-out (else training) images instead of prompts.
+    let edit_cases = if cfg.model.inpaint {
+        let source = if data.heldout.is_empty() {
+            &data.train
+        } else {
+            &data.heldout
+        };
+        edit_cases(source, cfg.sample_prompts.len().max(4), size, cfg.seed)
+    } else {
+        Vec::new()
+    };
     let maker = BatchMaker::new(
         Arc::new(data.train),
         make_tokenizer()?,
@@ -368,16 +402,28 @@ pub fn train<B: AutodiffBackend>(
     };
 
     let write_samples = |step: usize, ema: &Ema<B::InnerBackend>| -> Result<(), TrainError> {
-        let png = sample_grid(
+        let png = if cfg.model.inpaint {
+            inpaint_grid(
+                ema.model.clone(),
+                &cfg.model,
+                vocab.as_ref(),
+                &edit_cases,
+                cfg.sample_guidance,
+                cfg.sample_steps,
+                &device,
+            )?
+        } else {
+            sample_grid(
             ema.model.clone(),
             &cfg.model,
             vocab.as_ref(),
             &cfg.sample_prompts,
             cfg.sample_guidance,
-            cfg.sample_steps,
-            4,
-            &device,
-        )?;
+                cfg.sample_steps,
+                4,
+                &device,
+            )?
+        };
         let p = out.join("samples").join(format!("step-{step:07}.png"));
         std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))
     };

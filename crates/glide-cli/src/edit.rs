@@ -1,0 +1,212 @@
+//! `glide inpaint` and `glide img2img`: files in and out around `Text2Im::edit`. Any image size
+//! works: the model sees a resized copy, and the result is brought back to the input's size with
+//! every unmasked pixel copied from the input.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::TensorData;
+use glide_diffusion::sampling::Sampler;
+use glide_model::weights::StateDict;
+use glide_pipeline::image::{encode_png, to_rgb8};
+use glide_pipeline::mask::{composite, rgb8_to_chw};
+use glide_pipeline::{EditInput, EditMethod, EditRequest, GenerateRequest, Text2Im, UserMask};
+use image::imageops::FilterType;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::backend::{self, B};
+use crate::write;
+
+/// The bundled inpainting model, and the base model the replacement trick (and img2img) uses.
+pub const INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
+pub const BASE_WEIGHTS: &str = "www/models/base.safetensors";
+
+#[derive(clap::Args)]
+pub struct EditArgs {
+    /// The picture to edit (PNG, JPEG or WebP, any size).
+    #[arg(long)]
+    image: PathBuf,
+    /// White = regenerate, black = keep; in a mask with transparency, transparent = regenerate.
+    /// Resized to the image when the sizes differ.
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// GLIDE's guidance scale s (the paper edits with 5).
+    #[arg(long, default_value_t = 5.0)]
+    guidance: f64,
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// An original respacing string; overrides --steps.
+    #[arg(long)]
+    respacing: Option<String>,
+    #[arg(long, default_value = "ddim")]
+    sampler: Sampler,
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// SDEdit strength in (0, 1]: how far down the chain to start (1 = from pure noise).
+    /// Default: 1 for inpaint, 0.6 for img2img.
+    #[arg(long)]
+    strength: Option<f64>,
+    /// auto (the inpainting model if the weights are one), model, or replace (the paper's
+    /// baseline for any model: known pixels replaced by the noised input after every step).
+    #[arg(long, default_value = "auto")]
+    method: EditMethod,
+    /// Weights; default: www/models/inpaint.safetensors for masked edits (the base model with
+    /// --method replace), www/models/base.safetensors otherwise.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    #[arg(long, default_value = "out.png")]
+    out: PathBuf,
+    /// Also write the raw sample at the model's size in [-1, 1] (safetensors, key `samples`).
+    #[arg(long)]
+    save_raw: Option<PathBuf>,
+}
+
+fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
+    image::open(path).with_context(|| {
+        format!(
+            "cannot read the {what} {} as an image; use a PNG, JPEG or WebP file",
+            path.display()
+        )
+    })
+}
+
+/// Reads a mask file at the image's size (resizing it with a notice when it differs).
+pub fn read_mask(path: &Path, width: u32, height: u32) -> Result<UserMask> {
+    let mut rgba = open_image(path, "mask")?.to_rgba8();
+    if rgba.dimensions() != (width, height) {
+        eprintln!(
+            "note: the mask is {}×{} but the image {width}×{height}; resized the mask to the image",
+            rgba.width(),
+            rgba.height()
+        );
+        rgba = image::imageops::resize(&rgba, width, height, FilterType::Nearest);
+    }
+    Ok(UserMask::from_rgba(
+        rgba.as_raw(),
+        width as usize,
+        height as usize,
+    )?)
+}
+
+pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
+    let strength = a.strength.unwrap_or(if img2img { 0.6 } else { 1.0 });
+    if !img2img && a.mask.is_none() {
+        bail!("glide inpaint needs --mask FILE (white = regenerate); for a whole-image edit use glide img2img");
+    }
+    let masked = a.mask.is_some();
+    let weights = match &a.weights {
+        Some(p) => p.clone(),
+        None => {
+            let inpaint = Path::new(INPAINT_WEIGHTS);
+            if masked && a.method != EditMethod::Replace && inpaint.exists() {
+                inpaint.to_path_buf()
+            } else {
+                PathBuf::from(BASE_WEIGHTS)
+            }
+        }
+    };
+    let bytes = std::fs::read(&weights).with_context(|| {
+        format!(
+            "cannot read the weights {}; run glide from the repository root or pass --weights",
+            weights.display()
+        )
+    })?;
+    let pipe = Text2Im::<B>::from_safetensors(&bytes, &Default::default())
+        .with_context(|| format!("cannot use the weights {}", weights.display()))?;
+    let s = pipe.config.image_size;
+
+    let original = open_image(&a.image, "image")?.to_rgb8();
+    let (w, h) = original.dimensions();
+    let mask = match &a.mask {
+        Some(p) => Some(read_mask(p, w, h)?.require_some()?),
+        None => None,
+    };
+    let small = if (w, h) == (s as u32, s as u32) {
+        original.clone()
+    } else {
+        image::imageops::resize(&original, s as u32, s as u32, FilterType::Lanczos3)
+    };
+    let input = EditInput {
+        image: rgb8_to_chw(small.as_raw(), s, s),
+        keep: mask.as_ref().map(|m| m.keep_at(s)),
+    };
+    let req = EditRequest {
+        generate: GenerateRequest {
+            prompt: a.prompt.clone(),
+            negative: a.negative.clone(),
+            guidance_scale: a.guidance,
+            steps: a.steps,
+            respacing: a.respacing.clone(),
+            sampler: a.sampler,
+            eta: a.eta,
+            seed: a.seed,
+            batch_size: 1,
+        },
+        strength,
+        method: a.method,
+    };
+    let method = pipe.edit_method(a.method)?;
+    let mut steps = pipe.edit(&req, &input)?;
+    let total = steps.total();
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_message(format!("{:?} ({method:?}) on {}", a.prompt, backend::NAME));
+    let start = Instant::now();
+    let mut last = None;
+    for step in steps.by_ref() {
+        bar.set_position(step.step as u64);
+        last = Some(step.sample);
+    }
+    bar.finish();
+    let raw: Vec<f32> = last
+        .context("the chain has no steps")?
+        .into_data()
+        .to_vec()
+        .expect("f32 samples");
+    eprintln!(
+        "{:.1} ms per step on {}",
+        start.elapsed().as_secs_f64() * 1e3 / total.max(1) as f64,
+        backend::NAME
+    );
+
+    // Back to the input's size; unmasked pixels come from the input itself.
+    let result = image::RgbImage::from_raw(s as u32, s as u32, to_rgb8(&raw, s, s))
+        .expect("s×s RGB");
+    let result = if (w, h) == (s as u32, s as u32) {
+        result
+    } else {
+        image::imageops::resize(&result, w, h, FilterType::Lanczos3)
+    };
+    let rgb = match &mask {
+        Some(m) => composite(original.as_raw(), result.as_raw(), m),
+        None => result.into_raw(),
+    };
+    let model = weights
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut text = req.generate.png_text(&model);
+    text.push(("strength".into(), strength.to_string()));
+    text.push(("edit".into(), format!("{method:?}").to_lowercase()));
+    write(
+        &a.out,
+        &encode_png(&rgb, w as usize, h as usize, &text),
+    )?;
+    eprintln!("wrote {} ({w}×{h})", a.out.display());
+    if let Some(p) = a.save_raw {
+        let mut st = StateDict::default();
+        st.tensors
+            .insert("samples".into(), TensorData::new(raw, [1, 3, s, s]));
+        write(&p, &st.to_safetensors(false))?;
+    }
+    Ok(())
+}
