@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, existsSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, extname, normalize, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -185,4 +185,104 @@ test("missing weights give a readable error in the page", async () => {
   await page.waitForSelector("#error", { timeout: 60_000 });
   assert.match(await page.textContent("#error"), /could not be loaded/);
   await page.close();
+});
+
+/** Paints a horizontal stroke across the middle of the edit canvas with synthetic pointer events. */
+async function paintStroke(page, y = 0.5, from = 0.2, to = 0.8) {
+  const box = await page.locator("#edit-canvas").boundingBox();
+  const at = (fx) => [box.x + box.width * fx, box.y + box.height * y];
+  await page.mouse.move(...at(from));
+  await page.mouse.down();
+  for (let i = 1; i <= 8; i++) await page.mouse.move(...at(from + ((to - from) * i) / 8));
+  await page.mouse.up();
+}
+
+async function runEdit(page) {
+  await page.click("#edit-run");
+  await page.waitForSelector("body[data-edit=done]", { timeout: 300_000 });
+  const get = (k) => page.evaluate((k) => Array.from(window.__glide[k]), k);
+  return {
+    raw: Float32Array.from(await get("editRaw")),
+    input: Float32Array.from(await get("editInput")),
+    keep: Float32Array.from(await get("editKeep")),
+    inputPng: Buffer.from(await get("editInputPng")),
+    maskPng: Buffer.from(await get("editMaskPng")),
+    evaluations: await page.evaluate(() => window.__glide.editEvaluations),
+  };
+}
+
+/** Max |Δ| between result and input over kept pixels, and how many masked values changed. */
+function keptAndChanged(e) {
+  const plane = e.keep.length;
+  let kept = 0, changed = 0;
+  for (let c = 0; c < 3; c++) {
+    for (let j = 0; j < plane; j++) {
+      const d = Math.abs(e.raw[c * plane + j] - e.input[c * plane + j]);
+      if (e.keep[j] === 1) kept = Math.max(kept, d);
+      else if (d > 1e-2) changed++;
+    }
+  }
+  return { kept, changed };
+}
+
+test("editor: paint a mask, inpaint and img2img equal `glide inpaint` / `glide img2img`; bad inputs keep the work", async () => {
+  run(["init", "--preset", "tiny-inpaint", "--seed", "2", "--out", join(TMP, "inpaint.safetensors")]);
+  const picture = join(TMP, "picture.png");
+  run(["sample", "--weights", join(TMP, "model.safetensors"), "--prompt", "a blue car", "--seed", "3",
+    "--steps", "2", "--sampler", "ddim", "--n", "1", "--out", picture]);
+  const EDIT = "a red heart";
+  const editQuery = `${common}&inpaint_weights=test-weights/inpaint.safetensors`;
+
+  for (const backend of ["webgpu", "cpu"]) {
+    const page = await openPage(`backend=${backend}&${editQuery}`);
+    await page.setInputFiles("#edit-upload", picture);
+    await page.waitForFunction(() => /Paint over/.test(document.querySelector("#edit-status").textContent));
+    await page.fill("#edit-prompt", EDIT);
+
+    // No mask painted: a message, nothing runs.
+    await page.click("#edit-run");
+    await page.waitForSelector("#edit-error");
+    assert.match(await page.textContent("#edit-error"), /Paint over the part to change/);
+    assert.equal(await page.evaluate(() => window.__glide?.editRaw), undefined);
+
+    await paintStroke(page);
+    // A non-image upload is a readable error and loses neither the picture nor the mask.
+    await page.setInputFiles("#edit-upload", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a picture") });
+    await page.waitForFunction(() => /not an image/.test(document.querySelector("#edit-error")?.textContent ?? ""));
+
+    const e = await runEdit(page);
+    const { kept, changed } = keptAndChanged(e);
+    console.log(`${backend} inpaint: kept pixels max |Δ| ${kept.toExponential(2)}, ${changed} masked values changed, ${e.evaluations} UNet evaluations`);
+    assert.ok(kept <= 2 / 255, `pixels outside the mask changed by ${kept}`);
+    assert.ok(changed > 50, "the masked area was not regenerated");
+    const [inPng, maskPng, nativeRaw] = ["edit-in.png", "edit-mask.png", "edit-native.safetensors"].map((f) => join(TMP, `${backend}-${f}`));
+    writeFileSync(inPng, e.inputPng);
+    writeFileSync(maskPng, e.maskPng);
+    run(["inpaint", "--weights", join(TMP, "inpaint.safetensors"), "--image", inPng, "--mask", maskPng,
+      "--prompt", EDIT, "--seed", String(SEED), "--steps", String(STEPS), "--sampler", SAMPLER,
+      "--guidance", "5", "--out", nativeRaw + ".png", "--save-raw", nativeRaw]);
+    const d = maxAbsDiff(e.raw, readSamples(nativeRaw));
+    console.log(`${backend} inpaint: max |Δ| vs glide inpaint ${d.toExponential(2)}`);
+    assert.ok(d <= 1e-2, `the page's inpainting differs from glide inpaint by ${d}`);
+
+    // img2img: no mask, strength 0.6 (3 of 4 steps), on the base model.
+    await page.click("#edit-clear");
+    await page.$eval("#edit-strength", (el) => { el.value = "0.6"; el.dispatchEvent(new Event("change", { bubbles: true })); });
+    const i = await runEdit(page);
+    const nativeI = join(TMP, `${backend}-img2img.safetensors`);
+    run(["img2img", "--weights", join(TMP, "model.safetensors"), "--image", inPng, "--strength", "0.6",
+      "--prompt", EDIT, "--seed", String(SEED), "--steps", String(STEPS), "--sampler", SAMPLER,
+      "--guidance", "5", "--out", nativeI + ".png", "--save-raw", nativeI]);
+    const di = maxAbsDiff(i.raw, readSamples(nativeI));
+    console.log(`${backend} img2img: max |Δ| vs glide img2img ${di.toExponential(2)}, ${i.evaluations} UNet evaluations`);
+    assert.ok(di <= 1e-2, `the page's img2img differs from glide img2img by ${di}`);
+    assert.equal(i.evaluations, 6, "strength 0.6 of 4 guided steps is 3 steps of 2 evaluations");
+
+    if (backend === "cpu") {
+      // A mask file of another size is resized, with a notice.
+      await page.setInputFiles("#edit-mask-upload", picture);
+      await page.waitForFunction(() => /resized/.test(document.querySelector("#edit-status").textContent));
+    }
+    await page.close();
+  }
 });

@@ -77,22 +77,11 @@ fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
     })
 }
 
-/// Reads a mask file at the image's size (resizing it with a notice when it differs).
-pub fn read_mask(path: &Path, width: u32, height: u32) -> Result<UserMask> {
-    let mut rgba = open_image(path, "mask")?.to_rgba8();
-    if rgba.dimensions() != (width, height) {
-        eprintln!(
-            "note: the mask is {}×{} but the image {width}×{height}; resized the mask to the image",
-            rgba.width(),
-            rgba.height()
-        );
-        rgba = image::imageops::resize(&rgba, width, height, FilterType::Nearest);
-    }
-    Ok(UserMask::from_rgba(
-        rgba.as_raw(),
-        width as usize,
-        height as usize,
-    )?)
+/// Reads a mask file at its own size.
+pub fn read_mask(path: &Path) -> Result<UserMask> {
+    let rgba = open_image(path, "mask")?.to_rgba8();
+    let (w, h) = rgba.dimensions();
+    Ok(UserMask::from_rgba(rgba.as_raw(), w as usize, h as usize)?)
 }
 
 pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
@@ -125,9 +114,19 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     let original = open_image(&a.image, "image")?.to_rgb8();
     let (w, h) = original.dimensions();
     let mask = match &a.mask {
-        Some(p) => Some(read_mask(p, w, h)?.require_some()?),
+        Some(p) => Some(read_mask(p)?.require_some()?),
         None => None,
     };
+    // The model's mask comes from the file as painted; the composite uses it at the image's size.
+    let full_mask = mask.as_ref().map(|m| {
+        if (m.width, m.height) != (w as usize, h as usize) {
+            eprintln!(
+                "note: the mask is {}×{} but the image {w}×{h}; resized the mask to the image",
+                m.width, m.height
+            );
+        }
+        m.resized(w as usize, h as usize)
+    });
     let small = if (w, h) == (s as u32, s as u32) {
         original.clone()
     } else {
@@ -186,7 +185,7 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     } else {
         image::imageops::resize(&result, w, h, FilterType::Lanczos3)
     };
-    let rgb = match &mask {
+    let rgb = match &full_mask {
         Some(m) => composite(original.as_raw(), result.as_raw(), m),
         None => result.into_raw(),
     };

@@ -87,31 +87,48 @@ impl UserMask {
         }
     }
 
-    /// The model's keep mask at `size × size` (1 = keep, row-major). A model pixel is kept only if
-    /// every mask pixel it covers is kept, so a thin stroke still regenerates its pixel and a
-    /// composite at the mask's resolution never shows an unfilled seam.
-    pub fn keep_at(&self, size: usize) -> Vec<f32> {
-        let mut keep = vec![1.0f32; size * size];
+    /// This mask at `width × height`. A target pixel regenerates if any mask pixel it covers
+    /// does, so a thin stroke survives downsampling and a composite at either resolution never
+    /// shows an unfilled seam; upsampling is nearest-neighbour.
+    pub fn resized(&self, width: usize, height: usize) -> Self {
+        if (width, height) == (self.width, self.height) {
+            return self.clone();
+        }
+        let mut regenerate = vec![false; width * height];
         for y in 0..self.height {
-            let my = y * size / self.height;
+            let ty = y * height / self.height;
             for x in 0..self.width {
                 if self.regenerate[y * self.width + x] {
-                    keep[my * size + x * size / self.width] = 0.0;
+                    regenerate[ty * width + x * width / self.width] = true;
                 }
             }
         }
-        // Upsampling (a mask smaller than the model): fill the model pixels no mask pixel hit.
-        if self.width < size || self.height < size {
-            for my in 0..size {
-                for mx in 0..size {
-                    let (y, x) = (my * self.height / size, mx * self.width / size);
+        // Upsampling: fill the target pixels no mask pixel landed on.
+        if self.width < width || self.height < height {
+            for ty in 0..height {
+                for tx in 0..width {
+                    let (y, x) = (ty * self.height / height, tx * self.width / width);
                     if self.regenerate[y * self.width + x] {
-                        keep[my * size + mx] = 0.0;
+                        regenerate[ty * width + tx] = true;
                     }
                 }
             }
         }
-        keep
+        Self {
+            width,
+            height,
+            regenerate,
+        }
+    }
+
+    /// The model's keep mask at `size × size` (1 = keep, row-major), from [`Self::resized`]:
+    /// the one place the visitor's convention becomes the model's.
+    pub fn keep_at(&self, size: usize) -> Vec<f32> {
+        self.resized(size, size)
+            .regenerate
+            .iter()
+            .map(|&r| if r { 0.0 } else { 1.0 })
+            .collect()
     }
 
     /// White (regenerate) / black (keep) RGB bytes, the format `glide inpaint --mask` reads.

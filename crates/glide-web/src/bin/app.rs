@@ -525,7 +525,17 @@ mod imp {
                 strength: e.strength,
                 method: e.method,
             };
-            let weights = (e.method != EditMethod::Replace).then(|| self.inpaint_url.clone());
+            // A masked edit uses the inpainting model unless told otherwise; a whole-picture
+            // img2img runs on the base model (as `glide img2img` without --mask does).
+            let weights = (e.method != EditMethod::Replace && mask.is_some())
+                .then(|| self.inpaint_url.clone());
+            let s = self.image_size;
+            let keep = mask
+                .as_ref()
+                .map_or_else(|| vec![0.0; s * s], |m| m.keep_at(s));
+            publish("editKeep", &js_sys::Float32Array::from(keep.as_slice()).into());
+            let chw = glide_pipeline::mask::rgb8_to_chw(&image, s, s);
+            publish("editInput", &js_sys::Float32Array::from(chw.as_slice()).into());
             send(
                 &self.worker,
                 &ToWorker::Edit {
