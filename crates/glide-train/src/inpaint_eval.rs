@@ -21,12 +21,13 @@ pub struct EditCase {
     pub keep: Vec<f32>,
 }
 
-/// The first `n` examples with seeded masks (rectangles, strokes or outpainting bands).
+/// `n` examples spread evenly over `examples` (sorted by key, so not all from one emoji group),
+/// with seeded masks (rectangles, strokes or outpainting bands).
 pub fn edit_cases(examples: &[Example], n: usize, size: usize, seed: u64) -> Vec<EditCase> {
     let mut rng = ChaCha8Rng::seed_from_u64(mix(seed ^ 0x1a9a, 0));
-    examples
-        .iter()
-        .take(n)
+    let n = n.min(examples.len());
+    (0..n)
+        .map(|i| &examples[i * examples.len() / n])
         .map(|ex| {
             let keep = loop {
                 let (keep, kind) = draw_keep_mask(&mut rng, size);

@@ -132,6 +132,7 @@ fn smoke_config_lowers_the_loss_on_fixed_images_t_and_noise() {
         mcfg.text_ctx,
         1000,
         1,
+        false,
     )
     .unwrap();
     let device = burn::backend::flex::FlexDevice;
@@ -294,11 +295,69 @@ fn init_fine_tunes_from_exported_weights_and_keeps_their_vocabulary() {
 }
 
 #[test]
+fn an_inpainting_fine_tune_starts_from_base_weights_and_writes_an_inpainting_model() {
+    let _serial = serial();
+    let mut cfg = smoke_config("inpaint-base");
+    cfg.steps = 2;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let base = Path::new(&cfg.out_dir).join("ema.safetensors");
+    let mut ft = smoke_config("inpaint-ft");
+    ft.steps = 3;
+    ft.model.inpaint = true;
+    ft.sample_every = 3;
+    ft.sample_steps = 2;
+    let out = train::<B>(
+        ft.clone(),
+        vec![Default::default()],
+        TrainOptions {
+            init: Some(base),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(out.rows.iter().all(|r| r.loss.is_finite()));
+    let ema = std::fs::read(Path::new(&ft.out_dir).join("ema.safetensors")).unwrap();
+    let state = glide_model::weights::StateDict::from_safetensors(&ema).unwrap();
+    let config = glide_model::weights::config_from_metadata(&state).unwrap();
+    assert!(config.inpaint, "the fine-tune did not write an inpainting model");
+    assert_eq!(
+        state.tensors[glide_model::weights::INPUT_CONV].shape[1],
+        7,
+        "x_t + masked image + mask"
+    );
+    // The sample grid shows edits: original, masked, fill per held-out case.
+    let grid = Path::new(&ft.out_dir).join("samples/step-0000003.png");
+    let img = image::open(&grid).unwrap();
+    assert_eq!(img.width(), 3 * ft.model.image_size as u32);
+    // Text-to-image weights cannot be loaded as an inpainting run's resume point.
+    let mut wrong = ft.clone();
+    wrong.model.inpaint = false;
+    assert!(
+        train::<B>(
+            wrong,
+            vec![Default::default()],
+            TrainOptions {
+                resume: true,
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
     use burn::module::Module;
     // Building models draws from the backend RNG the other tests seed.
     let _serial = serial();
-    for name in ["emoji32-cpu.json", "emoji64.json", "smoke.json"] {
+    for name in [
+        "emoji32-cpu.json",
+        "inpaint-emoji32-cpu.json",
+        "emoji64.json",
+        "smoke.json",
+    ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../configs")
             .join(name);
