@@ -66,6 +66,30 @@ pub struct EditArgs {
     /// Also write the raw sample at the model's size in [-1, 1] (safetensors, key `samples`).
     #[arg(long)]
     save_raw: Option<PathBuf>,
+    /// Also write before | mask | after side by side (at the input's size).
+    #[arg(long)]
+    compare: Option<PathBuf>,
+}
+
+/// `before | before with the regenerated area tinted | after`, one RGB strip.
+fn side_by_side(before: &[u8], after: &[u8], mask: Option<&UserMask>, w: u32, h: u32) -> Vec<u8> {
+    let (w, h) = (w as usize, h as usize);
+    let mut tinted = before.to_vec();
+    for i in 0..w * h {
+        if mask.is_none_or(|m| m.regenerate[i]) {
+            let p = &mut tinted[i * 3..i * 3 + 3];
+            p[0] = (p[0] as f32 * 0.4 + 255.0 * 0.6) as u8;
+            p[1] = (p[1] as f32 * 0.4) as u8;
+            p[2] = (p[2] as f32 * 0.4 + 90.0 * 0.6) as u8;
+        }
+    }
+    let mut out = Vec::with_capacity(w * h * 9);
+    for y in 0..h {
+        for img in [before, &tinted, after] {
+            out.extend_from_slice(&img[y * w * 3..(y + 1) * w * 3]);
+        }
+    }
+    out
 }
 
 fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
@@ -87,7 +111,9 @@ pub fn read_mask(path: &Path) -> Result<UserMask> {
 pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     let strength = a.strength.unwrap_or(if img2img { 0.6 } else { 1.0 });
     if !img2img && a.mask.is_none() {
-        bail!("glide inpaint needs --mask FILE (white = regenerate); for a whole-image edit use glide img2img");
+        bail!(
+            "glide inpaint needs --mask FILE (white = regenerate); for a whole-image edit use glide img2img"
+        );
     }
     let masked = a.mask.is_some();
     let weights = match &a.weights {
@@ -178,8 +204,8 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     );
 
     // Back to the input's size; unmasked pixels come from the input itself.
-    let result = image::RgbImage::from_raw(s as u32, s as u32, to_rgb8(&raw, s, s))
-        .expect("s×s RGB");
+    let result =
+        image::RgbImage::from_raw(s as u32, s as u32, to_rgb8(&raw, s, s)).expect("s×s RGB");
     let result = if (w, h) == (s as u32, s as u32) {
         result
     } else {
@@ -196,11 +222,13 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     let mut text = req.generate.png_text(&model);
     text.push(("strength".into(), strength.to_string()));
     text.push(("edit".into(), format!("{method:?}").to_lowercase()));
-    write(
-        &a.out,
-        &encode_png(&rgb, w as usize, h as usize, &text),
-    )?;
+    write(&a.out, &encode_png(&rgb, w as usize, h as usize, &text))?;
     eprintln!("wrote {} ({w}×{h})", a.out.display());
+    if let Some(p) = &a.compare {
+        let strip = side_by_side(original.as_raw(), &rgb, full_mask.as_ref(), w, h);
+        write(p, &encode_png(&strip, 3 * w as usize, h as usize, &text))?;
+        eprintln!("wrote {} (before | mask | after)", p.display());
+    }
     if let Some(p) = a.save_raw {
         let mut st = StateDict::default();
         st.tensors

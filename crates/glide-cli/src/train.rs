@@ -296,9 +296,8 @@ pub struct EvalInpaintArgs {
 }
 
 fn load_pipe(path: &PathBuf) -> Result<glide_pipeline::Text2Im<B>> {
-    let bytes = std::fs::read(path).with_context(|| {
-        format!("cannot read the weights {}; check the path", path.display())
-    })?;
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
     glide_pipeline::Text2Im::<B>::from_safetensors(&bytes, &Default::default())
         .with_context(|| format!("cannot use the weights {}", path.display()))
 }
@@ -316,7 +315,10 @@ pub fn eval_inpaint(a: EvalInpaintArgs) -> Result<()> {
         size,
     )?;
     if data.heldout.is_empty() {
-        bail!("{} has no held-out shards; build the full dataset with `make data`", a.data);
+        bail!(
+            "{} has no held-out shards; build the full dataset with `make data`",
+            a.data
+        );
     }
     let cases = edit_cases(&data.heldout, a.n, size, 0);
     let by_model = run_edits(&inpaint, &cases, a.guidance, a.steps)?;

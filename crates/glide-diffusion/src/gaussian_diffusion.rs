@@ -237,7 +237,74 @@ impl GaussianDiffusion {
         let frac = (model_var_values + 1.0) / 2.0;
         let log_variance = frac.clone() * max_log + (frac.neg() + 1.0) * min_log;
         let variance = log_variance.clone().exp();
-        let mut pred_xstart = self.predict_xstart_from_eps(x.clone(), t, eps.clone());
+        let pred_xstart = self.predict_xstart_from_eps(x.clone(), t, eps.clone());
+        self.finish_mean_variance(
+            pred_xstart,
+            eps,
+            variance,
+            log_variance,
+            x,
+            t,
+            clip_denoised,
+            denoised_fn,
+        )
+    }
+
+    /// `p_mean_variance` for a v-predicting model (a distilled student, Salimans & Ho 2022):
+    /// x₀ = α·x_t − σ·v, computed directly (at t = 999, α ≈ 5e-5, deriving x₀ from an ε would
+    /// divide by α). The variance channels are not used: students sample with DDIM, η = 0.
+    pub fn p_mean_variance_v<B: Backend>(
+        &self,
+        model_output: Tensor<B, 4>,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        clip_denoised: bool,
+        denoised_fn: Option<&dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>>,
+    ) -> MeanVariance<B> {
+        let d = x.device();
+        let c = x.dims()[1];
+        let v = model_output.narrow(1, 0, c);
+        let pred_xstart = self.predict_xstart_from_v(x.clone(), t, v);
+        let eps = self.predict_eps_from_xstart(x.clone(), t, pred_xstart.clone());
+        let log_variance =
+            Self::extract::<B>(&self.posterior_log_variance_clipped, t, &d).expand(x.shape());
+        let variance = log_variance.clone().exp();
+        self.finish_mean_variance(
+            pred_xstart,
+            eps,
+            variance,
+            log_variance,
+            x,
+            t,
+            clip_denoised,
+            denoised_fn,
+        )
+    }
+
+    /// x₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v.
+    pub fn predict_xstart_from_v<B: Backend>(
+        &self,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        v: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let d = x_t.device();
+        Self::extract::<B>(&self.sqrt_alphas_cumprod, t, &d) * x_t
+            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * v
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish_mean_variance<B: Backend>(
+        &self,
+        mut pred_xstart: Tensor<B, 4>,
+        eps: Tensor<B, 4>,
+        variance: Tensor<B, 4>,
+        log_variance: Tensor<B, 4>,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        clip_denoised: bool,
+        denoised_fn: Option<&dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>>,
+    ) -> MeanVariance<B> {
         if let Some(f) = denoised_fn {
             pred_xstart = f(pred_xstart);
         }

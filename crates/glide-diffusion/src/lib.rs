@@ -9,9 +9,12 @@
 //! * [`guidance`]: classifier-free guidance on the eps channels.
 //! * [`losses`]: the hybrid training loss (eps MSE + rescaled VLB).
 //! * [`noise`]: the one seeded CPU generator every backend draws its noise from.
+//! * [`distill`]: the nested step grid and the regression targets of guided and progressive
+//!   distillation.
 //!
 //! The model is any function of `(x_t, original timesteps)` returning `[eps, v]` (6 channels).
 
+pub mod distill;
 pub mod gaussian_diffusion;
 pub mod guidance;
 pub mod losses;
@@ -46,4 +49,8 @@ pub enum DiffusionError {
     BadRespacing(String),
     #[error("unknown noise schedule {0:?}: use \"linear\" or \"squaredcos_cap_v2\"")]
     UnknownSchedule(String),
+    #[error(
+        "a distilled student takes 1, 2, 4, 8, 16, 32 or 64 steps on the nested grid (got {0})"
+    )]
+    StudentSteps(usize),
 }

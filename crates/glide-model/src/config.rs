@@ -64,6 +64,17 @@ pub struct GlideConfig {
     /// Input is x_t plus the bilinearly upsampled low-resolution image.
     #[config(default = false)]
     pub super_res: bool,
+    /// A distilled student (not in the original): the guidance weight w = s − 1 is an input,
+    /// embedded like the timestep and added to it (Meng et al. 2023).
+    #[config(default = false)]
+    pub guidance_embed: bool,
+    /// The first three output channels are v = α·ε − σ·x₀ (Salimans & Ho 2022) instead of ε.
+    #[config(default = false)]
+    pub predict_v: bool,
+    /// A progressively distilled student samples with exactly this many DDIM steps on the nested
+    /// grid (see `glide_diffusion::distill`).
+    #[config(default = "None")]
+    pub student_steps: Option<usize>,
 }
 
 /// An option value the model cannot be built from.
@@ -227,7 +238,14 @@ impl GlideConfig {
             .with_use_scale_shift_norm(bool_of("use_scale_shift_norm", true))
             .with_resblock_updown(bool_of("resblock_updown", true))
             .with_inpaint(bool_of("inpaint", false))
-            .with_super_res(bool_of("super_res", false)))
+            .with_super_res(bool_of("super_res", false))
+            .with_guidance_embed(bool_of("guidance_embed", false))
+            .with_predict_v(bool_of("predict_v", false))
+            .with_student_steps(
+                v.get("student_steps")
+                    .and_then(Value::as_u64)
+                    .map(|x| x as usize),
+            ))
     }
 
     /// The original options dictionary for this config (inverse of [`Self::from_glide_options`]).
@@ -239,7 +257,7 @@ impl GlideConfig {
                 .join(",")
         };
         let opt = |o: Option<usize>| o.map(|x| x as i64).unwrap_or(-1);
-        json!({
+        let mut v = json!({
             "image_size": self.image_size,
             "num_channels": self.num_channels,
             "num_res_blocks": self.num_res_blocks,
@@ -265,7 +283,14 @@ impl GlideConfig {
             "cache_text_emb": false,
             "inpaint": self.inpaint,
             "super_res": self.super_res,
-        })
+        });
+        // glide-rs's distillation options, only when used (original files stay as they were).
+        if self.guidance_embed || self.predict_v || self.student_steps.is_some() {
+            v["guidance_embed"] = json!(self.guidance_embed);
+            v["predict_v"] = json!(self.predict_v);
+            v["student_steps"] = json!(self.student_steps);
+        }
+        v
     }
 }
 
@@ -279,6 +304,10 @@ mod tests {
             GlideConfig::base(),
             GlideConfig::upsample_inpaint(),
             GlideConfig::tiny(),
+            GlideConfig::tiny()
+                .with_guidance_embed(true)
+                .with_predict_v(true)
+                .with_student_steps(Some(4)),
         ] {
             let back = GlideConfig::from_glide_options(&c.to_glide_options()).unwrap();
             assert_eq!(back, c);

@@ -161,6 +161,10 @@ pub fn timestep_embedding<B: Backend>(timesteps: Tensor<B, 1>, dim: usize) -> Te
     }
 }
 
+/// w is multiplied by this before its sinusoidal embedding (w ∈ [0, 8] → [0, 800], the range
+/// the timestep embedding was designed for).
+pub const GUIDANCE_EMBED_SCALE: f64 = 100.0;
+
 /// GLIDE's text-conditional UNet; `inpaint` / `super_res` in the config add input channels.
 #[derive(Module, Debug)]
 pub struct Text2ImUNet<B: Backend> {
@@ -171,6 +175,9 @@ pub struct Text2ImUNet<B: Backend> {
     pub final_ln: Option<LayerNorm<B>>,
     pub transformer_proj: Linear<B>,
     pub time_embed: TimeEmbed<B>,
+    /// Distilled students: the embedding of the guidance weight w (same layout as `time_embed`,
+    /// last layer zero-initialised so a new student starts as its teacher).
+    pub guidance_embed: Option<TimeEmbed<B>>,
     pub input_blocks: Vec<TimestepBlock<B>>,
     pub middle_block: TimestepBlock<B>,
     pub output_blocks: Vec<TimestepBlock<B>>,
@@ -289,6 +296,12 @@ impl<B: Backend> Text2ImUNet<B> {
                 linear_1: LinearConfig::new(mc, time_embed_dim).init(device),
                 linear_2: LinearConfig::new(time_embed_dim, time_embed_dim).init(device),
             },
+            guidance_embed: cfg.guidance_embed.then(|| TimeEmbed {
+                linear_1: LinearConfig::new(mc, time_embed_dim).init(device),
+                linear_2: LinearConfig::new(time_embed_dim, time_embed_dim)
+                    .with_initializer(Initializer::Zeros)
+                    .init(device),
+            }),
             input_blocks,
             middle_block,
             output_blocks,
@@ -342,11 +355,32 @@ impl<B: Backend> Text2ImUNet<B> {
         text: &TextEmb<B>,
         cond: &ImageCond<B>,
     ) -> Tensor<B, 4> {
+        self.forward_guided(x, timesteps, text, cond, None)
+    }
+
+    /// [`Self::forward_with_text`] for a distilled student: `guidance` is w = s − 1 per row,
+    /// embedded as `timestep_embedding(w · 100)` through `guidance_embed` and added to the
+    /// timestep embedding. Ignored by models without `guidance_embed`.
+    ///
+    /// # Shapes
+    /// - guidance: `[B]`
+    pub fn forward_guided(
+        &self,
+        x: Tensor<B, 4>,
+        timesteps: Tensor<B, 1>,
+        text: &TextEmb<B>,
+        cond: &ImageCond<B>,
+        guidance: Option<Tensor<B, 1>>,
+    ) -> Tensor<B, 4> {
         let emb = timestep_embedding(timesteps, self.model_channels);
-        let emb = self
+        let mut emb = self
             .time_embed
             .linear_2
             .forward(silu(self.time_embed.linear_1.forward(emb)));
+        if let (Some(g), Some(w)) = (&self.guidance_embed, guidance) {
+            let w = timestep_embedding(w * GUIDANCE_EMBED_SCALE, self.model_channels);
+            emb = emb + g.linear_2.forward(silu(g.linear_1.forward(w)));
+        }
         let emb = emb + text.xf_proj.clone();
         let mut h = match &cond.channels {
             Some(c) => Tensor::cat(vec![x, c.clone()], 1),

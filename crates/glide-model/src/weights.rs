@@ -28,9 +28,11 @@ const INNER: [(&str, &str); 5] = [
     (".out_layers.3.", ".out_conv."),
 ];
 /// Sequential indices of the original at the top level.
-const TOP: [(&str, &str); 4] = [
+const TOP: [(&str, &str); 6] = [
     ("time_embed.0.", "time_embed.linear_1."),
     ("time_embed.2.", "time_embed.linear_2."),
+    ("guidance_embed.0.", "guidance_embed.linear_1."),
+    ("guidance_embed.2.", "guidance_embed.linear_2."),
     ("out.0.", "out_norm."),
     ("out.2.", "out_conv."),
 ];
@@ -529,7 +531,13 @@ mod tests {
         let t = Tensor::<Flex, 1>::from_floats([500.0], &d);
         let tokens = Tensor::<Flex, 2, Int>::zeros([1, 16], &d);
         let mask = Tensor::<Flex, 2, Bool>::from_data([[true; 16]], &d);
-        let a = base.forward(x.clone(), t.clone(), tokens.clone(), mask.clone(), &ImageCond::none());
+        let a = base.forward(
+            x.clone(),
+            t.clone(),
+            tokens.clone(),
+            mask.clone(),
+            &ImageCond::none(),
+        );
         let image = Tensor::<Flex, 4>::ones([1, 3, 16, 16], &d);
         let keep = Tensor::<Flex, 4>::ones([1, 1, 16, 16], &d);
         let cond = ImageCond::new(Some((image, keep)), None, 16);

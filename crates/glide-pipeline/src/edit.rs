@@ -37,7 +37,9 @@ impl std::str::FromStr for EditMethod {
             "auto" => Ok(Self::Auto),
             "model" | "inpaint" => Ok(Self::Model),
             "replace" => Ok(Self::Replace),
-            _ => Err(format!("unknown edit method {s:?}: use auto, model or replace")),
+            _ => Err(format!(
+                "unknown edit method {s:?}: use auto, model or replace"
+            )),
         }
     }
 }
@@ -111,8 +113,7 @@ impl<B: Backend> Text2Im<B> {
             return Err(PipelineError::Strength(req.strength));
         }
         let s = self.config.image_size;
-        if input.image.len() != 3 * s * s || input.keep.as_ref().is_some_and(|k| k.len() != s * s)
-        {
+        if input.image.len() != 3 * s * s || input.keep.as_ref().is_some_and(|k| k.len() != s * s) {
             return Err(PipelineError::EditSize(s));
         }
         if let Some(keep) = &input.keep
@@ -123,8 +124,9 @@ impl<B: Backend> Text2Im<B> {
         let method = self.edit_method(req.method)?;
         let b = g.batch_size;
         let d = self.device();
-        let image = Tensor::<B, 4>::from_data(TensorData::new(input.image.clone(), [1, 3, s, s]), d)
-            .repeat_dim(0, b);
+        let image =
+            Tensor::<B, 4>::from_data(TensorData::new(input.image.clone(), [1, 3, s, s]), d)
+                .repeat_dim(0, b);
         let keep = input.keep.as_ref().map(|k| {
             Tensor::<B, 4>::from_data(TensorData::new(k.clone(), [1, 1, s, s]), d).repeat_dim(0, b)
         });
@@ -155,7 +157,8 @@ impl<B: Backend> Text2Im<B> {
                 let (m, img) = (m.clone(), image.clone());
                 Some(Box::new(move |x0: Tensor<B, 4>| {
                     x0 * (m.clone().neg() + 1.0) + img.clone() * m.clone()
-                }) as glide_diffusion::sampling::DenoisedFn<'m, B>)
+                })
+                    as glide_diffusion::sampling::DenoisedFn<'m, B>)
             }
             _ => None,
         };
@@ -195,7 +198,9 @@ mod tests {
     }
 
     fn input() -> EditInput {
-        let image: Vec<f32> = (0..3 * 256).map(|i| ((i % 17) as f32 / 8.0) - 1.0).collect();
+        let image: Vec<f32> = (0..3 * 256)
+            .map(|i| ((i % 17) as f32 / 8.0) - 1.0)
+            .collect();
         // Regenerate the left half.
         let keep = (0..256)
             .map(|i| if i % 16 < 8 { 0.0 } else { 1.0 })
@@ -265,7 +270,10 @@ mod tests {
                 .map(|(a, b)| (a - b).powi(2))
                 .sum::<f32>()
         };
-        assert!(dist(0.25) < dist(1.0), "a light edit moved further than a full one");
+        assert!(
+            dist(0.25) < dist(1.0),
+            "a light edit moved further than a full one"
+        );
     }
 
     #[test]

@@ -160,9 +160,12 @@ pub fn score(image: &[f32], keep: &[f32], out: &[f32], size: usize) -> EditScore
     for y in 0..size {
         for x in 0..size {
             let p = y * size + x;
-            for q in [(x + 1 < size).then_some(p + 1), (y + 1 < size).then_some(p + size)]
-                .into_iter()
-                .flatten()
+            for q in [
+                (x + 1 < size).then_some(p + 1),
+                (y + 1 < size).then_some(p + size),
+            ]
+            .into_iter()
+            .flatten()
             {
                 if (keep[p] < 0.5) != (keep[q] < 0.5) {
                     for c in 0..3 {

@@ -414,11 +414,11 @@ pub fn train<B: AutodiffBackend>(
             )?
         } else {
             sample_grid(
-            ema.model.clone(),
-            &cfg.model,
-            vocab.as_ref(),
-            &cfg.sample_prompts,
-            cfg.sample_guidance,
+                ema.model.clone(),
+                &cfg.model,
+                vocab.as_ref(),
+                &cfg.sample_prompts,
+                cfg.sample_guidance,
                 cfg.sample_steps,
                 4,
                 &device,

@@ -320,7 +320,10 @@ fn an_inpainting_fine_tune_starts_from_base_weights_and_writes_an_inpainting_mod
     let ema = std::fs::read(Path::new(&ft.out_dir).join("ema.safetensors")).unwrap();
     let state = glide_model::weights::StateDict::from_safetensors(&ema).unwrap();
     let config = glide_model::weights::config_from_metadata(&state).unwrap();
-    assert!(config.inpaint, "the fine-tune did not write an inpainting model");
+    assert!(
+        config.inpaint,
+        "the fine-tune did not write an inpainting model"
+    );
     assert_eq!(
         state.tensors[glide_model::weights::INPUT_CONV].shape[1],
         7,

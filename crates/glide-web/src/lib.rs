@@ -164,7 +164,9 @@ mod tests {
         };
         let s = serde_json::to_string(&edit).unwrap();
         match serde_json::from_str::<ToWorker>(&s).unwrap() {
-            ToWorker::Edit { request, mask: m, .. } => {
+            ToWorker::Edit {
+                request, mask: m, ..
+            } => {
                 assert_eq!(request, EditRequest::default());
                 assert_eq!(m.unwrap().to_user_mask().unwrap(), mask);
             }

@@ -8,11 +8,11 @@ mod editor;
 #[cfg(target_arch = "wasm32")]
 mod imp {
     use crate::editor::{Editor, EditorMsg};
+    use glide_diffusion::sampling::Sampler;
+    use glide_pipeline::GenerateRequest;
     use glide_pipeline::image::batch_to_rgb8;
     use glide_pipeline::{EditMethod, EditRequest};
     use glide_web::EditMask;
-    use glide_diffusion::sampling::Sampler;
-    use glide_pipeline::GenerateRequest;
     use glide_web::{BackendChoice, FromWorker, ToWorker};
     use serde::{Deserialize, Serialize};
     use wasm_bindgen::JsCast;
@@ -505,8 +505,14 @@ mod imp {
                 return;
             };
             if let Some((input, mask_png)) = self.editor.input_pngs() {
-                publish("editInputPng", &js_sys::Uint8Array::from(input.as_slice()).into());
-                publish("editMaskPng", &js_sys::Uint8Array::from(mask_png.as_slice()).into());
+                publish(
+                    "editInputPng",
+                    &js_sys::Uint8Array::from(input.as_slice()).into(),
+                );
+                publish(
+                    "editMaskPng",
+                    &js_sys::Uint8Array::from(mask_png.as_slice()).into(),
+                );
             }
             let id = self.next_id;
             self.next_id += 1;
@@ -533,9 +539,15 @@ mod imp {
             let keep = mask
                 .as_ref()
                 .map_or_else(|| vec![0.0; s * s], |m| m.keep_at(s));
-            publish("editKeep", &js_sys::Float32Array::from(keep.as_slice()).into());
+            publish(
+                "editKeep",
+                &js_sys::Float32Array::from(keep.as_slice()).into(),
+            );
             let chw = glide_pipeline::mask::rgb8_to_chw(&image, s, s);
-            publish("editInput", &js_sys::Float32Array::from(chw.as_slice()).into());
+            publish(
+                "editInput",
+                &js_sys::Float32Array::from(chw.as_slice()).into(),
+            );
             send(
                 &self.worker,
                 &ToWorker::Edit {
@@ -592,7 +604,10 @@ mod imp {
                     self.editor.notice = Some(format!(
                         "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations."
                     ));
-                    publish("editRaw", &js_sys::Float32Array::from(raw.as_slice()).into());
+                    publish(
+                        "editRaw",
+                        &js_sys::Float32Array::from(raw.as_slice()).into(),
+                    );
                     publish("editEvaluations", &JsValue::from_f64(evaluations as f64));
                     set_edit_state("done");
                 }

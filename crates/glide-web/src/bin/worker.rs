@@ -9,8 +9,8 @@ mod imp {
     use burn::backend::Flex;
     use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
     use burn::tensor::backend::Backend;
-    use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_diffusion::SampleStep;
+    use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_pipeline::mask::rgb8_to_chw;
     use glide_pipeline::{EditInput, EditRequest, GenerateRequest, Text2Im, UserMask};
     use glide_web::{BackendChoice, FromWorker, ToWorker};
@@ -447,11 +447,8 @@ mod imp {
                             None => (base, name),
                             Some(url) => {
                                 let file = url.rsplit('/').next().unwrap_or(&url).to_string();
-                                let cached = state
-                                    .borrow()
-                                    .edit_model
-                                    .clone()
-                                    .filter(|(u, _)| *u == url);
+                                let cached =
+                                    state.borrow().edit_model.clone().filter(|(u, _)| *u == url);
                                 match cached {
                                     Some((_, m)) => (m, file),
                                     None => {

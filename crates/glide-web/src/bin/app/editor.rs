@@ -169,7 +169,9 @@ impl Editor {
                     return;
                 }
                 if let Some((x, y)) = self.cell(&e) {
-                    if let Some(t) = e.target().and_then(|t| t.dyn_into::<web_sys::Element>().ok())
+                    if let Some(t) = e
+                        .target()
+                        .and_then(|t| t.dyn_into::<web_sys::Element>().ok())
                     {
                         let _ = t.set_pointer_capture(e.pointer_id());
                     }
@@ -220,15 +222,19 @@ impl Editor {
     /// The mask the next edit uses (`None` = change the whole picture), or a message.
     pub fn mask_for_run(&self) -> Result<Option<UserMask>, String> {
         if self.image.is_none() {
-            return Err("Open a picture first: upload or drop one, or press Edit under a \
+            return Err(
+                "Open a picture first: upload or drop one, or press Edit under a \
                         generated image."
-                .into());
+                    .into(),
+            );
         }
         if self.mask.is_empty() {
             if self.strength >= 1.0 {
-                return Err("Paint over the part to change first (or lower the strength below 1 \
+                return Err(
+                    "Paint over the part to change first (or lower the strength below 1 \
                             to redraw the whole picture)."
-                    .into());
+                        .into(),
+                );
             }
             return Ok(None);
         }
@@ -402,7 +408,9 @@ impl Editor {
 }
 
 fn rgb(rgba: &[u8]) -> Vec<u8> {
-    rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect()
+    rgba.chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect()
 }
 
 /// Decodes an image file with the browser and draws it at `w × h`; returns RGBA and the file's
