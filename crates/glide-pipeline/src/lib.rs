@@ -9,4 +9,4 @@ pub mod text2im;
 
 pub use edit::{EditInput, EditMethod, EditRequest};
 pub use mask::{MaskError, UserMask};
-pub use text2im::{GenerateRequest, PipelineError, Text2Im};
+pub use text2im::{GenerateRequest, PipelineError, STUDENT_GUIDANCE, Text2Im};

@@ -71,6 +71,9 @@ impl GenerateRequest {
     }
 }
 
+/// The guidance scales a distilled student is trained for (s = 1 + w, w ∈ [0, 8]).
+pub const STUDENT_GUIDANCE: (f64, f64) = (1.0, 9.0);
+
 /// Errors a user can cause, each saying what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -104,6 +107,10 @@ pub enum PipelineError {
         "the mask marks nothing to regenerate: paint the area to fill in (white in a mask file)"
     )]
     EmptyMask,
+    #[error(
+        "this distilled model was trained for guidance scales 1 to 9 (got {0}); pick one in that range"
+    )]
+    StudentGuidance(f64),
     #[error(transparent)]
     Vocab(#[from] glide_tokenizer::TokenizerError),
     #[error(
@@ -162,9 +169,34 @@ impl<B: Backend> Text2Im<B> {
         &self.device
     }
 
-    /// The respaced chain a request samples on.
+    /// Whether these weights are a distilled student (guidance weight as an input).
+    pub fn is_student(&self) -> bool {
+        self.config.guidance_embed
+    }
+
+    /// UNet evaluations per image per step: 2 with classifier-free guidance (`[cond; uncond]`),
+    /// 1 without it or for a student (guidance is an input).
+    pub fn evaluations_per_step(&self, req: &GenerateRequest) -> usize {
+        if self.is_guided(req) { 2 } else { 1 }
+    }
+
+    fn is_guided(&self, req: &GenerateRequest) -> bool {
+        req.guidance_scale != 1.0 && !self.is_student()
+    }
+
+    /// The respaced chain a request samples on. A progressively distilled student uses its own
+    /// step count on the nested grid (`glide_diffusion::distill`), a guidance-distilled one the
+    /// request's count on that grid.
     pub fn diffusion(&self, req: &GenerateRequest) -> Result<GaussianDiffusion, PipelineError> {
         let schedule: NoiseSchedule = self.config.noise_schedule.parse()?;
+        if self.is_student() {
+            let steps = self.config.student_steps.unwrap_or(req.steps);
+            return Ok(glide_diffusion::distill::student_diffusion(
+                schedule,
+                self.config.diffusion_steps,
+                steps,
+            )?);
+        }
         Ok(GaussianDiffusion::create(
             schedule,
             self.config.diffusion_steps,
@@ -206,7 +238,7 @@ impl<B: Backend> Text2Im<B> {
     /// The request's caption (and negative caption, when guided), encoded once and repeated to
     /// `[cond × B; uncond × B]`.
     pub(crate) fn encode_prompt(&self, req: &GenerateRequest) -> TextEmb<B> {
-        let captions: Vec<&str> = if req.guidance_scale != 1.0 {
+        let captions: Vec<&str> = if self.is_guided(req) {
             vec![&req.prompt, &req.negative]
         } else {
             vec![&req.prompt]
@@ -230,7 +262,7 @@ impl<B: Backend> Text2Im<B> {
         })?;
         let b = prompts.len();
         let mut captions = prompts.to_vec();
-        if req.guidance_scale != 1.0 {
+        if self.is_guided(req) {
             captions.extend(std::iter::repeat_n(req.negative.as_str(), b));
         }
         let (tokens, mask) = self.tokenize(&captions);
@@ -255,6 +287,11 @@ impl<B: Backend> Text2Im<B> {
         }
         if !req.guidance_scale.is_finite() || req.guidance_scale < 0.0 {
             return Err(PipelineError::Guidance(req.guidance_scale));
+        }
+        if self.is_student()
+            && !(STUDENT_GUIDANCE.0..=STUDENT_GUIDANCE.1).contains(&req.guidance_scale)
+        {
+            return Err(PipelineError::StudentGuidance(req.guidance_scale));
         }
         Ok(())
     }
@@ -291,12 +328,29 @@ impl<B: Backend> Text2Im<B> {
         rng: NoiseRng,
         options: SampleOptions<'o, B>,
     ) -> Steps<'m, B, impl ModelFn<B> + 'm> {
-        let guided = req.guidance_scale != 1.0;
+        let guided = self.is_guided(req);
         let cond = if guided { cond.repeat(2) } else { cond };
         let scale = req.guidance_scale;
         let model = &self.model;
         let device = self.device.clone();
+        let student = self.is_student();
+        let mut options = options;
+        let mut sampler = req.sampler;
+        if student {
+            // One evaluation per step with w = s − 1 as an input; students sample with DDIM, η = 0.
+            options.predict_v = self.config.predict_v;
+            options.eta = 0.0;
+            sampler = glide_diffusion::Sampler::Ddim;
+        }
         let model_fn = move |x: Tensor<B, 4>, t: &[usize]| {
+            if student {
+                let n = t.len();
+                let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+                let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), &device);
+                let w = vec![(scale - 1.0) as f32; n];
+                let w = Tensor::<B, 1>::from_floats(w.as_slice(), &device);
+                return model.forward_guided(x, ts, &text, &cond, Some(w));
+            }
             let (x, ts) = if guided {
                 (Tensor::cat(vec![x.clone(), x], 0), [t, t].concat())
             } else {
@@ -311,7 +365,7 @@ impl<B: Backend> Text2Im<B> {
                 out
             }
         };
-        req.sampler.sample(diffusion, model_fn, x_t, rng, options)
+        sampler.sample(diffusion, model_fn, x_t, rng, options)
     }
 }
 
@@ -456,6 +510,48 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(max < 1e-4, "{max}");
+    }
+
+    #[test]
+    fn a_student_runs_its_own_steps_with_one_evaluation_each_and_guidance_as_an_input() {
+        let d = Default::default();
+        let cfg = GlideConfig::tiny()
+            .with_image_size(16)
+            .with_channel_mult(vec![1, 2])
+            .with_guidance_embed(true)
+            .with_predict_v(true)
+            .with_student_steps(Some(4));
+        let model = fixture_style_init(cfg.init::<Flex>(&d), 3, false);
+        let p = Text2Im::new(model, cfg, d);
+        let req = GenerateRequest {
+            prompt: "a red apple".into(),
+            steps: 50,
+            sampler: Sampler::Ddpm,
+            guidance_scale: 3.0,
+            ..Default::default()
+        };
+        assert_eq!(p.evaluations_per_step(&req), 1);
+        let diffusion = p.diffusion(&req).unwrap();
+        assert_eq!(diffusion.timestep_map, [250, 500, 749, 999]);
+        assert_eq!(p.generate(&req).unwrap().count(), 4);
+        let a = sample(&p, &req);
+        let b = sample(
+            &p,
+            &GenerateRequest {
+                guidance_scale: 5.0,
+                ..req.clone()
+            },
+        );
+        assert_ne!(a, b, "the guidance scale is not used");
+        assert!(a.iter().all(|v| v.is_finite()));
+        assert!(matches!(
+            p.generate(&GenerateRequest {
+                guidance_scale: 12.0,
+                ..req
+            })
+            .err(),
+            Some(PipelineError::StudentGuidance(_))
+        ));
     }
 
     #[test]
