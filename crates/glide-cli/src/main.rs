@@ -49,6 +49,7 @@ mod backend {
 use backend::B;
 
 mod data;
+mod distill;
 mod edit;
 mod train;
 
@@ -84,6 +85,9 @@ enum Command {
     FinetuneInpaint(train::FinetuneInpaintArgs),
     /// Compare an inpainting model with the replacement trick on held-out images and masks.
     EvalInpaint(train::EvalInpaintArgs),
+    /// Distil a few-step student (guidance, then progressive distillation).
+    #[command(subcommand)]
+    Distill(distill::DistillCommand),
     /// Training throughput in images/s for a config (a benchmark, not a test).
     BenchTrain(train::BenchTrainArgs),
     /// Nearest-neighbour accuracy of samples for training and held-out captions.
@@ -194,6 +198,7 @@ fn main() {
         Command::Train(args) => train::train(args),
         Command::FinetuneInpaint(args) => train::finetune_inpaint(args),
         Command::EvalInpaint(args) => train::eval_inpaint(args),
+        Command::Distill(cmd) => distill::run(cmd),
         Command::BenchTrain(args) => train::bench_train(args),
         Command::EvalEmoji(args) => train::eval_emoji(args),
         Command::Export {

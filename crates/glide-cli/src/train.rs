@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
-use burn::config::Config;
 use glide_model::weights::{StateDict, config_from_metadata, load_state_dict};
 use glide_pipeline::text2im::tokenizer_for;
 use glide_train::batch::TrainData;
@@ -38,8 +37,8 @@ pub struct TrainArgs {
     devices: usize,
 }
 
-fn load_config(path: &PathBuf) -> Result<TrainConfig> {
-    TrainConfig::load(path).map_err(|e| {
+pub fn load_config(path: &PathBuf) -> Result<TrainConfig> {
+    TrainConfig::read(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the training config {} ({e}); start from configs/smoke.json",
             path.display()

@@ -127,6 +127,28 @@ pub enum ConfigError {
 }
 
 impl TrainConfig {
+    /// Parses a config, taking model options it lacks from their defaults (files written before
+    /// an option existed keep working).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let defaults = serde_json::to_value(GlideConfig::new()).map_err(|e| e.to_string())?;
+        if let (Some(model), Some(defaults)) = (
+            v.get_mut("model").and_then(|m| m.as_object_mut()),
+            defaults.as_object(),
+        ) {
+            for (k, d) in defaults {
+                model.entry(k.clone()).or_insert_with(|| d.clone());
+            }
+        }
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    /// [`Self::parse`] of a file.
+    pub fn read(path: &std::path::Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+        Self::parse(&text)
+    }
+
     /// Checks the settings that do not depend on the data.
     pub fn validate(&self, devices: usize) -> Result<(), ConfigError> {
         if self.data.shards.is_none() && self.data.folder.is_none() {

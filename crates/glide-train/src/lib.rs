@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+pub mod distill;
 pub mod ema;
 pub mod eval;
 pub mod inpaint_eval;
@@ -18,7 +19,8 @@ pub mod trainer;
 use std::path::PathBuf;
 
 pub use config::{DataConfig, TrainConfig};
-pub use trainer::{TrainOptions, TrainOutcome, train};
+pub use distill::DistillStage;
+pub use trainer::{DistillSpec, TrainOptions, TrainOutcome, train};
 
 /// Everything that can stop a run, each saying what to do.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub enum TrainError {
     Options(#[from] glide_model::config::OptionsError),
     #[error(transparent)]
     Pipeline(#[from] glide_pipeline::text2im::PipelineError),
+    #[error("cannot distil: {0}")]
+    Distill(String),
     #[error(transparent)]
     Diffusion(#[from] glide_diffusion::DiffusionError),
     #[error(transparent)]

@@ -24,6 +24,7 @@ use crate::TrainError;
 use crate::batch::{Batch, BatchMaker, Prefetcher, TrainData, eval_batch, mix};
 use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::config::TrainConfig;
+use crate::distill::{DistillStage, Teacher, student_losses};
 use crate::ema::Ema;
 use crate::inpaint_eval::{edit_cases, inpaint_grid};
 use crate::log::{CsvLog, LogRow, plot_losses};
@@ -40,6 +41,16 @@ pub struct TrainOptions {
     pub stop_after: Option<usize>,
     /// No progress bar (tests).
     pub quiet: bool,
+    /// Distil from a teacher instead of training on the diffusion loss; `init` should then be the
+    /// teacher's weights too (the student starts as the teacher).
+    pub distill: Option<DistillSpec>,
+}
+
+/// A distillation run's teacher.
+#[derive(Debug, Clone)]
+pub struct DistillSpec {
+    pub teacher: PathBuf,
+    pub stage: DistillStage,
 }
 
 /// How a run ended.
@@ -76,15 +87,21 @@ fn install_ctrlc() {
     });
 }
 
-/// Tensors of `batch[lo..hi]` and the hybrid loss terms of `model` on them.
-fn batch_losses<B: Backend>(
+/// Tensors of `batch[lo..hi]` and the loss terms of `model` on them: the hybrid diffusion loss,
+/// or with a teacher the distillation loss.
+fn batch_losses<B: Backend, TB: Backend>(
     model: &Text2ImUNet<B>,
     diffusion: &GaussianDiffusion,
     batch: &Batch,
     lo: usize,
     hi: usize,
     device: &B::Device,
+    teacher: Option<&Teacher<TB>>,
 ) -> LossTerms<B> {
+    if let Some(teacher) = teacher {
+        let targets = teacher.targets(batch, lo, hi);
+        return student_losses(model, diffusion, batch, lo, hi, targets, device);
+    }
     let n = hi - lo;
     let ctx = batch.tokens.len() / batch.len();
     let px = batch.x_start.len() / batch.len();
@@ -142,11 +159,23 @@ pub fn evaluate<B: Backend>(
     chunk: usize,
     device: &B::Device,
 ) -> (f64, f64, f64) {
+    evaluate_with::<B, B>(model, diffusion, batch, chunk, device, None)
+}
+
+/// [`evaluate`] with the run's teacher, if it distils.
+pub fn evaluate_with<B: Backend, TB: Backend>(
+    model: &Text2ImUNet<B>,
+    diffusion: &GaussianDiffusion,
+    batch: &Batch,
+    chunk: usize,
+    device: &B::Device,
+    teacher: Option<&Teacher<TB>>,
+) -> (f64, f64, f64) {
     let (mut l, mut m, mut v) = (0.0, 0.0, 0.0);
     let mut lo = 0;
     while lo < batch.len() {
         let hi = (lo + chunk).min(batch.len());
-        let terms = batch_losses(model, diffusion, batch, lo, hi, device);
+        let terms = batch_losses(model, diffusion, batch, lo, hi, device, teacher);
         l += scalar(terms.loss.sum());
         m += scalar(terms.mse.sum());
         v += scalar(terms.vb.sum());
@@ -198,6 +227,68 @@ pub fn sample_grid<B: Backend>(
     Ok(encode_png(&rgb, w, h, &text))
 }
 
+/// The student's options for a teacher's: a guidance embedding and v prediction; progressive
+/// rounds halve the teacher's step count.
+pub fn student_config(teacher: &GlideConfig, stage: DistillStage) -> Result<GlideConfig, TrainError> {
+    let is_student = teacher.guidance_embed && teacher.predict_v;
+    match stage {
+        DistillStage::Guidance if is_student => Err(TrainError::Distill(
+            "the teacher is already a distilled student; guidance distillation starts from a \
+             base model (www/models/base.safetensors)"
+                .into(),
+        )),
+        DistillStage::Guidance => Ok(teacher
+            .clone()
+            .with_guidance_embed(true)
+            .with_predict_v(true)
+            .with_student_steps(None)),
+        DistillStage::Progressive { .. } if !is_student => Err(TrainError::Distill(
+            "progressive distillation needs a guidance-distilled teacher; run `glide distill \
+             guidance` first"
+                .into(),
+        )),
+        DistillStage::Progressive { teacher_steps } => {
+            glide_diffusion::distill::student_positions(teacher_steps)
+                .map_err(|e| TrainError::Distill(e.to_string()))?;
+            if teacher_steps < 2 {
+                return Err(TrainError::Distill(
+                    "a 1-step teacher cannot be halved".into(),
+                ));
+            }
+            if let Some(own) = teacher.student_steps
+                && own != teacher_steps
+            {
+                return Err(TrainError::Distill(format!(
+                    "the teacher samples with {own} steps, not {teacher_steps}; pass --from {own}"
+                )));
+            }
+            Ok(teacher.clone().with_student_steps(Some(teacher_steps / 2)))
+        }
+    }
+}
+
+fn load_teacher<TB: Backend>(
+    spec: &DistillSpec,
+    device: &TB::Device,
+    tokenizer: &Tokenizer,
+    text_ctx: usize,
+) -> Result<Teacher<TB>, TrainError> {
+    let bytes =
+        std::fs::read(&spec.teacher).map_err(|e| TrainError::Io(spec.teacher.clone(), e))?;
+    let state = StateDict::from_safetensors(&bytes)?;
+    let config = config_from_metadata(&state)?.with_dropout(0.0);
+    let model = glide_model::weights::load_state_dict(config.init::<TB>(device), &state)?;
+    let schedule: NoiseSchedule = config.noise_schedule.parse()?;
+    let (rows, mask) = tokenizer.model_tokens_and_mask("", text_ctx);
+    Ok(Teacher {
+        model,
+        stage: spec.stage,
+        base: GaussianDiffusion::from_schedule(schedule, config.diffusion_steps),
+        empty: (rows.into_iter().map(i64::from).collect(), mask),
+        device: device.clone(),
+    })
+}
+
 /// Trains (or resumes) a model as `cfg` says, on `devices` (the batch is split evenly over them).
 pub fn train<B: AutodiffBackend>(
     mut cfg: TrainConfig,
@@ -238,6 +329,9 @@ pub fn train<B: AutodiffBackend>(
             *state = inpaint_from_base(state)?;
             cfg.model.inpaint = true;
         }
+        if let Some(spec) = &opts.distill {
+            cfg.model = student_config(&cfg.model, spec.stage)?;
+        }
     }
 
     let data = TrainData::load(&cfg.data, cfg.model.image_size)?;
@@ -265,6 +359,14 @@ pub fn train<B: AutodiffBackend>(
     if let Some(v) = &vocab {
         cfg.model.n_vocab = v.ids.len();
     }
+    // A distillation run's architecture comes from its teacher: resume with the checkpoint's.
+    if opts.distill.is_some()
+        && let Some(ck) = &resume
+    {
+        let v: serde_json::Value = serde_json::from_str(&ck.options)
+            .map_err(|e| TrainError::BadCheckpoint(ckpt_path.clone(), e.to_string()))?;
+        cfg.model = GlideConfig::from_glide_options(&v)?.with_dropout(cfg.model.dropout);
+    }
     if let Some(ck) = &resume
         && serde_json::from_str::<serde_json::Value>(&ck.options).ok()
             != Some(cfg.model.to_glide_options())
@@ -279,12 +381,27 @@ pub fn train<B: AutodiffBackend>(
         })
     };
 
+    let teacher = match &opts.distill {
+        Some(spec) => Some(load_teacher::<B::InnerBackend>(
+            spec,
+            &device,
+            &make_tokenizer()?,
+            cfg.model.text_ctx,
+        )?),
+        None => None,
+    };
+
     // Model (a seeded initialisation: burn's initialisers draw from the backend RNG), EMA, optimiser.
     B::seed(&device, mix(cfg.seed, 0x1a17));
     let mut model: Text2ImUNet<B> = cfg.model.init::<B>(&device);
     let apply = |m: Text2ImUNet<B>, sd: &StateDict| -> Result<Text2ImUNet<B>, TrainError> {
         let (m, report) = apply_state_dict(m, sd);
-        if report.is_clean() {
+        // A new student keeps its fresh guidance embedding (its last layer is zero).
+        let only_new_student_layers = report.unexpected.is_empty()
+            && report.mismatched.is_empty()
+            && cfg.model.guidance_embed
+            && report.missing.iter().all(|k| k.starts_with("guidance_embed."));
+        if report.is_clean() || only_new_student_layers {
             Ok(m)
         } else {
             Err(glide_model::WeightsError::Incompatible(report).into())
@@ -461,7 +578,7 @@ pub fn train<B: AutodiffBackend>(
                 model.clone().fork(dev)
             };
             let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
-            let terms = batch_losses(&m, &diffusion, &batch, lo, hi, dev);
+            let terms = batch_losses(&m, &diffusion, &batch, lo, hi, dev, teacher.as_ref());
             let scale = 1.0 / cfg.batch_size as f64;
             mse += scalar(terms.mse.clone().sum().detach());
             vb += scalar(terms.vb.clone().sum().detach());
@@ -507,8 +624,10 @@ pub fn train<B: AutodiffBackend>(
         };
         let is_eval = step.is_multiple_of(cfg.eval_every) || step == end;
         if is_eval && let Some(eb) = &eval {
-            let (l, m, v) = evaluate(&model.valid(), &diffusion, eb, cfg.batch_size, &device);
-            let (el, _, _) = evaluate(&ema.model, &diffusion, eb, cfg.batch_size, &device);
+            let t = teacher.as_ref();
+            let (l, m, v) =
+                evaluate_with(&model.valid(), &diffusion, eb, cfg.batch_size, &device, t);
+            let (el, _, _) = evaluate_with(&ema.model, &diffusion, eb, cfg.batch_size, &device, t);
             row.heldout_loss = Some(l);
             row.heldout_mse = Some(m);
             row.heldout_vb = Some(v);

@@ -47,7 +47,7 @@ fn bundled_model_loads_and_its_vocabulary_covers_its_training_captions() {
         "{} rows: not pruned",
         vocab.ids.len()
     );
-    let cfg = TrainConfig::load_binary(state.metadata["training_config"].as_bytes()).unwrap();
+    let cfg = TrainConfig::parse(&state.metadata["training_config"]).unwrap();
 
     let train =
         glide_data::read_shards(&glide_data::shard_paths(&shards(), "train").unwrap()).unwrap();

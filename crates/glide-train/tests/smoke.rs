@@ -57,7 +57,7 @@ fn shapes_folder(dir: &Path) {
 
 fn smoke_config(name: &str) -> TrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.json");
-    let mut cfg = TrainConfig::load(&root).expect("configs/smoke.json loads");
+    let mut cfg = TrainConfig::read(&root).expect("configs/smoke.json loads");
     let dir = scratch(name);
     shapes_folder(&dir.join("data").tap_mkdir());
     cfg.data.shards = None;
@@ -351,6 +351,76 @@ fn an_inpainting_fine_tune_starts_from_base_weights_and_writes_an_inpainting_mod
 }
 
 #[test]
+fn guidance_then_progressive_distillation_write_students_that_sample_in_their_own_steps() {
+    use glide_train::{DistillSpec, DistillStage};
+    let _serial = serial();
+    let mut cfg = smoke_config("distill-teacher");
+    cfg.steps = 2;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let teacher = Path::new(&cfg.out_dir).join("ema.safetensors");
+    let distill = |name: &str, teacher: &Path, stage| {
+        let mut c = smoke_config(name);
+        c.steps = 3;
+        c.sample_every = 3;
+        c.sample_steps = 4;
+        let out = train::<B>(
+            c.clone(),
+            vec![Default::default()],
+            TrainOptions {
+                init: Some(teacher.to_path_buf()),
+                distill: Some(DistillSpec {
+                    teacher: teacher.to_path_buf(),
+                    stage,
+                }),
+                quiet: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(out.rows.iter().all(|r| r.loss.is_finite()), "{name}");
+        let path = Path::new(&c.out_dir).join("ema.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let pipe = glide_pipeline::Text2Im::<Flex>::from_safetensors(&bytes, &Default::default())
+            .unwrap();
+        assert!(pipe.is_student());
+        (path, pipe)
+    };
+    let (stage1, pipe) = distill("distill-guidance", &teacher, DistillStage::Guidance);
+    assert_eq!(pipe.config.student_steps, None);
+    let (_, pipe) = distill(
+        "distill-progressive",
+        &stage1,
+        DistillStage::Progressive { teacher_steps: 64 },
+    );
+    assert_eq!(pipe.config.student_steps, Some(32));
+    let req = glide_pipeline::GenerateRequest {
+        prompt: "a red circle".into(),
+        steps: 1000,
+        ..Default::default()
+    };
+    assert_eq!(pipe.generate(&req).unwrap().count(), 32);
+    assert_eq!(pipe.evaluations_per_step(&req), 1);
+    // A base model cannot be a progressive teacher.
+    let mut c = smoke_config("distill-wrong");
+    c.steps = 1;
+    let err = train::<B>(
+        c,
+        vec![Default::default()],
+        TrainOptions {
+            init: Some(teacher.clone()),
+            distill: Some(DistillSpec {
+                teacher,
+                stage: DistillStage::Progressive { teacher_steps: 64 },
+            }),
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("guidance"), "{err}");
+}
+
+#[test]
 fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
     use burn::module::Module;
     // Building models draws from the backend RNG the other tests seed.
@@ -358,13 +428,14 @@ fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
     for name in [
         "emoji32-cpu.json",
         "inpaint-emoji32-cpu.json",
+        "distill-emoji32-cpu.json",
         "emoji64.json",
         "smoke.json",
     ] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../configs")
             .join(name);
-        let mut cfg = TrainConfig::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut cfg = TrainConfig::read(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         cfg.validate(1).unwrap_or_else(|e| panic!("{name}: {e}"));
         // The emoji captions prune GPT-2 to ~6,000 rows.
         cfg.model.n_vocab = 6_000;

@@ -1,0 +1,242 @@
+//! Distillation objectives for the trainer (Meng et al. 2023; Salimans & Ho 2022). The student
+//! has the teacher's architecture plus a guidance embedding, predicts v, starts from the teacher's
+//! weights, and is trained with the x-space loss weighted by max(SNR, 1):
+//!
+//! * **guidance**: one forward at scale s matches the teacher's classifier-free guided x̂₀ at s
+//!   (teacher: an ε model, two branches `[cond; uncond]`);
+//! * **progressive**: one DDIM step of the student matches two DDIM steps of the teacher (a
+//!   w-conditioned student of twice as many steps) on the nested grid.
+//!
+//! Scales are drawn per example as s = 1 + w, w ~ U[0, 8]. Teacher targets are computed without
+//! gradients and handed over as plain numbers, so the teacher can live on the inner backend.
+
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
+use glide_diffusion::GaussianDiffusion;
+use glide_diffusion::distill::{
+    GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss,
+};
+use glide_diffusion::guidance::classifier_free_guidance;
+use glide_diffusion::losses::LossTerms;
+use glide_model::{ImageCond, Text2ImUNet};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::batch::{Batch, mix};
+
+/// Largest guidance weight w (s = 1 + w ≤ 9).
+pub const MAX_W: f64 = 8.0;
+
+/// Which distillation a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DistillStage {
+    /// Guidance distillation (stage 1): the teacher is a classifier-free guided ε model.
+    Guidance,
+    /// Progressive distillation (stage 2): the teacher is a student of `teacher_steps` steps;
+    /// this one learns `teacher_steps / 2`.
+    Progressive { teacher_steps: usize },
+}
+
+/// A frozen teacher and what it is for.
+pub struct Teacher<B: Backend> {
+    pub model: Text2ImUNet<B>,
+    pub stage: DistillStage,
+    /// The unspaced chain (original timesteps).
+    pub base: GaussianDiffusion,
+    /// Tokens and mask of the empty caption (the unconditional branch).
+    pub empty: (Vec<i64>, Vec<bool>),
+    pub device: B::Device,
+}
+
+/// What the student is regressed onto, per example of a batch slice.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    /// The noised input `[n, 3, S, S]`.
+    pub z: Vec<f32>,
+    /// Original timesteps of `z`.
+    pub t: Vec<usize>,
+    /// Guidance weights w = s − 1.
+    pub w: Vec<f32>,
+    /// The target x̃ `[n, 3, S, S]`.
+    pub target: Vec<f32>,
+}
+
+/// Per-example draws (w, and the grid step for progressive rounds), fixed by (batch step, row).
+fn draws(step: usize, row: usize) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(mix(0xd157_111 ^ step as u64, row as u64))
+}
+
+impl<B: Backend> Teacher<B> {
+    fn tensor4(&self, v: Vec<f32>, n: usize, c: usize, s: usize) -> Tensor<B, 4> {
+        Tensor::from_data(TensorData::new(v, [n, c, s, s]), &self.device)
+    }
+
+    fn floats(&self, v: &[f32]) -> Tensor<B, 1> {
+        Tensor::from_floats(v, &self.device)
+    }
+
+    /// The targets of `batch[lo..hi]`.
+    pub fn targets(&self, batch: &Batch, lo: usize, hi: usize) -> Targets {
+        let n = hi - lo;
+        let px = batch.x_start.len() / batch.len();
+        let side = ((px / 3) as f64).sqrt() as usize;
+        let ctx = batch.tokens.len() / batch.len();
+        let x_start = self.tensor4(batch.x_start[lo * px..hi * px].to_vec(), n, 3, side);
+        let noise = self.tensor4(batch.noise[lo * px..hi * px].to_vec(), n, 3, side);
+        let mut rngs: Vec<ChaCha8Rng> = (lo..hi).map(|r| draws(batch.step, r)).collect();
+        let w: Vec<f32> = rngs
+            .iter_mut()
+            .map(|r| r.random_range(0.0..=MAX_W) as f32)
+            .collect();
+        let tokens = batch.tokens[lo * ctx..hi * ctx].to_vec();
+        let mask = batch.mask[lo * ctx..hi * ctx].to_vec();
+        let (z, t, target) = match self.stage {
+            DistillStage::Guidance => {
+                let t = batch.t[lo..hi].to_vec();
+                let z = self.base.q_sample(x_start, &t, noise);
+                // [cond; uncond] in one forward, as sampling does.
+                let mut all_tokens = tokens;
+                let mut all_mask = mask;
+                for _ in 0..n {
+                    all_tokens.extend_from_slice(&self.empty.0);
+                    all_mask.extend_from_slice(&self.empty.1);
+                }
+                let text = self.model.encode_text(
+                    Tensor::<B, 2, Int>::from_data(
+                        TensorData::new(all_tokens, [2 * n, ctx]),
+                        &self.device,
+                    ),
+                    Tensor::<B, 2, Bool>::from_data(
+                        TensorData::new(all_mask, [2 * n, ctx]),
+                        &self.device,
+                    ),
+                );
+                let ts: Vec<f32> = [&t[..], &t[..]].concat().iter().map(|&v| v as f32).collect();
+                let out = self.model.forward_with_text(
+                    Tensor::cat(vec![z.clone(), z.clone()], 0),
+                    self.floats(&ts),
+                    &text,
+                    &ImageCond::none(),
+                );
+                let scales: Vec<f32> = w.iter().map(|&w| w + 1.0).collect();
+                let eps = per_row_guidance(out, &scales, &self.device);
+                let x0 = self
+                    .base
+                    .predict_xstart_from_eps(z.clone(), &t, eps)
+                    .clamp(-1.0, 1.0);
+                (z, t, x0)
+            }
+            DistillStage::Progressive { teacher_steps } => {
+                let stride = GRID / teacher_steps;
+                let student_steps = teacher_steps / 2;
+                let (mut from, mut mid, mut to) = (Vec::new(), Vec::new(), Vec::new());
+                for r in &mut rngs {
+                    let k = r.random_range(1..=student_steps);
+                    let i = k * 2 * stride;
+                    from.push(i);
+                    mid.push(i - stride);
+                    to.push(i - 2 * stride);
+                }
+                let nt = self.base.num_timesteps();
+                let t: Vec<usize> = from.iter().map(|&i| grid_t(i, nt)).collect();
+                let t_mid: Vec<usize> = mid.iter().map(|&i| grid_t(i, nt)).collect();
+                let z = self.base.q_sample(x_start, &t, noise);
+                let text = self.model.encode_text(
+                    Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [n, ctx]), &self.device),
+                    Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [n, ctx]), &self.device),
+                );
+                let x0_of = |z: Tensor<B, 4>, t: &[usize]| {
+                    let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+                    let v = self.model.forward_guided(
+                        z.clone(),
+                        self.floats(&ts),
+                        &text,
+                        &ImageCond::none(),
+                        Some(self.floats(&w)),
+                    );
+                    let v = v.narrow(1, 0, 3);
+                    self.base.predict_xstart_from_v(z, t, v).clamp(-1.0, 1.0)
+                };
+                let x0_a = x0_of(z.clone(), &t);
+                let z1 = ddim_between(&self.base, z.clone(), x0_a, &from, &mid);
+                let x0_b = x0_of(z1.clone(), &t_mid);
+                let z2 = ddim_between(&self.base, z1, x0_b, &mid, &to);
+                let target = one_step_target(&self.base, z.clone(), z2, &from, &to);
+                (z, t, target)
+            }
+        };
+        let to_vec = |x: Tensor<B, 4>| -> Vec<f32> {
+            x.into_data().convert::<f32>().to_vec().expect("f32")
+        };
+        Targets {
+            z: to_vec(z),
+            t,
+            w,
+            target: to_vec(target),
+        }
+    }
+}
+
+/// Classifier-free guidance with one scale per row: ε = u + s_r·(c − u) on the ε channels.
+fn per_row_guidance<B: Backend>(
+    out: Tensor<B, 4>,
+    scales: &[f32],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let n = scales.len();
+    if scales.iter().all(|&s| s == scales[0]) {
+        return classifier_free_guidance(out, f64::from(scales[0]), 3).narrow(0, 0, n);
+    }
+    let cond = out.clone().narrow(0, 0, n).narrow(1, 0, 3);
+    let uncond = out.narrow(0, n, n).narrow(1, 0, 3);
+    let s = Tensor::<B, 1>::from_floats(scales, device).reshape([n, 1, 1, 1]);
+    uncond.clone() + (cond - uncond) * s
+}
+
+/// The student's loss on `batch[lo..hi]` given its targets: `loss` is the weighted x-space loss,
+/// `mse` the unweighted one; `vb` is 0 (students have no variance term).
+pub fn student_losses<B: Backend>(
+    student: &Text2ImUNet<B>,
+    base: &GaussianDiffusion,
+    batch: &Batch,
+    lo: usize,
+    hi: usize,
+    targets: Targets,
+    device: &B::Device,
+) -> LossTerms<B> {
+    let n = hi - lo;
+    let px = batch.x_start.len() / batch.len();
+    let side = ((px / 3) as f64).sqrt() as usize;
+    let ctx = batch.tokens.len() / batch.len();
+    let img = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [n, 3, side, side]), device);
+    let z = img(targets.z);
+    let target = img(targets.target);
+    let tokens = Tensor::<B, 2, Int>::from_data(
+        TensorData::new(batch.tokens[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+        device,
+    );
+    let mask = Tensor::<B, 2, Bool>::from_data(
+        TensorData::new(batch.mask[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+        device,
+    );
+    let text = student.encode_text(tokens, mask);
+    let ts: Vec<f32> = targets.t.iter().map(|&v| v as f32).collect();
+    let out = student.forward_guided(
+        z.clone(),
+        Tensor::from_floats(ts.as_slice(), device),
+        &text,
+        &ImageCond::none(),
+        Some(Tensor::from_floats(targets.w.as_slice(), device)),
+    );
+    let loss = x_loss(base, out.clone(), z.clone(), &targets.t, target.clone());
+    let weights = snr_weight(base, &targets.t);
+    let w = Tensor::<B, 1>::from_floats(
+        weights.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(),
+        device,
+    );
+    let mse = loss.clone().detach() / w;
+    LossTerms {
+        vb: mse.zeros_like(),
+        mse,
+        loss,
+    }
+}
