@@ -105,6 +105,9 @@ pub enum FromWorker {
         image_size: usize,
         params: usize,
         model: String,
+        /// A distilled student's own step count (it ignores the steps setting).
+        #[serde(default)]
+        student_steps: Option<usize>,
     },
     /// One step done; `previews` are RGB bytes of the predicted x₀ per image.
     Step {

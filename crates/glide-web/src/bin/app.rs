@@ -24,7 +24,9 @@ mod imp {
     use yew::prelude::*;
 
     const STORAGE_KEY: &str = "glide-settings";
-    const DEFAULT_WEIGHTS: &str = "www/models/base.safetensors";
+    /// The page generates with the distilled student; the quality switch loads its teacher.
+    const DEFAULT_WEIGHTS: &str = "www/models/student.safetensors";
+    const TEACHER_WEIGHTS: &str = "www/models/base.safetensors";
     const DEFAULT_INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
 
     /// The form, as kept in the URL and LocalStorage.
@@ -35,6 +37,8 @@ mod imp {
         negative: String,
         steps: usize,
         guidance: f64,
+        /// Run the full teacher with `steps` guided steps instead of the few-step student.
+        quality: bool,
         seed: u64,
         sampler: Sampler,
         batch: usize,
@@ -47,6 +51,7 @@ mod imp {
                 negative: String::new(),
                 steps: 25,
                 guidance: 3.0,
+                quality: false,
                 seed: 0,
                 sampler: Sampler::Ddim,
                 batch: 1,
@@ -77,6 +82,9 @@ mod imp {
             if let Some(v) = q.get("batch").and_then(|v| v.parse().ok()) {
                 s.batch = v;
             }
+            if let Some(v) = q.get("quality") {
+                s.quality = v == "1" || v == "true";
+            }
             s
         }
 
@@ -88,6 +96,7 @@ mod imp {
             q.set("seed", &self.seed.to_string());
             q.set("sampler", self.sampler.name());
             q.set("batch", &self.batch.to_string());
+            q.set("quality", if self.quality { "1" } else { "0" });
         }
 
         fn request(&self) -> GenerateRequest {
@@ -141,6 +150,8 @@ mod imp {
         Worker(FromWorker),
         Edit(Box<dyn FnOnce(&mut Settings)>),
         Dice,
+        /// The quality switch: the full teacher (true) or the student.
+        Quality(bool),
         Generate,
         Cancel,
         Editor(EditorMsg),
@@ -163,6 +174,11 @@ mod imp {
         next_id: u64,
         /// What to load once the worker says it is listening.
         load: ToWorker,
+        backend_choice: BackendChoice,
+        /// `?weights=` was given: no quality switch.
+        fixed_weights: bool,
+        /// The loaded model is a distilled student with this many steps.
+        student_steps: Option<usize>,
         editor: Editor,
         /// RGB of the last results (the editor opens them).
         results: Vec<Vec<u8>>,
@@ -229,7 +245,10 @@ mod imp {
             let q = query();
             let settings = Settings::from_query(&q, stored);
             let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
-            let url = q.get("weights").unwrap_or_else(|| DEFAULT_WEIGHTS.into());
+            let fixed_weights = q.get("weights");
+            let url = fixed_weights.clone().unwrap_or_else(|| {
+                if settings.quality { TEACHER_WEIGHTS } else { DEFAULT_WEIGHTS }.into()
+            });
             let inpaint_url = q
                 .get("inpaint_weights")
                 .unwrap_or_else(|| DEFAULT_INPAINT_WEIGHTS.into());
@@ -262,6 +281,9 @@ mod imp {
                 canvases: Vec::new(),
                 next_id: 1,
                 load: ToWorker::Load { url, backend },
+                backend_choice: backend,
+                fixed_weights: fixed_weights.is_some(),
+                student_steps: None,
                 editor: Editor::new(),
                 results: Vec::new(),
                 inpaint_url,
@@ -280,11 +302,25 @@ mod imp {
                     self.settings.seed = (js_sys::Math::random() * 4_294_967_295.0) as u64;
                     self.persist();
                 }
+                Msg::Quality(on) => {
+                    self.settings.quality = on;
+                    self.persist();
+                    let url = if on { TEACHER_WEIGHTS } else { DEFAULT_WEIGHTS };
+                    self.load = ToWorker::Load {
+                        url: url.into(),
+                        backend: self.backend_choice,
+                    };
+                    self.status = Status::Loading {
+                        loaded: 0,
+                        total: 0,
+                    };
+                    send(&self.worker, &self.load);
+                }
                 Msg::Generate => {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.error = None;
-                    let total = self.settings.steps;
+                    let total = self.student_steps.unwrap_or(self.settings.steps);
                     self.status = Status::Generating { id, step: 0, total };
                     for url in self.downloads.drain(..) {
                         let _ = Url::revoke_object_url(&url);
@@ -294,7 +330,7 @@ mod imp {
                         &self.worker,
                         &ToWorker::Generate {
                             id,
-                            request: self.settings.request(),
+                            request: self.request(),
                         },
                     );
                 }
@@ -429,8 +465,13 @@ mod imp {
                         <label>{ "Prompt" }{ text_input("prompt", s.prompt.clone(), |s, v| s.prompt = v) }</label>
                         <label>{ "Negative prompt" }{ text_input("negative", s.negative.clone(), |s, v| s.negative = v) }</label>
                         <div class="row">
-                            <label>{ "Steps" }{ num_input("steps", s.steps.to_string(), "1", "1000", "1", |s, v| s.steps = v.max(1.0) as usize) }</label>
-                            <label>{ "Guidance" }{ num_input("guidance", s.guidance.to_string(), "0", "30", "0.5", |s, v| s.guidance = v.max(0.0)) }</label>
+                            if let Some(n) = self.student_steps {
+                                <label>{ "Steps" }<input id="steps" type="number" value={n.to_string()} disabled=true title="The distilled model always takes its own number of steps" /></label>
+                                <label>{ "Guidance (1–9)" }{ num_input("guidance", s.guidance.clamp(1.0, 9.0).to_string(), "1", "9", "0.5", |s, v| s.guidance = v.clamp(1.0, 9.0)) }</label>
+                            } else {
+                                <label>{ "Steps" }{ num_input("steps", s.steps.to_string(), "1", "1000", "1", |s, v| s.steps = v.max(1.0) as usize) }</label>
+                                <label>{ "Guidance" }{ num_input("guidance", s.guidance.to_string(), "0", "30", "0.5", |s, v| s.guidance = v.max(0.0)) }</label>
+                            }
                             <label>{ "Seed" }{ num_input("seed", s.seed.to_string(), "0", "4294967295", "1", |s, v| s.seed = v.max(0.0) as u64) }
                                 <button id="dice" title="Random seed" onclick={link.callback(|_| Msg::Dice)}>{ "🎲" }</button></label>
                             <label>{ "Sampler" }
@@ -440,6 +481,11 @@ mod imp {
                                 </select></label>
                             <label>{ "Images" }{ num_input("batch", s.batch.to_string(), "1", "16", "1", |s, v| s.batch = v.clamp(1.0, 16.0) as usize) }</label>
                         </div>
+                        if !self.fixed_weights {
+                            <label class="check"><input id="quality" type="checkbox" checked={s.quality} disabled={busy}
+                                onchange={link.callback(|e: Event| Msg::Quality(e.target_unchecked_into::<HtmlInputElement>().checked()))} />
+                                { format!("Quality: the full model with {} guided steps (2 UNet evaluations per step) instead of the distilled few-step model", s.steps) }</label>
+                        }
                         <div class="row">
                             <button id="generate" disabled={busy} onclick={link.callback(|_| Msg::Generate)}>{ "Generate" }</button>
                             <button id="cancel" disabled={!matches!(self.status, Status::Generating { .. })} onclick={link.callback(|_| Msg::Cancel)}>{ "Cancel" }</button>
@@ -475,6 +521,17 @@ mod imp {
     }
 
     impl App {
+        /// The form's request; a student's guidance is clamped to the range it was trained for.
+        fn request(&self) -> GenerateRequest {
+            let mut r = self.settings.request();
+            if self.student_steps.is_some() {
+                r.guidance_scale = r
+                    .guidance_scale
+                    .clamp(glide_pipeline::STUDENT_GUIDANCE.0, glide_pipeline::STUDENT_GUIDANCE.1);
+            }
+            r
+        }
+
         fn persist(&self) {
             if let Ok(Some(storage)) = window().local_storage() {
                 if let Ok(text) = serde_json::to_string(&self.settings) {
@@ -640,9 +697,15 @@ mod imp {
                     backend,
                     note,
                     image_size,
+                    student_steps,
                     ..
                 } => {
                     publish("backend", &JsValue::from_str(&backend));
+                    publish(
+                        "studentSteps",
+                        &student_steps.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64)),
+                    );
+                    self.student_steps = student_steps;
                     self.backend = Some(backend);
                     self.note = note;
                     self.image_size = image_size;

@@ -229,9 +229,9 @@ mod imp {
             },
         };
         let loaded = build(&bytes, use_gpu, &url, true).await?;
-        let (image_size, params) = match &loaded {
-            Loaded::Gpu(p) => (p.config.image_size, p.model.num_params()),
-            Loaded::Cpu(p) => (p.config.image_size, p.model.num_params()),
+        let (image_size, params, student_steps) = match &loaded {
+            Loaded::Gpu(p) => (p.config.image_size, p.model.num_params(), p.config.student_steps),
+            Loaded::Cpu(p) => (p.config.image_size, p.model.num_params(), p.config.student_steps),
         };
         let model = url.rsplit('/').next().unwrap_or(&url).to_string();
         {
@@ -246,6 +246,7 @@ mod imp {
             image_size,
             params,
             model,
+            student_steps,
         });
         Ok(())
     }
@@ -257,7 +258,8 @@ mod imp {
         id: u64,
         batch: usize,
         size: usize,
-        guided: bool,
+        /// UNet evaluations per image per step.
+        evals_per_step: usize,
         png_text: Vec<(String, String)>,
         cancelled: &'a Cell<u64>,
         running: &'a Cell<(u64, usize)>,
@@ -269,7 +271,7 @@ mod imp {
         job: Job<'_>,
     ) -> Result<(), String> {
         let (b, s, id) = (job.batch, job.size, job.id);
-        let evals_per_step = if job.guided { 2 } else { 1 };
+        let evals_per_step = job.evals_per_step;
         let start = js_sys::Date::now();
         let mut evaluations = 0;
         let mut done = 0;
@@ -336,7 +338,7 @@ mod imp {
             id,
             batch: req.batch_size,
             size: p.config.image_size,
-            guided: req.guidance_scale != 1.0,
+            evals_per_step: p.evaluations_per_step(&req),
             png_text: req.png_text(model_name),
             cancelled,
             running,
@@ -374,7 +376,7 @@ mod imp {
             id,
             batch: req.generate.batch_size,
             size: s,
-            guided: req.generate.guidance_scale != 1.0,
+            evals_per_step: p.evaluations_per_step(&req.generate),
             png_text,
             cancelled,
             running,
