@@ -50,7 +50,12 @@ pub struct DistillArgs {
     max_minutes: Option<f64>,
 }
 
-fn run_stage(a: &DistillArgs, teacher: &Path, stage: DistillStage, out_dir: String) -> Result<PathBuf> {
+fn run_stage(
+    a: &DistillArgs,
+    teacher: &Path,
+    stage: DistillStage,
+    out_dir: String,
+) -> Result<PathBuf> {
     if !teacher.exists() {
         bail!(
             "the teacher {} does not exist; pass --teacher with a .safetensors file",
@@ -87,7 +92,11 @@ fn run_stage(a: &DistillArgs, teacher: &Path, stage: DistillStage, out_dir: Stri
     let last = outcome.rows.last();
     eprintln!(
         "{} at step {}{}; student weights in {}",
-        if outcome.interrupted { "stopped" } else { "done" },
+        if outcome.interrupted {
+            "stopped"
+        } else {
+            "done"
+        },
         outcome.step,
         last.map(|r| format!(", last loss {:.4}", r.loss))
             .unwrap_or_default(),
@@ -126,4 +135,184 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[derive(clap::Args)]
+pub struct EvalDistillArgs {
+    /// The teacher (an ε model).
+    #[arg(long, default_value = "www/models/base.safetensors")]
+    teacher: PathBuf,
+    /// Students to compare (each samples with its own step count).
+    #[arg(long, num_args = 1.., default_values = ["www/models/student.safetensors"])]
+    student: Vec<PathBuf>,
+    /// The shard directory of `glide data emoji` (its held-out captions are used).
+    #[arg(long, default_value = "data/emoji")]
+    data: String,
+    /// Held-out captions (one image each, seed = index).
+    #[arg(long, default_value_t = 32)]
+    n: usize,
+    #[arg(long, default_value_t = 3.0)]
+    guidance: f64,
+    /// Steps of the reference: the teacher's guided DDIM.
+    #[arg(long, default_value_t = 100)]
+    reference_steps: usize,
+    /// Side-by-side grid of the first 8 captions.
+    #[arg(long, default_value = "distill-compare.png")]
+    out: PathBuf,
+}
+
+/// One way of sampling and what it scored.
+struct Row {
+    name: String,
+    evals: usize,
+    ms: f64,
+    mse: f64,
+    psnr: f64,
+    images: Vec<Vec<f32>>,
+}
+
+fn load(path: &Path) -> Result<glide_pipeline::Text2Im<B>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
+    glide_pipeline::Text2Im::<B>::from_safetensors(&bytes, &Default::default())
+        .with_context(|| format!("cannot use the weights {}", path.display()))
+}
+
+/// Samples one image per caption (seed = index), timing each.
+fn sample_all(
+    pipe: &glide_pipeline::Text2Im<B>,
+    captions: &[String],
+    guidance: f64,
+    steps: usize,
+) -> Result<(Vec<Vec<f32>>, f64, usize)> {
+    use glide_pipeline::GenerateRequest;
+    let mut out = Vec::new();
+    let mut evals = 0;
+    let t0 = std::time::Instant::now();
+    for (i, c) in captions.iter().enumerate() {
+        let req = GenerateRequest {
+            prompt: c.clone(),
+            guidance_scale: guidance,
+            steps,
+            sampler: glide_diffusion::Sampler::Ddim,
+            seed: i as u64,
+            ..Default::default()
+        };
+        let chain = pipe.generate(&req)?;
+        evals = chain.total() * pipe.evaluations_per_step(&req);
+        out.push(chain.run().into_data().to_vec::<f32>().expect("f32"));
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1e3 / captions.len().max(1) as f64;
+    Ok((out, ms, evals))
+}
+
+/// PSNR and MSE of samples against the teacher's many-step samples from the same x_T, the
+/// teacher's own DDIM at the students' step counts, and wall time per image.
+pub fn eval_distill(a: EvalDistillArgs) -> Result<()> {
+    use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
+    let teacher = load(&a.teacher)?;
+    if teacher.is_student() {
+        bail!("--teacher must be the ε model the students were distilled from");
+    }
+    let size = teacher.config.image_size;
+    let data = glide_train::batch::TrainData::load(
+        &glide_train::DataConfig::new().with_shards(Some(a.data.clone())),
+        size,
+    )?;
+    let captions: Vec<String> = glide_train::eval::pick_captions(&data.heldout, a.n, 0)
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    if captions.is_empty() {
+        bail!(
+            "{} has no held-out captions; build the full dataset with `make data`",
+            a.data
+        );
+    }
+    let (reference, ref_ms, ref_evals) =
+        sample_all(&teacher, &captions, a.guidance, a.reference_steps)?;
+    let score = |imgs: &[Vec<f32>]| -> (f64, f64) {
+        let (mut mse, mut psnr) = (0.0, 0.0);
+        for (x, r) in imgs.iter().zip(&reference) {
+            let m = x
+                .iter()
+                .zip(r)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum::<f64>()
+                / x.len() as f64;
+            mse += m;
+            // peak-to-peak 2 in [-1, 1]
+            psnr += 10.0 * (4.0 / m.max(1e-12)).log10();
+        }
+        let n = imgs.len() as f64;
+        (mse / n, psnr / n)
+    };
+    let mut rows = Vec::new();
+    for path in &a.student {
+        let student = load(path)?;
+        let steps = student
+            .config
+            .student_steps
+            .context("the student has no own step count: pass a progressively distilled one")?;
+        for (name, pipe) in [
+            (
+                format!("student, {steps} steps ({})", path.display()),
+                &student,
+            ),
+            (format!("teacher's guided DDIM, {steps} steps"), &teacher),
+        ] {
+            let (images, ms, evals) = sample_all(pipe, &captions, a.guidance, steps)?;
+            let (mse, psnr) = score(&images);
+            rows.push(Row {
+                name,
+                evals,
+                ms,
+                mse,
+                psnr,
+                images,
+            });
+        }
+    }
+    println!(
+        "{} held-out captions, s = {}, seeds 0..{}; reference: the teacher's guided DDIM, {} \
+         steps ({ref_evals} UNet evaluations, {ref_ms:.0} ms per image)\n",
+        captions.len(),
+        a.guidance,
+        captions.len(),
+        a.reference_steps
+    );
+    println!(
+        "| sampler | UNet evaluations | PSNR vs reference (dB) | MSE vs reference | time per image (vs reference) |"
+    );
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.2} | {:.4} | {:.0} ms ({:.3}×) |",
+            r.name,
+            r.evals,
+            r.psnr,
+            r.mse,
+            r.ms,
+            r.ms / ref_ms
+        );
+    }
+    let k = captions.len().min(8);
+    let mut images = Vec::new();
+    for (i, r) in reference.iter().enumerate().take(k) {
+        images.extend(batch_to_rgb8(r, 1, size, size));
+        for r in &rows {
+            images.extend(batch_to_rgb8(&r.images[i], 1, size, size));
+        }
+    }
+    let cols = 1 + rows.len();
+    let (rgb, w, h) = grid(&images, size, size, cols);
+    let mut names = vec![format!("teacher {} steps", a.reference_steps)];
+    names.extend(rows.iter().map(|r| r.name.clone()));
+    let text = vec![
+        ("columns".to_string(), names.join(" | ")),
+        ("prompts".to_string(), captions[..k].join(" | ")),
+    ];
+    crate::write(&a.out, &encode_png(&rgb, w, h, &text))?;
+    eprintln!("wrote {} (columns: {})", a.out.display(), names.join(" | "));
+    Ok(())
 }

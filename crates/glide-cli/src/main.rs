@@ -88,6 +88,9 @@ enum Command {
     /// Distil a few-step student (guidance, then progressive distillation).
     #[command(subcommand)]
     Distill(distill::DistillCommand),
+    /// PSNR/MSE of distilled students and the teacher's own few-step DDIM against the teacher's
+    /// many-step samples, with wall time per image (a measurement, not a test).
+    EvalDistill(distill::EvalDistillArgs),
     /// Training throughput in images/s for a config (a benchmark, not a test).
     BenchTrain(train::BenchTrainArgs),
     /// Nearest-neighbour accuracy of samples for training and held-out captions.
@@ -199,6 +202,7 @@ fn main() {
         Command::FinetuneInpaint(args) => train::finetune_inpaint(args),
         Command::EvalInpaint(args) => train::eval_inpaint(args),
         Command::Distill(cmd) => distill::run(cmd),
+        Command::EvalDistill(args) => distill::eval_distill(args),
         Command::BenchTrain(args) => train::bench_train(args),
         Command::EvalEmoji(args) => train::eval_emoji(args),
         Command::Export {

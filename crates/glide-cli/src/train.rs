@@ -37,7 +37,7 @@ pub struct TrainArgs {
     devices: usize,
 }
 
-pub fn load_config(path: &PathBuf) -> Result<TrainConfig> {
+pub fn load_config(path: &std::path::Path) -> Result<TrainConfig> {
     TrainConfig::read(path).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the training config {} ({e}); start from configs/smoke.json",

@@ -12,9 +12,7 @@
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::GaussianDiffusion;
-use glide_diffusion::distill::{
-    GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss,
-};
+use glide_diffusion::distill::{GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::losses::LossTerms;
 use glide_model::{ImageCond, Text2ImUNet};
@@ -62,7 +60,7 @@ pub struct Targets {
 
 /// Per-example draws (w, and the grid step for progressive rounds), fixed by (batch step, row).
 fn draws(step: usize, row: usize) -> ChaCha8Rng {
-    ChaCha8Rng::seed_from_u64(mix(0xd157_111 ^ step as u64, row as u64))
+    ChaCha8Rng::seed_from_u64(mix(0x0d15_7111 ^ step as u64, row as u64))
 }
 
 impl<B: Backend> Teacher<B> {
@@ -110,7 +108,11 @@ impl<B: Backend> Teacher<B> {
                         &self.device,
                     ),
                 );
-                let ts: Vec<f32> = [&t[..], &t[..]].concat().iter().map(|&v| v as f32).collect();
+                let ts: Vec<f32> = [&t[..], &t[..]]
+                    .concat()
+                    .iter()
+                    .map(|&v| v as f32)
+                    .collect();
                 let out = self.model.forward_with_text(
                     Tensor::cat(vec![z.clone(), z.clone()], 0),
                     self.floats(&ts),
@@ -164,9 +166,8 @@ impl<B: Backend> Teacher<B> {
                 (z, t, target)
             }
         };
-        let to_vec = |x: Tensor<B, 4>| -> Vec<f32> {
-            x.into_data().convert::<f32>().to_vec().expect("f32")
-        };
+        let to_vec =
+            |x: Tensor<B, 4>| -> Vec<f32> { x.into_data().convert::<f32>().to_vec().expect("f32") };
         Targets {
             z: to_vec(z),
             t,
@@ -207,7 +208,8 @@ pub fn student_losses<B: Backend>(
     let px = batch.x_start.len() / batch.len();
     let side = ((px / 3) as f64).sqrt() as usize;
     let ctx = batch.tokens.len() / batch.len();
-    let img = |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [n, 3, side, side]), device);
+    let img =
+        |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [n, 3, side, side]), device);
     let z = img(targets.z);
     let target = img(targets.target);
     let tokens = Tensor::<B, 2, Int>::from_data(
@@ -230,7 +232,11 @@ pub fn student_losses<B: Backend>(
     let loss = x_loss(base, out.clone(), z.clone(), &targets.t, target.clone());
     let weights = snr_weight(base, &targets.t);
     let w = Tensor::<B, 1>::from_floats(
-        weights.iter().map(|&x| x as f32).collect::<Vec<_>>().as_slice(),
+        weights
+            .iter()
+            .map(|&x| x as f32)
+            .collect::<Vec<_>>()
+            .as_slice(),
         device,
     );
     let mse = loss.clone().detach() / w;

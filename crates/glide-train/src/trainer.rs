@@ -229,7 +229,10 @@ pub fn sample_grid<B: Backend>(
 
 /// The student's options for a teacher's: a guidance embedding and v prediction; progressive
 /// rounds halve the teacher's step count.
-pub fn student_config(teacher: &GlideConfig, stage: DistillStage) -> Result<GlideConfig, TrainError> {
+pub fn student_config(
+    teacher: &GlideConfig,
+    stage: DistillStage,
+) -> Result<GlideConfig, TrainError> {
     let is_student = teacher.guidance_embed && teacher.predict_v;
     match stage {
         DistillStage::Guidance if is_student => Err(TrainError::Distill(
@@ -400,7 +403,10 @@ pub fn train<B: AutodiffBackend>(
         let only_new_student_layers = report.unexpected.is_empty()
             && report.mismatched.is_empty()
             && cfg.model.guidance_embed
-            && report.missing.iter().all(|k| k.starts_with("guidance_embed."));
+            && report
+                .missing
+                .iter()
+                .all(|k| k.starts_with("guidance_embed."));
         if report.is_clean() || only_new_student_layers {
             Ok(m)
         } else {

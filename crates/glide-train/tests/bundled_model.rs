@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Flex;
-use burn::config::Config;
 use glide_model::weights::StateDict;
 use glide_pipeline::Text2Im;
 use glide_tokenizer::{PrunedVocab, Tokenizer};

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, Flex};
-use burn::config::Config;
 use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
 use glide_model::weights::apply_state_dict;
 use glide_tokenizer::{PrunedVocab, Tokenizer};
@@ -380,8 +379,8 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         assert!(out.rows.iter().all(|r| r.loss.is_finite()), "{name}");
         let path = Path::new(&c.out_dir).join("ema.safetensors");
         let bytes = std::fs::read(&path).unwrap();
-        let pipe = glide_pipeline::Text2Im::<Flex>::from_safetensors(&bytes, &Default::default())
-            .unwrap();
+        let pipe =
+            glide_pipeline::Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).unwrap();
         assert!(pipe.is_student());
         (path, pipe)
     };

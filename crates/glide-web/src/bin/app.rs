@@ -247,7 +247,12 @@ mod imp {
             let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
             let fixed_weights = q.get("weights");
             let url = fixed_weights.clone().unwrap_or_else(|| {
-                if settings.quality { TEACHER_WEIGHTS } else { DEFAULT_WEIGHTS }.into()
+                if settings.quality {
+                    TEACHER_WEIGHTS
+                } else {
+                    DEFAULT_WEIGHTS
+                }
+                .into()
             });
             let inpaint_url = q
                 .get("inpaint_weights")
@@ -525,9 +530,10 @@ mod imp {
         fn request(&self) -> GenerateRequest {
             let mut r = self.settings.request();
             if self.student_steps.is_some() {
-                r.guidance_scale = r
-                    .guidance_scale
-                    .clamp(glide_pipeline::STUDENT_GUIDANCE.0, glide_pipeline::STUDENT_GUIDANCE.1);
+                r.guidance_scale = r.guidance_scale.clamp(
+                    glide_pipeline::STUDENT_GUIDANCE.0,
+                    glide_pipeline::STUDENT_GUIDANCE.1,
+                );
             }
             r
         }

@@ -230,8 +230,16 @@ mod imp {
         };
         let loaded = build(&bytes, use_gpu, &url, true).await?;
         let (image_size, params, student_steps) = match &loaded {
-            Loaded::Gpu(p) => (p.config.image_size, p.model.num_params(), p.config.student_steps),
-            Loaded::Cpu(p) => (p.config.image_size, p.model.num_params(), p.config.student_steps),
+            Loaded::Gpu(p) => (
+                p.config.image_size,
+                p.model.num_params(),
+                p.config.student_steps,
+            ),
+            Loaded::Cpu(p) => (
+                p.config.image_size,
+                p.model.num_params(),
+                p.config.student_steps,
+            ),
         };
         let model = url.rsplit('/').next().unwrap_or(&url).to_string();
         {

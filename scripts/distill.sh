@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Distils the bundled base model into a few-step student (Meng et al. 2023, then Salimans & Ho
+# 2022) and exports it as www/models/student.safetensors (the web page's default model).
+#   scripts/distill.sh [minutes for stage 1] [minutes per progressive round]
+# Stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+stage1=${1:-10}
+round=${2:-8}
+cargo build --release -p glide-cli
+G=target/release/glide
+[ -d data/emoji ] || $G data emoji --out data/emoji
+$G distill guidance --teacher www/models/base.safetensors --config configs/distill-emoji32-cpu.json \
+  --out-dir runs/distill/guidance --max-minutes "$stage1"
+$G distill progressive --teacher runs/distill/guidance/ema.safetensors --from 64 --to 4 \
+  --config configs/distill-emoji32-cpu.json --out-dir runs/distill --max-minutes "$round"
+for n in 8 4; do
+  $G export --in runs/distill/steps-$n/ema.safetensors --out runs/distill/student-$n.safetensors \
+    --meta training_config=@runs/distill/steps-$n/config.json
+done
+cp runs/distill/student-4.safetensors www/models/student.safetensors
+echo "distill: wrote www/models/student.safetensors (4 steps)"
