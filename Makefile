@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: setup serve web test test-rust test-browser lint bench data train-smoke
+.PHONY: setup serve web test test-rust test-browser lint bench data train-smoke finetune-inpaint eval-inpaint distill eval-distill bench-browser
 
 setup:
 	bash scripts/setup.sh
@@ -42,3 +42,23 @@ bench: setup
 	cargo run --release -p glide-cli -- data emoji --limit 40 --out data/emoji-smoke
 	cargo run --release -p glide-cli -- bench-train --config configs/smoke.json --steps 5
 	cargo run --release -p glide-cli -- bench-train --config configs/emoji32-cpu.json --steps 3 --data data/emoji-smoke
+
+# The bundled inpainting model: the base model fine-tuned with mixed masks (40 min on a CPU).
+finetune-inpaint: setup
+	cargo run --release -p glide-cli -- finetune-inpaint --from www/models/base.safetensors --config configs/inpaint-emoji32-cpu.json
+
+# Inpainting model vs the replacement trick on held-out images and masks (the model card's table).
+eval-inpaint: setup
+	cargo run --release -p glide-cli -- eval-inpaint --n 32 --steps 25 --out docs/samples/inpaint-compare.png
+
+# The web page's default model: guidance, then progressive distillation 64 → 4 steps.
+distill: setup
+	bash scripts/distill.sh
+
+# The distillation table: students vs the teacher's own DDIM, against 100 guided teacher steps.
+eval-distill: setup
+	cargo run --release -p glide-cli -- eval-distill --student www/models/student.safetensors runs/distill/student-8.safetensors --n 32 --out docs/samples/distill-compare.png
+
+# Wall time per image in headless chromium, students vs teacher (after make web and make distill).
+bench-browser: web
+	node scripts/bench-browser.mjs 5
