@@ -165,17 +165,34 @@ test("Cancel stops a long generation within 1 s and the page stays usable", asyn
   await page.close();
 });
 
-test("the bundled model loads with no set-up and equals `glide sample` without --weights", async () => {
-  // No `weights=`: the page loads www/models/base.safetensors, as `glide sample` does.
-  const out = join(TMP, "bundled.safetensors");
-  run(["sample", "--prompt", PROMPT, "--seed", String(SEED), "--steps", "3", "--sampler", SAMPLER,
+test("the page generates with the distilled student by default (≤ 8 UNet evaluations), the quality switch runs the teacher", async () => {
+  // No `weights=`: the page loads www/models/student.safetensors, a few-step distilled student.
+  const out = join(TMP, "student.safetensors");
+  run(["sample", "--weights", "www/models/student.safetensors", "--prompt", PROMPT, "--seed", String(SEED),
     "--guidance", String(GUIDANCE), "--n", "1", "--out", out + ".png", "--save-raw", out]);
   const native = readSamples(out);
-  const page = await openPage(`backend=cpu&steps=3&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
+  const page = await openPage(`backend=cpu&steps=3&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1&quality=0`);
   assert.match(await page.textContent("#attribution"), /CC BY-SA 4.0/);
+  const studentSteps = await page.evaluate(() => window.__glide.studentSteps);
+  assert.ok(studentSteps >= 1 && studentSteps <= 8, `the default model takes ${studentSteps} steps`);
+  assert.ok(await page.isDisabled("#steps"), "a student's step count is its own");
   const c = await generate(page, PROMPT);
-  console.log(`bundled model, cpu (wasm): ${c.msPerStep.toFixed(1)} ms/step, max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);
-  assert.ok(maxAbsDiff(c.raw, native) <= 1e-2, "the page's bundled-model sample differs from glide sample");
+  const evals = await page.evaluate(() => window.__glide.evaluations);
+  console.log(`default (student, ${studentSteps} steps), cpu (wasm): ${c.msPerStep.toFixed(1)} ms/step, ${evals} UNet evaluations, max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);
+  assert.ok(evals <= 8, `the default model used ${evals} UNet evaluations per image`);
+  assert.match(await page.textContent("#status"), new RegExp(`${evals} UNet evaluations`));
+  assert.ok(maxAbsDiff(c.raw, native) <= 1e-2, "the page's student sample differs from glide sample");
+
+  // Quality: the full teacher with the form's steps, two evaluations per guided step.
+  await page.check("#quality");
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => window.__glide.studentSteps), null);
+  const t = await generate(page, PROMPT);
+  assert.equal(await page.evaluate(() => window.__glide.evaluations), 6);
+  const teacherOut = join(TMP, "teacher.safetensors");
+  run(["sample", "--weights", "www/models/base.safetensors", "--prompt", PROMPT, "--seed", String(SEED), "--steps", "3",
+    "--sampler", SAMPLER, "--guidance", String(GUIDANCE), "--n", "1", "--out", teacherOut + ".png", "--save-raw", teacherOut]);
+  assert.ok(maxAbsDiff(t.raw, readSamples(teacherOut)) <= 1e-2, "the quality switch's sample differs from glide sample on the teacher");
   await page.close();
 });
 
