@@ -37,6 +37,8 @@ mod imp {
         edit_model: Option<(String, Rc<Loaded>)>,
         /// The base model runs on WebGPU (the inpainting model then does too).
         gpu: bool,
+        /// WebGPU has been set up (once per worker; a second model reuses it).
+        gpu_initialised: bool,
         /// Id of the generation the page cancelled last.
         cancelled: Rc<Cell<u64>>,
         /// Id and finished steps of the running generation.
@@ -228,7 +230,8 @@ mod imp {
                 }
             },
         };
-        let loaded = build(&bytes, use_gpu, &url, true).await?;
+        let first = !state.borrow().gpu_initialised;
+        let loaded = build(&bytes, use_gpu, &url, first).await?;
         let (image_size, params, student_steps) = match &loaded {
             Loaded::Gpu(p) => (
                 p.config.image_size,
@@ -247,6 +250,10 @@ mod imp {
             s.loaded = Some(Rc::new(loaded));
             s.model_name = model.clone();
             s.gpu = use_gpu;
+            s.gpu_initialised |= use_gpu;
+            // Another base model: an inpainting model loaded for the old one stays valid, but
+            // drop it so its memory is freed until the next edit asks for it.
+            s.edit_model = None;
         }
         post(&FromWorker::Ready {
             backend: if use_gpu { "webgpu" } else { "cpu" }.into(),
@@ -463,7 +470,9 @@ mod imp {
                                     Some((_, m)) => (m, file),
                                     None => {
                                         let bytes = fetch_weights(&url).await?;
-                                        let m = Rc::new(build(&bytes, gpu, &url, false).await?);
+                                        let first = !state.borrow().gpu_initialised;
+                                        let m = Rc::new(build(&bytes, gpu, &url, first).await?);
+                                        state.borrow_mut().gpu_initialised |= gpu;
                                         state.borrow_mut().edit_model = Some((url, m.clone()));
                                         (m, file)
                                     }
