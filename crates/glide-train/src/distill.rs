@@ -12,10 +12,15 @@
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::GaussianDiffusion;
+use glide_diffusion::NoiseSchedule;
 use glide_diffusion::distill::{GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::losses::LossTerms;
-use glide_model::{ImageCond, Text2ImUNet};
+use glide_model::weights::{StateDict, config_from_metadata};
+use glide_model::{GlideConfig, ImageCond, Text2ImUNet};
+use glide_tokenizer::Tokenizer;
+
+use crate::TrainError;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -245,4 +250,69 @@ pub fn student_losses<B: Backend>(
         mse,
         loss,
     }
+}
+
+/// The student's options for a teacher's: a guidance embedding and v prediction; progressive
+/// rounds halve the teacher's step count.
+pub fn student_config(
+    teacher: &GlideConfig,
+    stage: DistillStage,
+) -> Result<GlideConfig, TrainError> {
+    let is_student = teacher.guidance_embed && teacher.predict_v;
+    match stage {
+        DistillStage::Guidance if is_student => Err(TrainError::Distill(
+            "the teacher is already a distilled student; guidance distillation starts from a \
+             base model (www/models/base.safetensors)"
+                .into(),
+        )),
+        DistillStage::Guidance => Ok(teacher
+            .clone()
+            .with_guidance_embed(true)
+            .with_predict_v(true)
+            .with_student_steps(None)),
+        DistillStage::Progressive { .. } if !is_student => Err(TrainError::Distill(
+            "progressive distillation needs a guidance-distilled teacher; run `glide distill \
+             guidance` first"
+                .into(),
+        )),
+        DistillStage::Progressive { teacher_steps } => {
+            glide_diffusion::distill::student_positions(teacher_steps)
+                .map_err(|e| TrainError::Distill(e.to_string()))?;
+            if teacher_steps < 2 {
+                return Err(TrainError::Distill(
+                    "a 1-step teacher cannot be halved".into(),
+                ));
+            }
+            if let Some(own) = teacher.student_steps
+                && own != teacher_steps
+            {
+                return Err(TrainError::Distill(format!(
+                    "the teacher samples with {own} steps, not {teacher_steps}; pass --from {own}"
+                )));
+            }
+            Ok(teacher.clone().with_student_steps(Some(teacher_steps / 2)))
+        }
+    }
+}
+
+pub fn load_teacher<TB: Backend>(
+    spec: &crate::trainer::DistillSpec,
+    device: &TB::Device,
+    tokenizer: &Tokenizer,
+    text_ctx: usize,
+) -> Result<Teacher<TB>, TrainError> {
+    let bytes =
+        std::fs::read(&spec.teacher).map_err(|e| TrainError::Io(spec.teacher.clone(), e))?;
+    let state = StateDict::from_safetensors(&bytes)?;
+    let config = config_from_metadata(&state)?.with_dropout(0.0);
+    let model = glide_model::weights::load_state_dict(config.init::<TB>(device), &state)?;
+    let schedule: NoiseSchedule = config.noise_schedule.parse()?;
+    let (rows, mask) = tokenizer.model_tokens_and_mask("", text_ctx);
+    Ok(Teacher {
+        model,
+        stage: spec.stage,
+        base: GaussianDiffusion::from_schedule(schedule, config.diffusion_steps),
+        empty: (rows.into_iter().map(i64::from).collect(), mask),
+        device: device.clone(),
+    })
 }

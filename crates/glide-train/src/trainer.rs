@@ -24,7 +24,7 @@ use crate::TrainError;
 use crate::batch::{Batch, BatchMaker, Prefetcher, TrainData, eval_batch, mix};
 use crate::checkpoint::{Checkpoint, write_atomic};
 use crate::config::TrainConfig;
-use crate::distill::{DistillStage, Teacher, student_losses};
+use crate::distill::{DistillStage, Teacher, load_teacher, student_config, student_losses};
 use crate::ema::Ema;
 use crate::inpaint_eval::{edit_cases, inpaint_grid};
 use crate::log::{CsvLog, LogRow, plot_losses};
@@ -225,71 +225,6 @@ pub fn sample_grid<B: Backend>(
         ("steps".to_string(), format!("ddim{steps}")),
     ];
     Ok(encode_png(&rgb, w, h, &text))
-}
-
-/// The student's options for a teacher's: a guidance embedding and v prediction; progressive
-/// rounds halve the teacher's step count.
-pub fn student_config(
-    teacher: &GlideConfig,
-    stage: DistillStage,
-) -> Result<GlideConfig, TrainError> {
-    let is_student = teacher.guidance_embed && teacher.predict_v;
-    match stage {
-        DistillStage::Guidance if is_student => Err(TrainError::Distill(
-            "the teacher is already a distilled student; guidance distillation starts from a \
-             base model (www/models/base.safetensors)"
-                .into(),
-        )),
-        DistillStage::Guidance => Ok(teacher
-            .clone()
-            .with_guidance_embed(true)
-            .with_predict_v(true)
-            .with_student_steps(None)),
-        DistillStage::Progressive { .. } if !is_student => Err(TrainError::Distill(
-            "progressive distillation needs a guidance-distilled teacher; run `glide distill \
-             guidance` first"
-                .into(),
-        )),
-        DistillStage::Progressive { teacher_steps } => {
-            glide_diffusion::distill::student_positions(teacher_steps)
-                .map_err(|e| TrainError::Distill(e.to_string()))?;
-            if teacher_steps < 2 {
-                return Err(TrainError::Distill(
-                    "a 1-step teacher cannot be halved".into(),
-                ));
-            }
-            if let Some(own) = teacher.student_steps
-                && own != teacher_steps
-            {
-                return Err(TrainError::Distill(format!(
-                    "the teacher samples with {own} steps, not {teacher_steps}; pass --from {own}"
-                )));
-            }
-            Ok(teacher.clone().with_student_steps(Some(teacher_steps / 2)))
-        }
-    }
-}
-
-fn load_teacher<TB: Backend>(
-    spec: &DistillSpec,
-    device: &TB::Device,
-    tokenizer: &Tokenizer,
-    text_ctx: usize,
-) -> Result<Teacher<TB>, TrainError> {
-    let bytes =
-        std::fs::read(&spec.teacher).map_err(|e| TrainError::Io(spec.teacher.clone(), e))?;
-    let state = StateDict::from_safetensors(&bytes)?;
-    let config = config_from_metadata(&state)?.with_dropout(0.0);
-    let model = glide_model::weights::load_state_dict(config.init::<TB>(device), &state)?;
-    let schedule: NoiseSchedule = config.noise_schedule.parse()?;
-    let (rows, mask) = tokenizer.model_tokens_and_mask("", text_ctx);
-    Ok(Teacher {
-        model,
-        stage: spec.stage,
-        base: GaussianDiffusion::from_schedule(schedule, config.diffusion_steps),
-        empty: (rows.into_iter().map(i64::from).collect(), mask),
-        device: device.clone(),
-    })
 }
 
 /// Trains (or resumes) a model as `cfg` says, on `devices` (the batch is split evenly over them).

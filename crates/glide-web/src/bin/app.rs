@@ -6,15 +6,19 @@
 mod editor;
 
 #[cfg(target_arch = "wasm32")]
+#[path = "app/settings.rs"]
+mod settings;
+
+#[cfg(target_arch = "wasm32")]
 mod imp {
     use crate::editor::{Editor, EditorMsg};
+    use crate::settings::Settings;
     use glide_diffusion::sampling::Sampler;
     use glide_pipeline::GenerateRequest;
     use glide_pipeline::image::batch_to_rgb8;
     use glide_pipeline::{EditMethod, EditRequest};
     use glide_web::EditMask;
     use glide_web::{BackendChoice, FromWorker, ToWorker};
-    use serde::{Deserialize, Serialize};
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use web_sys::{
@@ -28,90 +32,6 @@ mod imp {
     const DEFAULT_WEIGHTS: &str = "www/models/student.safetensors";
     const TEACHER_WEIGHTS: &str = "www/models/base.safetensors";
     const DEFAULT_INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
-
-    /// The form, as kept in the URL and LocalStorage.
-    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-    #[serde(default)]
-    pub struct Settings {
-        prompt: String,
-        negative: String,
-        steps: usize,
-        guidance: f64,
-        /// Run the full teacher with `steps` guided steps instead of the few-step student.
-        quality: bool,
-        seed: u64,
-        sampler: Sampler,
-        batch: usize,
-    }
-
-    impl Default for Settings {
-        fn default() -> Self {
-            Self {
-                prompt: "a red apple".into(),
-                negative: String::new(),
-                steps: 25,
-                guidance: 3.0,
-                quality: false,
-                seed: 0,
-                sampler: Sampler::Ddim,
-                batch: 1,
-            }
-        }
-    }
-
-    impl Settings {
-        fn from_query(q: &UrlSearchParams, mut s: Settings) -> Settings {
-            if let Some(v) = q.get("prompt") {
-                s.prompt = v;
-            }
-            if let Some(v) = q.get("negative") {
-                s.negative = v;
-            }
-            if let Some(v) = q.get("steps").and_then(|v| v.parse().ok()) {
-                s.steps = v;
-            }
-            if let Some(v) = q.get("guidance").and_then(|v| v.parse().ok()) {
-                s.guidance = v;
-            }
-            if let Some(v) = q.get("seed").and_then(|v| v.parse().ok()) {
-                s.seed = v;
-            }
-            if let Some(v) = q.get("sampler").and_then(|v| v.parse().ok()) {
-                s.sampler = v;
-            }
-            if let Some(v) = q.get("batch").and_then(|v| v.parse().ok()) {
-                s.batch = v;
-            }
-            if let Some(v) = q.get("quality") {
-                s.quality = v == "1" || v == "true";
-            }
-            s
-        }
-
-        fn write_query(&self, q: &UrlSearchParams) {
-            q.set("prompt", &self.prompt);
-            q.set("negative", &self.negative);
-            q.set("steps", &self.steps.to_string());
-            q.set("guidance", &self.guidance.to_string());
-            q.set("seed", &self.seed.to_string());
-            q.set("sampler", self.sampler.name());
-            q.set("batch", &self.batch.to_string());
-            q.set("quality", if self.quality { "1" } else { "0" });
-        }
-
-        fn request(&self) -> GenerateRequest {
-            GenerateRequest {
-                prompt: self.prompt.clone(),
-                negative: self.negative.clone(),
-                guidance_scale: self.guidance,
-                steps: self.steps,
-                sampler: self.sampler,
-                seed: self.seed,
-                batch_size: self.batch,
-                ..Default::default()
-            }
-        }
-    }
 
     #[derive(Debug, Clone, PartialEq)]
     enum Status {
@@ -552,144 +472,6 @@ mod imp {
             }
         }
 
-        fn run_edit(&mut self) {
-            self.editor.error = None;
-            self.editor.notice = None;
-            let mask = match self.editor.mask_for_run() {
-                Ok(m) => m,
-                Err(e) => {
-                    // Nothing runs; the picture and mask stay as they are.
-                    self.editor.error = Some(e);
-                    set_edit_state("error");
-                    return;
-                }
-            };
-            let Some(image) = self.editor.image.clone() else {
-                return;
-            };
-            if let Some((input, mask_png)) = self.editor.input_pngs() {
-                publish(
-                    "editInputPng",
-                    &js_sys::Uint8Array::from(input.as_slice()).into(),
-                );
-                publish(
-                    "editMaskPng",
-                    &js_sys::Uint8Array::from(mask_png.as_slice()).into(),
-                );
-            }
-            let id = self.next_id;
-            self.next_id += 1;
-            let e = &self.editor;
-            let request = EditRequest {
-                generate: GenerateRequest {
-                    prompt: e.prompt.clone(),
-                    negative: self.settings.negative.clone(),
-                    guidance_scale: e.guidance,
-                    steps: self.settings.steps,
-                    sampler: self.settings.sampler,
-                    seed: self.settings.seed,
-                    batch_size: 1,
-                    ..Default::default()
-                },
-                strength: e.strength,
-                method: e.method,
-            };
-            // A masked edit uses the inpainting model unless told otherwise; a whole-picture
-            // img2img runs on the base model (as `glide img2img` without --mask does).
-            let weights = (e.method != EditMethod::Replace && mask.is_some())
-                .then(|| self.inpaint_url.clone());
-            let s = self.image_size;
-            let keep = mask
-                .as_ref()
-                .map_or_else(|| vec![0.0; s * s], |m| m.keep_at(s));
-            publish(
-                "editKeep",
-                &js_sys::Float32Array::from(keep.as_slice()).into(),
-            );
-            let chw = glide_pipeline::mask::rgb8_to_chw(&image, s, s);
-            publish(
-                "editInput",
-                &js_sys::Float32Array::from(chw.as_slice()).into(),
-            );
-            send(
-                &self.worker,
-                &ToWorker::Edit {
-                    id,
-                    request,
-                    image,
-                    mask: mask.as_ref().map(EditMask::from),
-                    weights,
-                },
-            );
-            self.editor.running = Some(id);
-            self.editor.step = (0, 0);
-            self.editor.preview = None;
-            set_edit_state("running");
-        }
-
-        /// Worker messages that belong to the running edit; the rest come back.
-        fn on_edit_message(&mut self, m: FromWorker) -> Option<FromWorker> {
-            let Some(eid) = self.editor.running else {
-                return Some(m);
-            };
-            match m {
-                FromWorker::Progress { loaded, .. } => {
-                    self.editor.notice = Some(format!(
-                        "Loading the inpainting model: {:.1} MB",
-                        loaded as f64 / 1e6
-                    ));
-                }
-                FromWorker::Step {
-                    id,
-                    step,
-                    total,
-                    previews,
-                } if id == eid => {
-                    self.editor.step = (step, total);
-                    self.editor.notice = None;
-                    self.editor.preview = previews.into_iter().next();
-                }
-                FromWorker::Done {
-                    id,
-                    pngs,
-                    raw,
-                    ms_per_step,
-                    evaluations,
-                } if id == eid => {
-                    let s = self.image_size;
-                    self.editor.result = batch_to_rgb8(&raw, 1, s, s).into_iter().next();
-                    if let Some(old) = self.editor.result_url.take() {
-                        let _ = Url::revoke_object_url(&old);
-                    }
-                    self.editor.result_url = pngs.first().and_then(|p| png_url(p));
-                    self.editor.show_result = true;
-                    self.editor.running = None;
-                    self.editor.notice = Some(format!(
-                        "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations."
-                    ));
-                    publish(
-                        "editRaw",
-                        &js_sys::Float32Array::from(raw.as_slice()).into(),
-                    );
-                    publish("editEvaluations", &JsValue::from_f64(evaluations as f64));
-                    set_edit_state("done");
-                }
-                FromWorker::Cancelled { id, step } if id == eid => {
-                    self.editor.running = None;
-                    self.editor.notice = Some(format!("Cancelled after step {step}."));
-                    set_edit_state("cancelled");
-                }
-                FromWorker::Error { message } => {
-                    web_sys::console::error_1(&JsValue::from_str(&message));
-                    self.editor.running = None;
-                    self.editor.error = Some(message);
-                    set_edit_state("error");
-                }
-                other => return Some(other),
-            }
-            None
-        }
-
         fn on_worker(&mut self, m: FromWorker) {
             let Some(m) = self.on_edit_message(m) else {
                 return;
@@ -771,6 +553,8 @@ mod imp {
             }
         }
     }
+
+    include!("app/edit_runs.rs");
 
     pub fn start() {
         console_error_panic_hook::set_once();
