@@ -382,8 +382,8 @@ mod imp {
                     <header>
                         <h1>{ "glide-rs" }</h1>
                         <p class="sub">{ "GLIDE text-to-image, running in this tab. " }
-                            { "The bundled model is a small GLIDE trained from scratch on emoji; try emoji names and styles (\"a fox, 3d render\", \"pizza, noto style\"). " }
-                            <a href="www/models/README.md">{ "Model card" }</a>
+                            { "The bundled model is a small GLIDE trained from scratch on emoji, distilled to 4 steps (tick Quality for the full model); try emoji names and styles (\"a fox, 3d render\", \"pizza, noto style\"). Edit any picture below. " }
+                            <a href="www/models/student.md">{ "Model cards" }</a>
                         </p>
                     </header>
                     <section class="form">
