@@ -3,7 +3,7 @@
 
 impl App {
     /// Sends the editor's picture, mask and settings to the worker (or says what is missing).
-    pub(super) fn run_edit(&mut self) {
+    fn run_edit(&mut self) {
         self.editor.error = None;
         self.editor.notice = None;
         let mask = match self.editor.mask_for_run() {
@@ -79,7 +79,7 @@ impl App {
     }
 
     /// Worker messages that belong to the running edit; the rest come back.
-    pub(super) fn on_edit_message(&mut self, m: FromWorker) -> Option<FromWorker> {
+    fn on_edit_message(&mut self, m: FromWorker) -> Option<FromWorker> {
         let Some(eid) = self.editor.running else {
             return Some(m);
         };
