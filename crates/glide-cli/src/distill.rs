@@ -7,6 +7,7 @@ use burn::backend::Autodiff;
 use glide_train::{DistillSpec, DistillStage, TrainOptions};
 
 use crate::backend::{self, B};
+use crate::train::RunArgs;
 
 #[derive(clap::Subcommand)]
 pub enum DistillCommand {
@@ -32,29 +33,19 @@ pub struct DistillArgs {
     /// The teacher's weights (a run's ema.safetensors or an exported model).
     #[arg(long)]
     teacher: PathBuf,
-    /// A `TrainConfig` JSON file (configs/distill-emoji32-cpu.json); its model options are
-    /// replaced by the teacher's plus the student's.
-    #[arg(long)]
-    config: PathBuf,
-    /// Continue (each round of) the run from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Overrides the config's out_dir (progressive rounds go to `<out_dir>/steps-N`).
-    #[arg(long)]
-    out_dir: Option<String>,
-    /// Training steps (per round).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Wall-clock minutes (per round).
-    #[arg(long)]
-    max_minutes: Option<f64>,
+    /// The config (configs/distill-emoji32-cpu.json); its model options are replaced by the
+    /// teacher's plus the student's. --steps and --max-minutes count per round; progressive
+    /// rounds go to `<out_dir>/steps-N`.
+    #[command(flatten)]
+    run: RunArgs,
 }
 
+/// One stage into `out_dir` (None: the config's).
 fn run_stage(
     a: &DistillArgs,
     teacher: &Path,
     stage: DistillStage,
-    out_dir: String,
+    out_dir: Option<String>,
 ) -> Result<PathBuf> {
     if !teacher.exists() {
         bail!(
@@ -62,13 +53,9 @@ fn run_stage(
             teacher.display()
         );
     }
-    let mut cfg = crate::train::load_config(&a.config)?;
-    cfg.out_dir = out_dir;
-    if let Some(s) = a.steps {
-        cfg.steps = s;
-    }
-    if a.max_minutes.is_some() {
-        cfg.max_minutes = a.max_minutes;
+    let mut cfg = a.run.config()?;
+    if let Some(o) = out_dir {
+        cfg.out_dir = o;
     }
     eprintln!(
         "distilling ({stage:?}) from {} on {}, writing to {}",
@@ -80,7 +67,7 @@ fn run_stage(
         cfg,
         backend::devices(1),
         TrainOptions {
-            resume: a.resume,
+            resume: a.run.resume,
             init: Some(teacher.to_path_buf()),
             distill: Some(DistillSpec {
                 teacher: teacher.to_path_buf(),
@@ -108,16 +95,13 @@ fn run_stage(
 pub fn run(cmd: DistillCommand) -> Result<()> {
     match cmd {
         DistillCommand::Guidance(a) => {
-            let cfg = crate::train::load_config(&a.config)?;
-            let out = a.out_dir.clone().unwrap_or(cfg.out_dir);
-            run_stage(&a, &a.teacher, DistillStage::Guidance, out).map(|_| ())
+            run_stage(&a, &a.teacher, DistillStage::Guidance, None).map(|_| ())
         }
         DistillCommand::Progressive { args, from, to } => {
             if !(to >= 1 && from > to && from.is_power_of_two() && to.is_power_of_two()) {
                 bail!("--from and --to must be powers of two with --from > --to (e.g. 64 and 4)");
             }
-            let cfg = crate::train::load_config(&args.config)?;
-            let root = args.out_dir.clone().unwrap_or(cfg.out_dir);
+            let root = args.run.config()?.out_dir;
             let mut teacher = args.teacher.clone();
             let mut n = from;
             while n > to {
@@ -126,7 +110,7 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
                     &args,
                     &teacher,
                     DistillStage::Progressive { teacher_steps: n },
-                    out.to_string_lossy().into_owned(),
+                    Some(out.to_string_lossy().into_owned()),
                 )
                 .with_context(|| format!("the round {n} → {} steps failed", n / 2))?;
                 n /= 2;

@@ -12,17 +12,15 @@ use glide_train::{TrainConfig, TrainOptions};
 
 use crate::backend::{self, B};
 
+/// A run's config file and its command-line overrides (train, fine-tune, distil).
 #[derive(clap::Args)]
-pub struct TrainArgs {
+pub struct RunArgs {
     /// A `TrainConfig` JSON file (see configs/).
     #[arg(long)]
     config: PathBuf,
-    /// Start from these weights (fine-tuning, e.g. on your own image folder).
-    #[arg(long)]
-    init: Option<PathBuf>,
     /// Continue the run in the config's out_dir from its last checkpoint.
     #[arg(long)]
-    resume: bool,
+    pub resume: bool,
     /// Overrides the config's out_dir.
     #[arg(long)]
     out_dir: Option<String>,
@@ -32,18 +30,40 @@ pub struct TrainArgs {
     /// Overrides the config's wall-clock budget in minutes.
     #[arg(long)]
     max_minutes: Option<f64>,
+}
+
+impl RunArgs {
+    /// The config file with the overrides applied.
+    pub fn config(&self) -> Result<TrainConfig> {
+        let mut cfg = TrainConfig::read(&self.config).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the training config {} ({e}); start from configs/smoke.json",
+                self.config.display()
+            )
+        })?;
+        if let Some(o) = &self.out_dir {
+            cfg.out_dir = o.clone();
+        }
+        if let Some(s) = self.steps {
+            cfg.steps = s;
+        }
+        if self.max_minutes.is_some() {
+            cfg.max_minutes = self.max_minutes;
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Start from these weights (fine-tuning, e.g. on your own image folder).
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Number of devices (GPUs with --features cuda/wgpu) the batch is split over.
     #[arg(long, default_value_t = 1)]
     devices: usize,
-}
-
-pub fn load_config(path: &std::path::Path) -> Result<TrainConfig> {
-    TrainConfig::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the training config {} ({e}); start from configs/smoke.json",
-            path.display()
-        )
-    })
 }
 
 #[derive(clap::Args)]
@@ -51,19 +71,11 @@ pub struct FinetuneInpaintArgs {
     /// Base (text-to-image) weights to start from, e.g. www/models/base.safetensors.
     #[arg(long)]
     from: PathBuf,
-    /// A `TrainConfig` JSON file (see configs/inpaint-emoji32-cpu.json); its model options are
-    /// replaced by those of --from, with inpainting on.
-    #[arg(long)]
-    config: PathBuf,
-    /// Continue the run in the config's out_dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    #[arg(long)]
-    out_dir: Option<String>,
-    #[arg(long)]
-    steps: Option<usize>,
-    #[arg(long)]
-    max_minutes: Option<f64>,
+    /// The config (configs/inpaint-emoji32-cpu.json); its model options are replaced by those of
+    /// --from, with inpainting on.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Number of devices (GPUs with --features cuda/wgpu) the batch is split over.
     #[arg(long, default_value_t = 1)]
     devices: usize,
 }
@@ -78,12 +90,8 @@ pub fn finetune_inpaint(a: FinetuneInpaintArgs) -> Result<()> {
     }
     run_train(
         TrainArgs {
-            config: a.config,
+            run: a.run,
             init: Some(a.from),
-            resume: a.resume,
-            out_dir: a.out_dir,
-            steps: a.steps,
-            max_minutes: a.max_minutes,
             devices: a.devices,
         },
         true,
@@ -95,18 +103,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
 }
 
 fn run_train(a: TrainArgs, inpaint: bool) -> Result<()> {
-    let mut cfg = load_config(&a.config)?;
+    let mut cfg = a.run.config()?;
     if inpaint {
         cfg.model.inpaint = true;
-    }
-    if let Some(o) = a.out_dir {
-        cfg.out_dir = o;
-    }
-    if let Some(s) = a.steps {
-        cfg.steps = s;
-    }
-    if a.max_minutes.is_some() {
-        cfg.max_minutes = a.max_minutes;
     }
     if a.devices == 0 {
         bail!("--devices must be at least 1");
@@ -122,7 +121,7 @@ fn run_train(a: TrainArgs, inpaint: bool) -> Result<()> {
         cfg,
         backend::devices(a.devices),
         TrainOptions {
-            resume: a.resume,
+            resume: a.run.resume,
             init: a.init,
             ..Default::default()
         },
@@ -160,7 +159,12 @@ pub struct BenchTrainArgs {
 
 /// Trains `steps + 1` steps into a scratch directory and reports images/s without the first step.
 pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
-    let mut cfg = load_config(&a.config)?;
+    let mut cfg = TrainConfig::read(&a.config).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the training config {} ({e})",
+            a.config.display()
+        )
+    })?;
     if a.data.is_some() {
         cfg.data.shards = a.data.clone();
         cfg.data.folder = None;

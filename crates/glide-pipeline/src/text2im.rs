@@ -342,14 +342,16 @@ impl<B: Backend> Text2Im<B> {
             options.eta = 0.0;
             sampler = glide_diffusion::Sampler::Ddim;
         }
+        // A student's guidance weight w = s − 1, one per image, made once for the whole chain.
+        let w = student.then(|| {
+            let w = vec![(scale - 1.0) as f32; x_t.dims()[0]];
+            Tensor::<B, 1>::from_floats(w.as_slice(), &device)
+        });
         let model_fn = move |x: Tensor<B, 4>, t: &[usize]| {
-            if student {
-                let n = t.len();
+            if let Some(w) = &w {
                 let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
                 let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), &device);
-                let w = vec![(scale - 1.0) as f32; n];
-                let w = Tensor::<B, 1>::from_floats(w.as_slice(), &device);
-                return model.forward_guided(x, ts, &text, &cond, Some(w));
+                return model.forward_guided(x, ts, &text, &cond, Some(w.clone()));
             }
             let (x, ts) = if guided {
                 (Tensor::cat(vec![x.clone(), x], 0), [t, t].concat())

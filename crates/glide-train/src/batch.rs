@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
+use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_data::Sample;
 use glide_diffusion::NoiseRng;
 use glide_tokenizer::Tokenizer;
@@ -164,6 +165,27 @@ impl Batch {
 
     pub fn is_empty(&self) -> bool {
         self.t.is_empty()
+    }
+
+    /// Caption rows and mask of examples `lo..hi` as tensors `[n, text_ctx]`.
+    pub fn text_tensors<B: Backend>(
+        &self,
+        lo: usize,
+        hi: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 2, Int>, Tensor<B, 2, Bool>) {
+        let ctx = self.tokens.len() / self.len();
+        let n = hi - lo;
+        (
+            Tensor::from_data(
+                TensorData::new(self.tokens[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+                device,
+            ),
+            Tensor::from_data(
+                TensorData::new(self.mask[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
+                device,
+            ),
+        )
     }
 }
 

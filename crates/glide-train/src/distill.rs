@@ -147,10 +147,8 @@ impl<B: Backend> Teacher<B> {
                 let t: Vec<usize> = from.iter().map(|&i| grid_t(i, nt)).collect();
                 let t_mid: Vec<usize> = mid.iter().map(|&i| grid_t(i, nt)).collect();
                 let z = self.base.q_sample(x_start, &t, noise);
-                let text = self.model.encode_text(
-                    Tensor::<B, 2, Int>::from_data(TensorData::new(tokens, [n, ctx]), &self.device),
-                    Tensor::<B, 2, Bool>::from_data(TensorData::new(mask, [n, ctx]), &self.device),
-                );
+                let (tokens, mask) = batch.text_tensors::<B>(lo, hi, &self.device);
+                let text = self.model.encode_text(tokens, mask);
                 let x0_of = |z: Tensor<B, 4>, t: &[usize]| {
                     let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
                     let v = self.model.forward_guided(
@@ -212,19 +210,11 @@ pub fn student_losses<B: Backend>(
     let n = hi - lo;
     let px = batch.x_start.len() / batch.len();
     let side = ((px / 3) as f64).sqrt() as usize;
-    let ctx = batch.tokens.len() / batch.len();
     let img =
         |v: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(v, [n, 3, side, side]), device);
     let z = img(targets.z);
     let target = img(targets.target);
-    let tokens = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(batch.tokens[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
-        device,
-    );
-    let mask = Tensor::<B, 2, Bool>::from_data(
-        TensorData::new(batch.mask[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
-        device,
-    );
+    let (tokens, mask) = batch.text_tensors::<B>(lo, hi, device);
     let text = student.encode_text(tokens, mask);
     let ts: Vec<f32> = targets.t.iter().map(|&v| v as f32).collect();
     let out = student.forward_guided(

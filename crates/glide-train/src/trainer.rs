@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
-use burn::tensor::{Bool, Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use glide_diffusion::losses::LossTerms;
 use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
 use glide_model::weights::{
@@ -103,7 +103,6 @@ fn batch_losses<B: Backend, TB: Backend>(
         return student_losses(model, diffusion, batch, lo, hi, targets, device);
     }
     let n = hi - lo;
-    let ctx = batch.tokens.len() / batch.len();
     let px = batch.x_start.len() / batch.len();
     let side = ((px / 3) as f64).sqrt() as usize;
     let img = |v: &[f32]| {
@@ -115,14 +114,7 @@ fn batch_losses<B: Backend, TB: Backend>(
     let x_start = img(&batch.x_start);
     let noise = img(&batch.noise);
     let t = &batch.t[lo..hi];
-    let tokens = Tensor::<B, 2, Int>::from_data(
-        TensorData::new(batch.tokens[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
-        device,
-    );
-    let mask = Tensor::<B, 2, Bool>::from_data(
-        TensorData::new(batch.mask[lo * ctx..hi * ctx].to_vec(), [n, ctx]),
-        device,
-    );
+    let (tokens, mask) = batch.text_tensors::<B>(lo, hi, device);
     let x_t = diffusion.q_sample(x_start.clone(), t, noise.clone());
     let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
     let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), device);

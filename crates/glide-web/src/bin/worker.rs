@@ -399,6 +399,53 @@ mod imp {
         drive(steps, job).await
     }
 
+    /// What a generation or an edit takes from the worker's state once it may run.
+    struct Slot {
+        loaded: Rc<Loaded>,
+        name: String,
+        cancelled: Rc<Cell<u64>>,
+        busy: Rc<Cell<bool>>,
+        running: Rc<Cell<(u64, usize)>>,
+        gpu: bool,
+    }
+
+    impl Slot {
+        /// The loaded model and the run's flags; `None` (and the page told why) when no model is
+        /// loaded yet or another run is going and was not cancelled.
+        fn claim(state: &Rc<RefCell<State>>) -> Option<Self> {
+            let s = state.borrow();
+            let Some(loaded) = s.loaded.clone() else {
+                post(&FromWorker::Error {
+                    message: "The model is not loaded yet; wait for it, or reload the page.".into(),
+                });
+                return None;
+            };
+            if s.busy.get() && s.cancelled.get() != s.running.get().0 {
+                post(&FromWorker::Error {
+                    message: "A generation is already running; cancel it first.".into(),
+                });
+                return None;
+            }
+            Some(Self {
+                loaded,
+                name: s.model_name.clone(),
+                cancelled: s.cancelled.clone(),
+                busy: s.busy.clone(),
+                running: s.running.clone(),
+                gpu: s.gpu,
+            })
+        }
+
+        /// Waits for a cancelled run to finish its last step, then marks run `id` as going.
+        async fn start(&self, id: u64) {
+            while self.busy.get() {
+                sleep_ms(20).await;
+            }
+            self.busy.set(true);
+            self.running.set((id, 0));
+        }
+    }
+
     fn handle(state: Rc<RefCell<State>>, msg: ToWorker) {
         match msg {
             ToWorker::Cancel { id } => {
@@ -429,36 +476,19 @@ mod imp {
                 mask,
                 weights,
             } => {
-                let (loaded, name, cancelled, busy, running, gpu) = {
-                    let s = state.borrow();
-                    (
-                        s.loaded.clone(),
-                        s.model_name.clone(),
-                        s.cancelled.clone(),
-                        s.busy.clone(),
-                        s.running.clone(),
-                        s.gpu,
-                    )
-                };
-                let Some(base) = loaded else {
-                    post(&FromWorker::Error {
-                        message: "The model is not loaded yet; wait for it, or reload the page."
-                            .into(),
-                    });
+                let Some(slot) = Slot::claim(&state) else {
                     return;
                 };
-                if busy.get() && cancelled.get() != running.get().0 {
-                    post(&FromWorker::Error {
-                        message: "A generation is already running; cancel it first.".into(),
-                    });
-                    return;
-                }
                 spawn_local(async move {
-                    while busy.get() {
-                        sleep_ms(20).await;
-                    }
-                    busy.set(true);
-                    running.set((id, 0));
+                    slot.start(id).await;
+                    let Slot {
+                        loaded: base,
+                        name,
+                        cancelled,
+                        busy,
+                        running,
+                        gpu,
+                    } = slot;
                     let r = async {
                         let (model, name) = match weights {
                             None => (base, name),
@@ -504,36 +534,19 @@ mod imp {
                 });
             }
             ToWorker::Generate { id, request } => {
-                let (loaded, name, cancelled, busy, running) = {
-                    let s = state.borrow();
-                    (
-                        s.loaded.clone(),
-                        s.model_name.clone(),
-                        s.cancelled.clone(),
-                        s.busy.clone(),
-                        s.running.clone(),
-                    )
-                };
-                let Some(loaded) = loaded else {
-                    post(&FromWorker::Error {
-                        message: "The model is not loaded yet; wait for it, or reload the page."
-                            .into(),
-                    });
+                let Some(slot) = Slot::claim(&state) else {
                     return;
                 };
-                if busy.get() && cancelled.get() != running.get().0 {
-                    post(&FromWorker::Error {
-                        message: "A generation is already running; cancel it first.".into(),
-                    });
-                    return;
-                }
                 spawn_local(async move {
-                    // A cancelled run may still be finishing its last step.
-                    while busy.get() {
-                        sleep_ms(20).await;
-                    }
-                    busy.set(true);
-                    running.set((id, 0));
+                    slot.start(id).await;
+                    let Slot {
+                        loaded,
+                        name,
+                        cancelled,
+                        busy,
+                        running,
+                        ..
+                    } = slot;
                     let r = match &*loaded {
                         Loaded::Gpu(p) => run(p, id, request, &name, &cancelled, &running).await,
                         Loaded::Cpu(p) => run(p, id, request, &name, &cancelled, &running).await,
