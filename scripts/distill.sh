@@ -2,16 +2,23 @@
 # Distils the bundled base model into a few-step student (Meng et al. 2023, then Salimans & Ho
 # 2022) and exports it as www/models/student.safetensors (the web page's default model).
 #   scripts/distill.sh [minutes for stage 1] [minutes per progressive round]
-# Stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N.
+# The students train on the teacher's own samples (data/teacher-samples, `glide distill samples`):
+# stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-stage1=${1:-10}
-round=${2:-8}
+stage1=${1:-35}
+round=${2:-10}
 cargo build --release -p glide-cli
 G=target/release/glide
 [ -d data/emoji ] || $G data emoji --out data/emoji
-$G distill guidance --teacher www/models/base.safetensors --config configs/distill-emoji32-cpu.json \
+if [ ! -d data/teacher-samples ]; then
+  # two processes: one sampling chain keeps about one core busy
+  $G distill samples --n 512 --seed 0 --out data/teacher-samples/part-0 &
+  $G distill samples --n 512 --seed 1 --out data/teacher-samples/part-1
+  wait
+fi
+$G distill guidance --teacher www/models/base.safetensors --config configs/distill-guidance-emoji32-cpu.json \
   --out-dir runs/distill/guidance --max-minutes "$stage1"
 $G distill progressive --teacher runs/distill/guidance/ema.safetensors --from 64 --to 4 \
   --config configs/distill-emoji32-cpu.json --out-dir runs/distill --max-minutes "$round"

@@ -13,7 +13,14 @@ use crate::train::RunArgs;
 pub enum DistillCommand {
     /// Stage 1 (Meng et al. 2023): a student whose one forward at scale s matches the teacher's
     /// classifier-free guided output at s (s ∈ [1, 9]); it predicts v and starts from the teacher.
-    Guidance(DistillArgs),
+    Guidance {
+        #[command(flatten)]
+        args: DistillArgs,
+        /// Start from these weights instead of the teacher's (an earlier guidance-distilled
+        /// student, e.g. one trained on other data).
+        #[arg(long)]
+        init: Option<PathBuf>,
+    },
     /// Stage 2 (Salimans & Ho 2022): rounds of halving the step count on the nested grid, each
     /// student's one DDIM step matching two of its teacher's, each round starting from the last.
     Progressive {
@@ -26,6 +33,34 @@ pub enum DistillCommand {
         #[arg(long, default_value_t = 4)]
         to: usize,
     },
+    /// The teacher's own samples as a training folder (PNG + caption .txt) for its students:
+    /// guided DDIM with captions from the training set and one s ∈ [1, 9] per batch. Point a
+    /// distillation config's `data.folder` at it (configs/distill-guidance-emoji32-cpu.json).
+    Samples(SamplesArgs),
+}
+
+#[derive(clap::Args)]
+pub struct SamplesArgs {
+    /// The teacher (an ε model).
+    #[arg(long, default_value = "www/models/base.safetensors")]
+    teacher: PathBuf,
+    /// The shard directory whose training captions are drawn.
+    #[arg(long, default_value = "data/emoji")]
+    data: String,
+    /// Images to draw.
+    #[arg(long, default_value_t = 1024)]
+    n: usize,
+    /// DDIM steps per image.
+    #[arg(long, default_value_t = 16)]
+    steps: usize,
+    /// Images per batch (one guidance scale each).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The output folder.
+    #[arg(long, default_value = "data/teacher-samples")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -44,6 +79,7 @@ pub struct DistillArgs {
 fn run_stage(
     a: &DistillArgs,
     teacher: &Path,
+    init: Option<&Path>,
     stage: DistillStage,
     out_dir: Option<String>,
 ) -> Result<PathBuf> {
@@ -68,7 +104,7 @@ fn run_stage(
         backend::devices(1),
         TrainOptions {
             resume: a.run.resume,
-            init: Some(teacher.to_path_buf()),
+            init: Some(init.unwrap_or(teacher).to_path_buf()),
             distill: Some(DistillSpec {
                 teacher: teacher.to_path_buf(),
                 stage,
@@ -94,9 +130,15 @@ fn run_stage(
 
 pub fn run(cmd: DistillCommand) -> Result<()> {
     match cmd {
-        DistillCommand::Guidance(a) => {
-            run_stage(&a, &a.teacher, DistillStage::Guidance, None).map(|_| ())
-        }
+        DistillCommand::Guidance { args, init } => run_stage(
+            &args,
+            &args.teacher,
+            init.as_deref(),
+            DistillStage::Guidance,
+            None,
+        )
+        .map(|_| ()),
+        DistillCommand::Samples(a) => samples(a),
         DistillCommand::Progressive { args, from, to } => {
             if !(to >= 1 && from > to && from.is_power_of_two() && to.is_power_of_two()) {
                 bail!("--from and --to must be powers of two with --from > --to (e.g. 64 and 4)");
@@ -109,6 +151,7 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
                 teacher = run_stage(
                     &args,
                     &teacher,
+                    None,
                     DistillStage::Progressive { teacher_steps: n },
                     Some(out.to_string_lossy().into_owned()),
                 )
@@ -119,6 +162,56 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `glide distill samples`: the teacher's samples as an image folder with captions.
+fn samples(a: SamplesArgs) -> Result<()> {
+    use glide_pipeline::image::{batch_to_rgb8, encode_png};
+    let teacher = load(&a.teacher)?;
+    let size = teacher.config.image_size;
+    let data = glide_train::batch::TrainData::load(
+        &glide_train::DataConfig::new().with_shards(Some(a.data.clone())),
+        size,
+    )?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}; check the path", a.out.display()))?;
+    let bar = indicatif::ProgressBar::new(a.n as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} images, {elapsed} (ETA {eta})",
+        )
+        .expect("template"),
+    );
+    let mut failed = None;
+    glide_train::teacher_data::teacher_samples(
+        &teacher,
+        &data.train,
+        a.n,
+        a.steps,
+        a.batch,
+        a.seed,
+        |i, s| {
+            let rgb = batch_to_rgb8(&s.image, 1, size, size).remove(0);
+            let text = [("guidance".to_string(), format!("{:.3}", s.guidance))];
+            let png = a.out.join(format!("{i:05}.png"));
+            let result = std::fs::write(&png, encode_png(&rgb, size, size, &text))
+                .and_then(|()| std::fs::write(png.with_extension("txt"), &s.caption));
+            if let Err(e) = result {
+                failed.get_or_insert(format!("cannot write {} ({e})", png.display()));
+            }
+            bar.inc(1);
+        },
+    )?;
+    bar.finish();
+    if let Some(e) = failed {
+        bail!("{e}; check that the disk is writable");
+    }
+    eprintln!(
+        "wrote {} teacher samples ({} DDIM steps) to {}",
+        a.n,
+        a.steps,
+        a.out.display()
+    );
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -140,6 +233,10 @@ pub struct EvalDistillArgs {
     /// Steps of the reference: the teacher's guided DDIM.
     #[arg(long, default_value_t = 100)]
     reference_steps: usize,
+    /// Step counts for students without their own (a guidance-distilled stage-1 student samples
+    /// on the nested grid with any power of two up to 64).
+    #[arg(long, num_args = 1..)]
+    steps: Vec<usize>,
     /// Side-by-side grid of the first 8 captions.
     #[arg(long, default_value = "distill-compare.png")]
     out: PathBuf,
@@ -234,27 +331,34 @@ pub fn eval_distill(a: EvalDistillArgs) -> Result<()> {
     let mut rows = Vec::new();
     for path in &a.student {
         let student = load(path)?;
-        let steps = student
-            .config
-            .student_steps
-            .context("the student has no own step count: pass a progressively distilled one")?;
-        for (name, pipe) in [
-            (
-                format!("student, {steps} steps ({})", path.display()),
-                &student,
+        let counts = match student.config.student_steps {
+            Some(own) => vec![own],
+            None if a.steps.is_empty() => bail!(
+                "{} has no own step count; pass --steps (e.g. --steps 64 8 4) for a \
+                 guidance-distilled student",
+                path.display()
             ),
-            (format!("teacher's guided DDIM, {steps} steps"), &teacher),
-        ] {
-            let (images, ms, evals) = sample_all(pipe, &captions, a.guidance, steps)?;
-            let (mse, psnr) = score(&images);
-            rows.push(Row {
-                name,
-                evals,
-                ms,
-                mse,
-                psnr,
-                images,
-            });
+            None => a.steps.clone(),
+        };
+        for steps in counts {
+            for (name, pipe) in [
+                (
+                    format!("student, {steps} steps ({})", path.display()),
+                    &student,
+                ),
+                (format!("teacher's guided DDIM, {steps} steps"), &teacher),
+            ] {
+                let (images, ms, evals) = sample_all(pipe, &captions, a.guidance, steps)?;
+                let (mse, psnr) = score(&images);
+                rows.push(Row {
+                    name,
+                    evals,
+                    ms,
+                    mse,
+                    psnr,
+                    images,
+                });
+            }
         }
     }
     println!(

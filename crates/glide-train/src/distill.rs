@@ -7,8 +7,10 @@
 //! * **progressive**: one DDIM step of the student matches two DDIM steps of the teacher (a
 //!   w-conditioned student of twice as many steps) on the nested grid.
 //!
-//! Scales are drawn per example as s = 1 + w, w ~ U[0, 8]. Teacher targets are computed without
-//! gradients and handed over as plain numbers, so the teacher can live on the inner backend.
+//! Scales are drawn per example as s = 1 + w, w ~ U[0, 8], and timesteps from the nested grid
+//! (`glide_diffusion::distill`), the only ones a student is ever sampled at. Teacher targets are
+//! computed without gradients and handed over as plain numbers, so the teacher can live on the
+//! inner backend.
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::GaussianDiffusion;
@@ -94,7 +96,12 @@ impl<B: Backend> Teacher<B> {
         let mask = batch.mask[lo * ctx..hi * ctx].to_vec();
         let (z, t, target) = match self.stage {
             DistillStage::Guidance => {
-                let t = batch.t[lo..hi].to_vec();
+                // Only the 64 grid points are ever sampled from (Meng et al. draw t anywhere).
+                let nt = self.base.num_timesteps();
+                let t: Vec<usize> = rngs
+                    .iter_mut()
+                    .map(|r| grid_t(r.random_range(1..=GRID), nt))
+                    .collect();
                 let z = self.base.q_sample(x_start, &t, noise);
                 // [cond; uncond] in one forward, as sampling does.
                 let mut all_tokens = tokens;

@@ -14,6 +14,7 @@ pub mod inpaint_eval;
 pub mod log;
 pub mod masks;
 pub mod optim;
+pub mod teacher_data;
 pub mod trainer;
 
 use std::path::PathBuf;

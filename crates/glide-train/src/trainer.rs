@@ -260,7 +260,13 @@ pub fn train<B: AutodiffBackend>(
             cfg.model.inpaint = true;
         }
         if let Some(spec) = &opts.distill {
-            cfg.model = student_config(&cfg.model, spec.stage)?;
+            // Weights that already are a guidance-distilled student (an earlier run's, `glide
+            // distill guidance --init`) keep their options.
+            let m = &cfg.model;
+            let stage_one_student = m.guidance_embed && m.predict_v && m.student_steps.is_none();
+            if !(spec.stage == DistillStage::Guidance && stage_one_student) {
+                cfg.model = student_config(&cfg.model, spec.stage)?;
+            }
         }
     }
 

@@ -357,7 +357,7 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
     cfg.steps = 2;
     train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
     let teacher = Path::new(&cfg.out_dir).join("ema.safetensors");
-    let distill = |name: &str, teacher: &Path, stage| {
+    let distill = |name: &str, init: &Path, teacher: &Path, stage| {
         let mut c = smoke_config(name);
         c.steps = 3;
         c.sample_every = 3;
@@ -366,7 +366,7 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
             c.clone(),
             vec![Default::default()],
             TrainOptions {
-                init: Some(teacher.to_path_buf()),
+                init: Some(init.to_path_buf()),
                 distill: Some(DistillSpec {
                     teacher: teacher.to_path_buf(),
                     stage,
@@ -384,10 +384,24 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         assert!(pipe.is_student());
         (path, pipe)
     };
-    let (stage1, pipe) = distill("distill-guidance", &teacher, DistillStage::Guidance);
+    let (stage1, pipe) = distill(
+        "distill-guidance",
+        &teacher,
+        &teacher,
+        DistillStage::Guidance,
+    );
+    assert_eq!(pipe.config.student_steps, None);
+    // Stage 1 can go on from an earlier stage-1 student (`glide distill guidance --init`).
+    let (stage1, pipe) = distill(
+        "distill-guidance-more",
+        &stage1,
+        &teacher,
+        DistillStage::Guidance,
+    );
     assert_eq!(pipe.config.student_steps, None);
     let (_, pipe) = distill(
         "distill-progressive",
+        &stage1,
         &stage1,
         DistillStage::Progressive { teacher_steps: 64 },
     );
@@ -428,6 +442,7 @@ fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
         "emoji32-cpu.json",
         "inpaint-emoji32-cpu.json",
         "distill-emoji32-cpu.json",
+        "distill-guidance-emoji32-cpu.json",
         "emoji64.json",
         "smoke.json",
     ] {
