@@ -57,7 +57,7 @@ distill: setup
 
 # The distillation table: students vs the teacher's own DDIM, against 100 guided teacher steps.
 eval-distill: setup
-	cargo run --release -p glide-cli -- eval-distill --student www/models/student.safetensors runs/distill/student-8.safetensors --n 32 --out docs/samples/distill-compare.png
+	cargo run --release -p glide-cli -- eval-distill --student www/models/student.safetensors runs/distill/student-8.safetensors runs/distill/guidance/ema.safetensors --steps 64 --n 32 --out docs/samples/distill-compare.png
 
 # Wall time per image in headless chromium, students vs teacher (after make web and make distill).
 bench-browser: web
