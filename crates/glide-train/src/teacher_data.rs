@@ -42,6 +42,11 @@ pub fn teacher_samples<B: Backend>(
     if examples.is_empty() {
         return Err(TrainError::EmptyData);
     }
+    if batch == 0 {
+        return Err(TrainError::Distill(
+            "the teacher samples need a batch of at least 1 image; pass --batch 16".into(),
+        ));
+    }
     if teacher.is_student() {
         return Err(TrainError::Distill(
             "the teacher is a distilled student; draw the samples with the ε model it came from"
