@@ -15,7 +15,7 @@ use burn::tensor::Tensor;
 use glide_diffusion::distill::{GRID, ddim_between, grid_t};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::{GaussianDiffusion, NoiseRng, NoiseSchedule};
-use glide_model::ImageCond;
+use glide_model::{ImageCond, TextEmb};
 use glide_pipeline::Text2Im;
 
 type B = Flex;
@@ -44,31 +44,44 @@ struct Probe {
     base: GaussianDiffusion,
 }
 
+/// A caption encoded once per chain: `[cond; uncond]` for the teacher, `[cond]` for the student.
+struct Texts {
+    teacher: TextEmb<B>,
+    student: Option<TextEmb<B>>,
+}
+
 impl Probe {
-    /// The teacher's guided ε at `z`, position `i`.
-    fn teacher_eps(&self, caption: &str, z: &Tensor<B, 4>, t: usize) -> Tensor<B, 4> {
+    fn texts(&self, caption: &str) -> Texts {
         let (tokens, mask) = self.teacher.tokenize(&[caption, ""]);
-        let text = self.teacher.model.encode_text(tokens, mask);
+        Texts {
+            teacher: self.teacher.model.encode_text(tokens, mask),
+            student: self.student.as_ref().map(|s| {
+                let (tokens, mask) = s.tokenize(&[caption]);
+                s.model.encode_text(tokens, mask)
+            }),
+        }
+    }
+
+    /// The teacher's guided ε at `z`, timestep `t`.
+    fn teacher_eps(&self, text: &TextEmb<B>, z: &Tensor<B, 4>, t: usize) -> Tensor<B, 4> {
         let d = z.device();
         let out = self.teacher.model.forward_with_text(
             Tensor::cat(vec![z.clone(), z.clone()], 0),
             Tensor::from_floats([t as f32, t as f32], &d),
-            &text,
+            text,
             &ImageCond::none(),
         );
         classifier_free_guidance(out, SCALE, 3).narrow(1, 0, 3)
     }
 
-    fn x0(&self, caption: &str, z: &Tensor<B, 4>, i: usize, source: Source) -> Tensor<B, 4> {
+    fn x0(&self, texts: &Texts, z: &Tensor<B, 4>, i: usize, source: Source) -> Tensor<B, 4> {
         let t = grid_t(i, self.base.num_timesteps());
-        if let (Source::Student, Some(s)) = (source, &self.student) {
-            let (tokens, mask) = s.tokenize(&[caption]);
-            let text = s.model.encode_text(tokens, mask);
+        if let (Source::Student, Some(s), Some(text)) = (source, &self.student, &texts.student) {
             let d = z.device();
             let v = s.model.forward_guided(
                 z.clone(),
                 Tensor::from_floats([t as f32], &d),
-                &text,
+                text,
                 &ImageCond::none(),
                 Some(Tensor::from_floats([(SCALE - 1.0) as f32], &d)),
             );
@@ -77,7 +90,7 @@ impl Probe {
                 .predict_xstart_from_v(z.clone(), &[t], v.narrow(1, 0, 3))
                 .clamp(-1.0, 1.0);
         }
-        let eps = self.teacher_eps(caption, z, t);
+        let eps = self.teacher_eps(&texts.teacher, z, t);
         let x0 = self
             .base
             .predict_xstart_from_eps(z.clone(), &[t], eps)
@@ -91,9 +104,10 @@ impl Probe {
 
     /// The 64-step chain from x_T = NoiseRng(seed), with `pick(i)` choosing each x̂₀.
     fn chain(&self, caption: &str, seed: u64, pick: &dyn Fn(usize) -> Source) -> Vec<f32> {
+        let texts = self.texts(caption);
         let mut z = NoiseRng::new(seed).randn::<B, 4>([1, 3, SIDE, SIDE], &Default::default());
         for i in (1..=GRID).rev() {
-            let x0 = self.x0(caption, &z, i, pick(i));
+            let x0 = self.x0(&texts, &z, i, pick(i));
             z = ddim_between(&self.base, z, x0, &[i], &[i - 1]);
         }
         z.into_data().to_vec().expect("f32")
@@ -145,7 +159,7 @@ fn main() -> anyhow::Result<()> {
         for (seed, caption) in CAPTIONS.iter().enumerate() {
             let z =
                 NoiseRng::new(seed as u64).randn::<B, 4>([1, 3, SIDE, SIDE], &Default::default());
-            let eps = probe.teacher_eps(caption, &z, t);
+            let eps = probe.teacher_eps(&probe.texts(caption).teacher, &z, t);
             let x0: Vec<f32> = probe
                 .base
                 .predict_xstart_from_eps(z.clone(), &[t], eps)

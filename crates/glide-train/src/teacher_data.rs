@@ -55,11 +55,7 @@ pub fn teacher_samples<B: Backend>(
     }
     let side = teacher.config.image_size;
     let px = 3 * side * side;
-    let mut done = 0;
-    for k in 0.. {
-        if done >= n {
-            break;
-        }
+    for (k, done) in (0..n).step_by(batch).enumerate() {
         let b = batch.min(n - done);
         let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, k as u64));
         let guidance = 1.0 + rng.random_range(0.0..=MAX_W);
@@ -97,7 +93,6 @@ pub fn teacher_samples<B: Backend>(
                 },
             );
         }
-        done += b;
     }
     Ok(())
 }
