@@ -51,13 +51,13 @@ finetune-inpaint: setup
 eval-inpaint: setup
 	cargo run --release -p glide-cli -- eval-inpaint --n 32 --steps 25 --out docs/samples/inpaint-compare.png
 
-# The web page's default model: guidance, then progressive distillation 64 → 4 steps.
+# The web page's default model: guidance, progressive distillation 64 → 4, then the teacher's chains.
 distill: setup
 	bash scripts/distill.sh
 
 # The distillation table: students vs the teacher's own DDIM, against 100 guided teacher steps.
 eval-distill: setup
-	cargo run --release -p glide-cli -- eval-distill --student www/models/student.safetensors runs/distill/student-8.safetensors runs/distill/guidance/ema.safetensors --steps 64 --n 32 --out docs/samples/distill-compare.png
+	cargo run --release -p glide-cli -- eval-distill --student www/models/student.safetensors runs/distill/student-8.safetensors runs/distill/steps-4/ema.safetensors runs/distill/guidance/ema.safetensors --steps 64 --n 32 --out docs/samples/distill-compare.png
 
 # Wall time per image in headless chromium, students vs teacher (after make web and make distill).
 bench-browser: web

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Distils the bundled base model into a few-step student (Meng et al. 2023, then Salimans & Ho
 # 2022) and exports it as www/models/student.safetensors (the web page's default model).
-#   scripts/distill.sh [minutes for stage 1] [minutes per progressive round]
+#   scripts/distill.sh [minutes for stage 1] [minutes per progressive round] [minutes per chain fine-tune]
 # The students train on the teacher's own samples (data/teacher-samples, `glide distill samples`):
-# stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N.
+# stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N;
+# then the 8- and 4-step students are fine-tuned on the teacher's stored guided chains
+# (data/teacher-trajectories, `glide distill trajectories`) into runs/distill/trajectory-N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 stage1=${1:-35}
 round=${2:-10}
+chains=${3:-30}
 cargo build --release -p glide-cli
 G=target/release/glide
 [ -d data/emoji ] || $G data emoji --out data/emoji
@@ -18,13 +21,21 @@ if [ ! -d data/teacher-samples ]; then
   $G distill samples --n 512 --seed 1 --out data/teacher-samples/part-1
   wait
 fi
+if [ ! -d data/teacher-trajectories ]; then
+  $G distill trajectories --n 320 --seed 0 --out data/teacher-trajectories/part-0 &
+  $G distill trajectories --n 320 --seed 1 --out data/teacher-trajectories/part-1
+  wait
+fi
 $G distill guidance --teacher www/models/base.safetensors --config configs/distill-guidance-emoji32-cpu.json \
   --out-dir runs/distill/guidance --max-minutes "$stage1"
 $G distill progressive --teacher runs/distill/guidance/ema.safetensors --from 64 --to 4 \
   --config configs/distill-emoji32-cpu.json --out-dir runs/distill --max-minutes "$round"
 for n in 8 4; do
-  $G export --in runs/distill/steps-$n/ema.safetensors --out runs/distill/student-$n.safetensors \
-    --meta training_config=@runs/distill/steps-$n/config.json
+  $G distill trajectory --init runs/distill/steps-$n/ema.safetensors --student-steps $n \
+    --config configs/distill-trajectory-emoji32-cpu.json --out-dir runs/distill/trajectory-$n \
+    --max-minutes "$chains"
+  $G export --in runs/distill/trajectory-$n/ema.safetensors --out runs/distill/student-$n.safetensors \
+    --meta training_config=@runs/distill/trajectory-$n/config.json
 done
 cp runs/distill/student-4.safetensors www/models/student.safetensors
 echo "distill: wrote www/models/student.safetensors (4 steps)"

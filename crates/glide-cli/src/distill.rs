@@ -37,6 +37,47 @@ pub enum DistillCommand {
     /// guided DDIM with captions from the training set and one s ∈ [1, 9] per batch. Point a
     /// distillation config's `data.folder` at it (configs/distill-guidance-emoji32-cpu.json).
     Samples(SamplesArgs),
+    /// The teacher's guided DDIM chains on the nested 64-point grid, kept at every 8th position
+    /// (PNG + caption .txt + .safetensors of the states), for `glide distill trajectory`.
+    Trajectories(TrajectoriesArgs),
+    /// Fine-tunes a distilled student on the teacher's stored chains (Luhman & Luhman 2021): one
+    /// of its DDIM steps from a chain's state at grid position i must land on that chain's state
+    /// at i − 64/N. Run after `glide distill progressive`, with `glide distill trajectories`.
+    Trajectory {
+        /// The folder written by `glide distill trajectories` (replaces the config's data).
+        #[arg(long, default_value = "data/teacher-trajectories")]
+        trajectories: PathBuf,
+        /// The student to start from (runs/distill/student-4.safetensors).
+        #[arg(long)]
+        init: PathBuf,
+        /// The student's step count: 1, 2, 4 or 8.
+        #[arg(long, default_value_t = 4)]
+        student_steps: usize,
+        /// The config (configs/distill-trajectory-emoji32-cpu.json).
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct TrajectoriesArgs {
+    /// The teacher (an ε model).
+    #[arg(long, default_value = "www/models/base.safetensors")]
+    teacher: PathBuf,
+    /// The shard directory whose training captions are drawn.
+    #[arg(long, default_value = "data/emoji")]
+    data: String,
+    /// Chains to draw (64 guided steps each).
+    #[arg(long, default_value_t = 512)]
+    n: usize,
+    /// Chains per batch (one guidance scale each).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The output folder.
+    #[arg(long, default_value = "data/teacher-trajectories")]
+    out: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -77,21 +118,34 @@ pub struct DistillArgs {
 
 /// One stage into `out_dir` (None: the config's).
 fn run_stage(
-    a: &DistillArgs,
+    run: &RunArgs,
     teacher: &Path,
     init: Option<&Path>,
     stage: DistillStage,
     out_dir: Option<String>,
 ) -> Result<PathBuf> {
     if !teacher.exists() {
+        if let DistillStage::Trajectory { .. } = stage {
+            bail!(
+                "the chain folder {} does not exist; draw it with `glide distill trajectories \
+                 --out {0}`",
+                teacher.display()
+            );
+        }
         bail!(
             "the teacher {} does not exist; pass --teacher with a .safetensors file",
             teacher.display()
         );
     }
-    let mut cfg = a.run.config()?;
+    let mut cfg = run.config()?;
     if let Some(o) = out_dir {
         cfg.out_dir = o;
+    }
+    if let DistillStage::Trajectory { .. } = stage {
+        cfg.data = cfg
+            .data
+            .with_shards(None)
+            .with_folder(Some(teacher.to_string_lossy().into_owned()));
     }
     eprintln!(
         "distilling ({stage:?}) from {} on {}, writing to {}",
@@ -103,7 +157,7 @@ fn run_stage(
         cfg,
         backend::devices(1),
         TrainOptions {
-            resume: a.run.resume,
+            resume: run.resume,
             init: Some(init.unwrap_or(teacher).to_path_buf()),
             distill: Some(DistillSpec {
                 teacher: teacher.to_path_buf(),
@@ -131,7 +185,7 @@ fn run_stage(
 pub fn run(cmd: DistillCommand) -> Result<()> {
     match cmd {
         DistillCommand::Guidance { args, init } => run_stage(
-            &args,
+            &args.run,
             &args.teacher,
             init.as_deref(),
             DistillStage::Guidance,
@@ -139,6 +193,22 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
         )
         .map(|_| ()),
         DistillCommand::Samples(a) => samples(a),
+        DistillCommand::Trajectories(a) => trajectories(a),
+        DistillCommand::Trajectory {
+            trajectories,
+            init,
+            student_steps,
+            run,
+        } => run_stage(
+            &run,
+            &trajectories,
+            Some(&init),
+            DistillStage::Trajectory {
+                steps: student_steps,
+            },
+            None,
+        )
+        .map(|_| ()),
         DistillCommand::Progressive { args, from, to } => {
             if !(to >= 1 && from > to && from.is_power_of_two() && to.is_power_of_two()) {
                 bail!("--from and --to must be powers of two with --from > --to (e.g. 64 and 4)");
@@ -149,7 +219,7 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
             while n > to {
                 let out = Path::new(&root).join(format!("steps-{}", n / 2));
                 teacher = run_stage(
-                    &args,
+                    &args.run,
                     &teacher,
                     None,
                     DistillStage::Progressive { teacher_steps: n },
@@ -164,23 +234,40 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
     }
 }
 
+/// What drawing from the teacher needs: the teacher, the training captions of `data`, the
+/// output folder (created) and a progress bar of `n` `what`.
+fn draw_setup(
+    teacher: &Path,
+    data: &str,
+    out: &Path,
+    n: usize,
+    what: &str,
+) -> Result<(
+    glide_pipeline::Text2Im<B>,
+    glide_train::batch::TrainData,
+    indicatif::ProgressBar,
+)> {
+    let teacher = load(teacher)?;
+    let data = glide_train::batch::TrainData::load(
+        &glide_train::DataConfig::new().with_shards(Some(data.to_string())),
+        teacher.config.image_size,
+    )?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("cannot create {}; check the path", out.display()))?;
+    let bar = indicatif::ProgressBar::new(n as u64).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {what}, {{elapsed}} (ETA {{eta}})"
+        ))
+        .expect("template"),
+    );
+    Ok((teacher, data, bar))
+}
+
 /// `glide distill samples`: the teacher's samples as an image folder with captions.
 fn samples(a: SamplesArgs) -> Result<()> {
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
-    let teacher = load(&a.teacher)?;
+    let (teacher, data, bar) = draw_setup(&a.teacher, &a.data, &a.out, a.n, "images")?;
     let size = teacher.config.image_size;
-    let data = glide_train::batch::TrainData::load(
-        &glide_train::DataConfig::new().with_shards(Some(a.data.clone())),
-        size,
-    )?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}; check the path", a.out.display()))?;
-    let bar = indicatif::ProgressBar::new(a.n as u64).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} images, {elapsed} (ETA {eta})",
-        )
-        .expect("template"),
-    );
     let mut failed = None;
     glide_train::teacher_data::teacher_samples(
         &teacher,
@@ -211,6 +298,32 @@ fn samples(a: SamplesArgs) -> Result<()> {
         a.steps,
         a.out.display()
     );
+    Ok(())
+}
+
+/// `glide distill trajectories`: the teacher's chains as a training folder.
+fn trajectories(a: TrajectoriesArgs) -> Result<()> {
+    let (teacher, data, bar) = draw_setup(&a.teacher, &a.data, &a.out, a.n, "chains")?;
+    let size = teacher.config.image_size;
+    let mut failed = None;
+    glide_train::trajectories::teacher_trajectories(
+        &teacher,
+        &data.train,
+        a.n,
+        a.batch,
+        a.seed,
+        |i, tr| {
+            if let Err(e) = tr.write(&a.out, i, size) {
+                failed.get_or_insert(format!("cannot write into {} ({e})", a.out.display()));
+            }
+            bar.inc(1);
+        },
+    )?;
+    bar.finish();
+    if let Some(e) = failed {
+        bail!("{e}; check that the disk is writable");
+    }
+    eprintln!("wrote {} teacher trajectories to {}", a.n, a.out.display());
     Ok(())
 }
 

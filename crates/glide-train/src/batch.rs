@@ -154,6 +154,8 @@ pub struct Batch {
     /// `[B, 3, size, size]` standard normal.
     pub noise: Vec<f32>,
     pub captions: Vec<String>,
+    /// The examples' keys (distillation on stored chains looks them up).
+    pub keys: Vec<String>,
     /// Inpainting models: keep masks `[B, 1, size, size]` (1 = keep); empty otherwise.
     pub keep: Vec<f32>,
 }
@@ -267,6 +269,7 @@ impl BatchMaker {
             noise: NoiseRng::new(mix(self.seed ^ 0x0015e, step as u64))
                 .randn_vec(b * 3 * self.size * self.size),
             captions: Vec::with_capacity(b),
+            keys: Vec::with_capacity(b),
             keep: Vec::new(),
         };
         // Masks from their own stream, so text-to-image runs draw exactly what they always did.
@@ -289,6 +292,7 @@ impl BatchMaker {
             batch.mask.extend(mask);
             batch.t.push(t);
             batch.captions.push(caption.to_string());
+            batch.keys.push(ex.key.clone());
             if self.inpaint {
                 batch
                     .keep
@@ -326,6 +330,7 @@ pub fn eval_batch(
             .collect(),
         noise: NoiseRng::new(mix(seed ^ 0xe7a1, 0)).randn_vec(n * 3 * size * size),
         captions: Vec::new(),
+        keys: Vec::new(),
         keep: Vec::new(),
     };
     let mut mask_rng = ChaCha8Rng::seed_from_u64(mix(seed ^ 0xe7a1, 1));
@@ -341,6 +346,7 @@ pub fn eval_batch(
         batch.tokens.extend(rows.into_iter().map(i64::from));
         batch.mask.extend(mask);
         batch.captions.push(caption.to_string());
+        batch.keys.push(ex.key.clone());
     }
     Some(batch)
 }

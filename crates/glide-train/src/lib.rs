@@ -16,6 +16,7 @@ pub mod masks;
 pub mod optim;
 pub mod teacher_data;
 pub mod trainer;
+pub mod trajectories;
 
 use std::path::PathBuf;
 

@@ -39,35 +39,12 @@ pub fn teacher_samples<B: Backend>(
     seed: u64,
     mut each: impl FnMut(usize, TeacherSample),
 ) -> Result<(), TrainError> {
-    if examples.is_empty() {
-        return Err(TrainError::EmptyData);
-    }
-    if batch == 0 {
-        return Err(TrainError::Distill(
-            "the teacher samples need a batch of at least 1 image; pass --batch 16".into(),
-        ));
-    }
-    if teacher.is_student() {
-        return Err(TrainError::Distill(
-            "the teacher is a distilled student; draw the samples with the ε model it came from"
-                .into(),
-        ));
-    }
+    check_teacher(teacher, examples, batch)?;
     let side = teacher.config.image_size;
     let px = 3 * side * side;
     for (k, done) in (0..n).step_by(batch).enumerate() {
         let b = batch.min(n - done);
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, k as u64));
-        let guidance = 1.0 + rng.random_range(0.0..=MAX_W);
-        let captions: Vec<String> = (0..b)
-            .map(|_| {
-                let ex = &examples[rng.random_range(0..examples.len())];
-                match ex.captions.len() {
-                    0 => String::new(),
-                    m => ex.captions[rng.random_range(0..m)].clone(),
-                }
-            })
-            .collect();
+        let (guidance, captions) = draw_captions(examples, b, mix(seed, k as u64));
         let prompts: Vec<&str> = captions.iter().map(String::as_str).collect();
         let req = GenerateRequest {
             steps,
@@ -97,14 +74,55 @@ pub fn teacher_samples<B: Backend>(
     Ok(())
 }
 
+/// Errors shared by the ways of drawing from the teacher: no captions, a zero batch, a student.
+pub(crate) fn check_teacher<B: Backend>(
+    teacher: &Text2Im<B>,
+    examples: &[Example],
+    batch: usize,
+) -> Result<(), TrainError> {
+    if examples.is_empty() {
+        return Err(TrainError::EmptyData);
+    }
+    if batch == 0 {
+        return Err(TrainError::Distill(
+            "the teacher samples need a batch of at least 1 image; pass --batch 16".into(),
+        ));
+    }
+    if teacher.is_student() {
+        return Err(TrainError::Distill(
+            "the teacher is a distilled student; draw the samples with the ε model it came from"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// One guidance scale s = 1 + U[0, 8] and `b` training captions (one alternative each), drawn
+/// from `seed`.
+pub(crate) fn draw_captions(examples: &[Example], b: usize, seed: u64) -> (f64, Vec<String>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let guidance = 1.0 + rng.random_range(0.0..=MAX_W);
+    let captions = (0..b)
+        .map(|_| {
+            let ex = &examples[rng.random_range(0..examples.len())];
+            match ex.captions.len() {
+                0 => String::new(),
+                m => ex.captions[rng.random_range(0..m)].clone(),
+            }
+        })
+        .collect();
+    (guidance, captions)
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use glide_model::GlideConfig;
     use glide_model::weights::fixture_style_init;
 
-    fn example(caption: &str) -> Example {
+    /// A training example with one caption (its pixels are never looked at).
+    pub(crate) fn example(caption: &str) -> Example {
         Example {
             key: caption.into(),
             pixels: vec![0; 16 * 16 * 3],
@@ -114,14 +132,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn draws_n_images_with_training_captions_deterministically() {
+    /// A tiny 16 px ε model with fixture-style weights.
+    pub(crate) fn tiny_teacher() -> Text2Im<Flex> {
         let d = Default::default();
         let cfg = GlideConfig::tiny()
             .with_image_size(16)
             .with_channel_mult(vec![1, 2]);
         let model = fixture_style_init(cfg.init::<Flex>(&d), 3, false);
-        let teacher = Text2Im::new(model, cfg, d);
+        Text2Im::new(model, cfg, d)
+    }
+
+    #[test]
+    fn draws_n_images_with_training_captions_deterministically() {
+        let teacher = tiny_teacher();
         let examples = [example("a red apple"), example("a fox")];
         let draw = || {
             let mut out = Vec::new();

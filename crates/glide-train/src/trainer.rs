@@ -322,10 +322,13 @@ pub fn train<B: AutodiffBackend>(
             spec,
             &device,
             &make_tokenizer()?,
-            cfg.model.text_ctx,
+            &cfg.model,
         )?),
         None => None,
     };
+    if let Some(t) = &teacher {
+        t.check_chains(data.train.iter().chain(&data.heldout), cfg.p_uncond)?;
+    }
 
     // Model (a seeded initialisation: burn's initialisers draw from the backend RNG), EMA, optimiser.
     B::seed(&device, mix(cfg.seed, 0x1a17));

@@ -399,7 +399,7 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         DistillStage::Guidance,
     );
     assert_eq!(pipe.config.student_steps, None);
-    let (_, pipe) = distill(
+    let (progressive, pipe) = distill(
         "distill-progressive",
         &stage1,
         &stage1,
@@ -413,6 +413,52 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
     };
     assert_eq!(pipe.generate(&req).unwrap().count(), 32);
     assert_eq!(pipe.evaluations_per_step(&req), 1);
+    // The teacher's stored chains fine-tune a student to 4 steps (`glide distill trajectory`).
+    let chains = scratch("distill-chains");
+    let base_bytes = std::fs::read(&teacher).unwrap();
+    let base = glide_pipeline::Text2Im::<Flex>::from_safetensors(&base_bytes, &Default::default())
+        .unwrap();
+    let captions = TrainData::load(&cfg.data, cfg.model.image_size).unwrap();
+    glide_train::trajectories::teacher_trajectories(&base, &captions.train, 6, 3, 0, |i, tr| {
+        tr.write(&chains, i, cfg.model.image_size).unwrap()
+    })
+    .unwrap();
+    let mut c = smoke_config("distill-trajectory");
+    c.steps = 3;
+    c.sample_every = 3;
+    c.data = c
+        .data
+        .with_shards(None)
+        .with_folder(Some(chains.to_string_lossy().into_owned()))
+        .with_heldout_fraction(0.2);
+    let run = |c: TrainConfig| {
+        train::<B>(
+            c,
+            vec![Default::default()],
+            TrainOptions {
+                init: Some(progressive.clone()),
+                distill: Some(DistillSpec {
+                    teacher: chains.clone(),
+                    stage: DistillStage::Trajectory { steps: 4 },
+                }),
+                quiet: true,
+                ..Default::default()
+            },
+        )
+    };
+    // Dropped captions would not match the chains.
+    c.p_uncond = 0.2;
+    let err = run(c.clone()).unwrap_err();
+    assert!(err.to_string().contains("p_uncond"), "{err}");
+    c.p_uncond = 0.0;
+    let out = run(c.clone()).unwrap();
+    assert!(out.rows.iter().all(|r| r.loss.is_finite()));
+    assert!(out.rows.iter().any(|r| r.heldout_loss.is_some()));
+    let bytes = std::fs::read(Path::new(&c.out_dir).join("ema.safetensors")).unwrap();
+    let pipe =
+        glide_pipeline::Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).unwrap();
+    assert_eq!(pipe.config.student_steps, Some(4));
+    assert_eq!(pipe.generate(&req).unwrap().count(), 4);
     // A base model cannot be a progressive teacher.
     let mut c = smoke_config("distill-wrong");
     c.steps = 1;
@@ -443,6 +489,7 @@ fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
         "inpaint-emoji32-cpu.json",
         "distill-emoji32-cpu.json",
         "distill-guidance-emoji32-cpu.json",
+        "distill-trajectory-emoji32-cpu.json",
         "emoji64.json",
         "smoke.json",
     ] {
