@@ -9,10 +9,10 @@
 //! * **trajectory**: one DDIM step of the student, from a state of the teacher's own stored
 //!   guided chain, lands where that chain is 64/N grid points later (`crate::trajectories`).
 //!
-//! Scales are drawn per example as s = 1 + w, w ~ U[0, 8], and timesteps from the nested grid
-//! (`glide_diffusion::distill`), the only ones a student is ever sampled at. Teacher targets are
-//! computed without gradients and handed over as plain numbers, so the teacher can live on the
-//! inner backend.
+//! Scales are drawn per example as s = 1 + w, w ~ U[0, 8] (a stored chain keeps its own), and
+//! timesteps from the nested grid (`glide_diffusion::distill`), the only ones a student is ever
+//! sampled at. Teacher targets are computed without gradients and handed over as plain numbers,
+//! so the teacher can live on the inner backend.
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::GaussianDiffusion;
@@ -311,7 +311,7 @@ pub fn student_config(
             if !matches!(steps, 1 | 2 | 4 | 8) {
                 return Err(TrainError::Distill(format!(
                     "the stored chains keep every {STRIDE}th grid point, so a student of 1, 2, 4 \
-                     or 8 steps can learn from them, not {steps}; pass --steps 4"
+                     or 8 steps can learn from them, not {steps}; pass --student-steps 4"
                 )));
             }
             Ok(teacher.clone().with_student_steps(Some(steps)))
