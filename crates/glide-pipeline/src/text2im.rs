@@ -232,7 +232,7 @@ impl<B: Backend> Text2Im<B> {
         self.validate(req)?;
         let b = req.batch_size;
         let text = self.encode_prompt(req);
-        self.sample_text(text, b, req)
+        self.sample_text(text, b, req, None)
     }
 
     /// The request's caption (and negative caption, when guided), encoded once and repeated to
@@ -256,6 +256,26 @@ impl<B: Backend> Text2Im<B> {
         prompts: &[&str],
         req: &GenerateRequest,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
+        self.each_with(prompts, req, None)
+    }
+
+    /// [`Self::generate_each`] on a given chain instead of the request's respacing (the teacher's
+    /// chains on the nested distillation grid, `glide_diffusion::distill::student_diffusion`).
+    pub fn generate_each_on<'m>(
+        &'m self,
+        prompts: &[&str],
+        req: &GenerateRequest,
+        diffusion: GaussianDiffusion,
+    ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
+        self.each_with(prompts, req, Some(diffusion))
+    }
+
+    fn each_with<'m>(
+        &'m self,
+        prompts: &[&str],
+        req: &GenerateRequest,
+        diffusion: Option<GaussianDiffusion>,
+    ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         self.validate(&GenerateRequest {
             batch_size: prompts.len(),
             ..req.clone()
@@ -267,7 +287,7 @@ impl<B: Backend> Text2Im<B> {
         }
         let (tokens, mask) = self.tokenize(&captions);
         let text = self.model.encode_text(tokens, mask);
-        self.sample_text(text, b, req)
+        self.sample_text(text, b, req, diffusion)
     }
 
     fn validate(&self, req: &GenerateRequest) -> Result<(), PipelineError> {
@@ -297,14 +317,19 @@ impl<B: Backend> Text2Im<B> {
     }
 
     /// The sampling chain for `b` images given their encoded captions `[cond (b); uncond (b)]`
-    /// (just `[cond (b)]` at s = 1), from x_T = `NoiseRng::new(seed)`.
+    /// (just `[cond (b)]` at s = 1), from x_T = `NoiseRng::new(seed)`, on `diffusion` (None: the
+    /// request's chain).
     fn sample_text<'m>(
         &'m self,
         text: TextEmb<B>,
         b: usize,
         req: &GenerateRequest,
+        diffusion: Option<GaussianDiffusion>,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
-        let diffusion = self.diffusion(req)?;
+        let diffusion = match diffusion {
+            Some(d) => d,
+            None => self.diffusion(req)?,
+        };
         let s = self.config.image_size;
         let mut rng = NoiseRng::new(req.seed);
         let x_t = rng.randn::<B, 4>([b, 3, s, s], &self.device);

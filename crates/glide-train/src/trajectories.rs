@@ -15,13 +15,11 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
-use glide_diffusion::distill::{GRID, ddim_between, grid_t};
-use glide_diffusion::guidance::classifier_free_guidance;
-use glide_diffusion::{GaussianDiffusion, NoiseRng, NoiseSchedule};
-use glide_model::ImageCond;
+use burn::tensor::{TensorData, backend::Backend};
+use glide_diffusion::distill::{GRID, student_diffusion};
+use glide_diffusion::{NoiseSchedule, Sampler};
 use glide_model::weights::StateDict;
-use glide_pipeline::Text2Im;
+use glide_pipeline::{GenerateRequest, Text2Im};
 
 use crate::TrainError;
 use crate::batch::{Example, mix};
@@ -124,37 +122,23 @@ pub fn teacher_trajectories<B: Backend>(
     check_teacher(teacher, examples, batch)?;
     let side = teacher.config.image_size;
     let schedule: NoiseSchedule = teacher.config.noise_schedule.parse()?;
-    let base = GaussianDiffusion::from_schedule(schedule, teacher.config.diffusion_steps);
-    let nt = base.num_timesteps();
-    let device = teacher.device().clone();
+    let grid = student_diffusion(schedule, teacher.config.diffusion_steps, GRID)?;
     for (k, done) in (0..n).step_by(batch).enumerate() {
         let b = batch.min(n - done);
         let (guidance, captions) = draw_captions(examples, b, mix(seed ^ 0x7a1e, k as u64));
-        let mut all: Vec<&str> = captions.iter().map(String::as_str).collect();
-        all.extend(std::iter::repeat_n("", b));
-        let (tokens, mask) = teacher.tokenize(&all);
-        let text = teacher.model.encode_text(tokens, mask);
-        let mut z =
-            NoiseRng::new(mix(seed ^ 0x7a1f, k as u64)).randn::<B, 4>([b, 3, side, side], &device);
-        let mut states = vec![z.clone()];
-        for i in (1..=GRID).rev() {
-            let t = vec![grid_t(i, nt); b];
-            let ts = vec![t[0] as f32; 2 * b];
-            let out = teacher.model.forward_with_text(
-                Tensor::cat(vec![z.clone(), z.clone()], 0),
-                Tensor::<B, 1>::from_floats(ts.as_slice(), &device),
-                &text,
-                &ImageCond::none(),
-            );
-            let eps = classifier_free_guidance(out, guidance, 3)
-                .narrow(0, 0, b)
-                .narrow(1, 0, 3);
-            let x0 = base
-                .predict_xstart_from_eps(z.clone(), &t, eps)
-                .clamp(-1.0, 1.0);
-            z = ddim_between(&base, z, x0, &vec![i; b], &vec![i - 1; b]);
-            if (i - 1).is_multiple_of(STRIDE) {
-                states.push(z.clone());
+        let prompts: Vec<&str> = captions.iter().map(String::as_str).collect();
+        let req = GenerateRequest {
+            sampler: Sampler::Ddim,
+            guidance_scale: guidance,
+            seed: mix(seed ^ 0x7a1f, k as u64),
+            ..Default::default()
+        };
+        // The pipeline's guided DDIM on the grid: chain index j steps from position j + 1 to j.
+        let mut chain = teacher.generate_each_on(&prompts, &req, grid.clone())?;
+        let mut states = vec![chain.current().clone()];
+        for step in chain.by_ref() {
+            if step.t.is_multiple_of(STRIDE) {
+                states.push(step.sample);
             }
         }
         let states: Vec<Vec<f32>> = states
