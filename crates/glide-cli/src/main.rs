@@ -22,6 +22,10 @@ mod backend {
     pub fn devices(n: usize) -> Vec<burn::backend::cuda::CudaDevice> {
         (0..n).map(burn::backend::cuda::CudaDevice::new).collect()
     }
+    /// One GPU unless `--devices` says more.
+    pub fn default_devices(_batch_size: usize) -> usize {
+        1
+    }
 }
 #[cfg(all(feature = "wgpu", not(feature = "cuda")))]
 mod backend {
@@ -36,14 +40,27 @@ mod backend {
             .map(burn::backend::wgpu::WgpuDevice::DiscreteGpu)
             .collect()
     }
+    /// One GPU unless `--devices` says more.
+    pub fn default_devices(_batch_size: usize) -> usize {
+        1
+    }
 }
 #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
 mod backend {
     pub type B = burn::backend::Flex;
     pub const NAME: &str = "flex (CPU)";
-    /// The CPU, `n` times (several "devices" exercise the multi-device code path).
+    /// The CPU, `n` times: `n` workers, each computing the gradients of its share of the batch
+    /// on its own thread (flex runs a small model's ops on one core).
     pub fn devices(n: usize) -> Vec<burn::backend::flex::FlexDevice> {
         vec![Default::default(); n]
+    }
+    /// One worker per core, as many as divide the batch evenly.
+    pub fn default_devices(batch_size: usize) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (1..=cores.min(batch_size.max(1)))
+            .rev()
+            .find(|n| batch_size.is_multiple_of(*n))
+            .unwrap_or(1)
     }
 }
 use backend::B;

@@ -61,9 +61,10 @@ pub struct TrainArgs {
     /// Start from these weights (fine-tuning, e.g. on your own image folder).
     #[arg(long)]
     init: Option<PathBuf>,
-    /// Number of devices (GPUs with --features cuda/wgpu) the batch is split over.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Number of devices the batch is split over: GPUs with --features cuda/wgpu (default 1), or
+    /// CPU workers on flex (default: one per core that divides the batch; 1 is the serial path).
+    #[arg(long)]
+    devices: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -75,9 +76,10 @@ pub struct FinetuneInpaintArgs {
     /// --from, with inpainting on.
     #[command(flatten)]
     run: RunArgs,
-    /// Number of devices (GPUs with --features cuda/wgpu) the batch is split over.
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// Number of devices the batch is split over: GPUs with --features cuda/wgpu (default 1), or
+    /// CPU workers on flex (default: one per core that divides the batch; 1 is the serial path).
+    #[arg(long)]
+    devices: Option<usize>,
 }
 
 pub fn finetune_inpaint(a: FinetuneInpaintArgs) -> Result<()> {
@@ -107,19 +109,22 @@ fn run_train(a: TrainArgs, inpaint: bool) -> Result<()> {
     if inpaint {
         cfg.model.inpaint = true;
     }
-    if a.devices == 0 {
+    let devices = a
+        .devices
+        .unwrap_or_else(|| backend::default_devices(cfg.batch_size));
+    if devices == 0 {
         bail!("--devices must be at least 1");
     }
     eprintln!(
         "training on {} × {} (batch {}), writing to {}",
-        a.devices,
+        devices,
         backend::NAME,
         cfg.batch_size,
         cfg.out_dir
     );
     let outcome = glide_train::train::<Autodiff<B>>(
         cfg,
-        backend::devices(a.devices),
+        backend::devices(devices),
         TrainOptions {
             resume: a.run.resume,
             init: a.init,
@@ -150,8 +155,9 @@ pub struct BenchTrainArgs {
     /// Steps timed (after one warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    #[arg(long, default_value_t = 1)]
-    devices: usize,
+    /// As `glide train --devices` (default: one CPU worker per core, or one GPU).
+    #[arg(long)]
+    devices: Option<usize>,
     /// Overrides the config's shard directory.
     #[arg(long)]
     data: Option<String>,
@@ -176,10 +182,13 @@ pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
     cfg.eval_every = usize::MAX;
     cfg.eval_size = 0;
     cfg.checkpoint_every = usize::MAX;
+    let devices = a
+        .devices
+        .unwrap_or_else(|| backend::default_devices(cfg.batch_size));
     let run = |cfg: TrainConfig, resume: bool| {
         glide_train::train::<Autodiff<B>>(
             cfg,
-            backend::devices(a.devices),
+            backend::devices(devices),
             TrainOptions {
                 resume,
                 quiet: true,
@@ -194,7 +203,7 @@ pub fn bench_train(a: BenchTrainArgs) -> Result<()> {
     println!(
         "train {} on {} × {}: {:.2} images/s ({:.2} steps/s at batch {}, {} image px, {params} parameters)",
         a.config.display(),
-        a.devices,
+        devices,
         backend::NAME,
         out.images_per_s,
         out.images_per_s / cfg.batch_size as f64,

@@ -98,7 +98,22 @@ impl GaussianDiffusion {
         t: &[usize],
         noise: Tensor<B, 4>,
     ) -> LossTerms<B> {
+        self.training_losses_weighted(model_output, x_start, x_t, t, noise, None)
+    }
+
+    /// [`Self::training_losses`] with the ε-MSE of example i weighted by `mse_weight[i]`
+    /// (e.g. [`Self::min_snr_weights`]); `mse` stays unweighted, `loss` uses the weights.
+    pub fn training_losses_weighted<B: Backend>(
+        &self,
+        model_output: Tensor<B, 4>,
+        x_start: Tensor<B, 4>,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        noise: Tensor<B, 4>,
+        mse_weight: Option<&[f64]>,
+    ) -> LossTerms<B> {
         let c = x_t.dims()[1];
+        let device = x_t.device();
         let eps = model_output.clone().narrow(1, 0, c);
         let var_values = model_output.narrow(1, c, c);
         // Learn the variance with the VLB only: the mean sees the eps prediction frozen.
@@ -106,10 +121,46 @@ impl GaussianDiffusion {
         let vb =
             self.vb_terms_bpd(frozen_out, x_start, x_t, t) * (self.num_timesteps() as f64 / 1000.0);
         let mse = mean_flat((noise - eps).powi_scalar(2));
+        let weighted = match mse_weight {
+            Some(w) => {
+                let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+                mse.clone() * Tensor::<B, 1>::from_floats(w.as_slice(), &device)
+            }
+            None => mse.clone(),
+        };
         LossTerms {
-            loss: mse.clone() + vb.clone(),
+            loss: weighted + vb.clone(),
             mse,
             vb,
         }
+    }
+
+    /// Min-SNR-γ weights of the ε-MSE (Hang et al. 2023, "Efficient Diffusion Training via
+    /// Min-SNR Weighting Strategy"): min(SNR_t, γ)/SNR_t with SNR_t = ᾱ_t/(1 − ᾱ_t). Noisy
+    /// timesteps (SNR ≤ γ), where the caption decides the picture, keep weight 1; nearly clean
+    /// ones, whose many small gradients otherwise dominate, are weighted down.
+    pub fn min_snr_weights(&self, t: &[usize], gamma: f64) -> Vec<f64> {
+        t.iter()
+            .map(|&t| {
+                let a = self.alphas_cumprod[t];
+                let snr = a / (1.0 - a);
+                snr.min(gamma) / snr
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{GaussianDiffusion, NoiseSchedule};
+
+    #[test]
+    fn min_snr_weights_are_one_when_noisy_and_gamma_over_snr_when_clean() {
+        let d = GaussianDiffusion::from_schedule(NoiseSchedule::SquaredcosCapV2, 1000);
+        let w = d.min_snr_weights(&[0, 500, 999], 5.0);
+        let snr0 = d.alphas_cumprod[0] / (1.0 - d.alphas_cumprod[0]);
+        assert!((w[0] - 5.0 / snr0).abs() < 1e-12 && w[0] < 1e-3, "{w:?}");
+        assert_eq!(w[1], 1.0);
+        assert_eq!(w[2], 1.0);
     }
 }

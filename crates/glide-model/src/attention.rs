@@ -7,6 +7,8 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::group_norm::group_norm;
+
 /// Attention over the `H·W` positions of a feature map, with the text tokens prepended to the
 /// keys and values.
 #[derive(Module, Debug)]
@@ -59,7 +61,7 @@ impl<B: Backend> AttentionBlock<B> {
         let t = h * w;
         let qkv = self
             .qkv
-            .forward(self.norm.forward(x.clone()).reshape([b, c, t]));
+            .forward(group_norm(&self.norm, x.clone(), None).reshape([b, c, t]));
         // QKVAttentionLegacy: (B·heads, 3·ch, T), then split channels into q, k, v.
         let heads = self.num_heads;
         let ch = c / heads;
@@ -78,8 +80,9 @@ impl<B: Backend> AttentionBlock<B> {
         // weight[b, t, s] = Σ_c q[b, c, t]·k[b, c, s]
         let weight = (q * scale).swap_dims(1, 2).matmul(k * scale); // (B·heads, T, S)
         let weight = softmax(weight, 2);
-        // a[b, c, t] = Σ_s weight[b, t, s]·v[b, c, s]
-        let a = v.matmul(weight.swap_dims(1, 2)); // (B·heads, ch, T)
+        // a[b, c, t] = Σ_s weight[b, t, s]·v[b, c, s], as (weight · vᵀ)ᵀ: the softmax output is
+        // the left operand, so its gradient (and the softmax's backward) stays contiguous.
+        let a = weight.matmul(v.swap_dims(1, 2)).swap_dims(1, 2); // (B·heads, ch, T)
         let out = self.proj_out.forward(a.reshape([b, c, t]));
         x + out.reshape([b, c, h, w])
     }

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod check;
 pub mod config;
+pub mod group_norm;
 pub mod resblock;
 pub mod unet;
 pub mod weights;

@@ -11,6 +11,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::group_norm::group_norm;
+
 fn conv3x3_config(channels_in: usize, channels_out: usize) -> Conv2dConfig {
     Conv2dConfig::new([channels_in, channels_out], [3, 3])
         .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -118,7 +120,7 @@ impl<B: Backend> ResBlock<B> {
     /// - emb: `[B, E]`
     /// - output: `[B, C_out, H', W']` (H' = 2H when `up`, H/2 when `down`)
     pub fn forward(&self, x: Tensor<B, 4>, emb: &Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = silu(self.in_norm.forward(x.clone()));
+        let h = silu(group_norm(&self.in_norm, x.clone(), None));
         let (h, x) = if self.up {
             (upsample2x(h), upsample2x(x))
         } else if self.down {
@@ -129,17 +131,15 @@ impl<B: Backend> ResBlock<B> {
         let h = self.in_conv.forward(h);
         let emb_out = self.emb_layers.forward(silu(emb.clone()));
         let [b, e] = emb_out.dims();
-        let emb_out = emb_out.reshape([b, e, 1, 1]);
         let h = if self.use_scale_shift_norm {
             let oc = e / 2;
             let scale = emb_out.clone().narrow(1, 0, oc);
             let shift = emb_out.narrow(1, oc, oc);
-            let h = self.out_norm.forward(h) * (scale + 1.0) + shift;
-            self.out_conv.forward(self.dropout.forward(silu(h)))
+            group_norm(&self.out_norm, h, Some((scale, shift)))
         } else {
-            let h = self.out_norm.forward(h + emb_out);
-            self.out_conv.forward(self.dropout.forward(silu(h)))
+            group_norm(&self.out_norm, h + emb_out.reshape([b, e, 1, 1]), None)
         };
+        let h = self.out_conv.forward(self.dropout.forward(silu(h)));
         let skip = match &self.skip_connection {
             Some(conv) => conv.forward(x),
             None => x,

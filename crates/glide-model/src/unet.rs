@@ -15,6 +15,7 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::GlideConfig;
 use crate::attention::AttentionBlock;
+use crate::group_norm::group_norm;
 use crate::resblock::{ResBlock, ResBlockSpec, conv3x3};
 use crate::xf::Transformer;
 
@@ -396,7 +397,8 @@ impl<B: Backend> Text2ImUNet<B> {
             let skip = hs.pop().expect("one skip per output block");
             h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, &text.xf_out);
         }
-        self.out_conv.forward(silu(self.out_norm.forward(h)))
+        self.out_conv
+            .forward(silu(group_norm(&self.out_norm, h, None)))
     }
 
     /// Encodes the caption and runs the UNet (the original `forward`).

@@ -62,6 +62,10 @@ pub struct TrainConfig {
     /// The EMA's decay; it warms up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
     #[config(default = 0.9999)]
     pub ema_decay: f64,
+    /// Min-SNR-γ weighting of the ε-MSE (`GaussianDiffusion::min_snr_weights`); `None` is GLIDE's
+    /// unweighted hybrid loss.
+    #[config(default = "None")]
+    pub min_snr_gamma: Option<f64>,
     /// Share of captions replaced by the empty sequence (classifier-free guidance).
     #[config(default = 0.2)]
     pub p_uncond: f64,

@@ -93,11 +93,12 @@ fn batch_losses<B: Backend, TB: Backend>(
     model: &Text2ImUNet<B>,
     diffusion: &GaussianDiffusion,
     batch: &Batch,
-    lo: usize,
-    hi: usize,
+    rows: std::ops::Range<usize>,
     device: &B::Device,
     teacher: Option<&Teacher<TB>>,
+    min_snr_gamma: Option<f64>,
 ) -> LossTerms<B> {
+    let (lo, hi) = (rows.start, rows.end);
     if let Some(teacher) = teacher {
         let targets = teacher.targets(batch, lo, hi);
         return student_losses(model, diffusion, batch, lo, hi, targets, device);
@@ -131,7 +132,8 @@ fn batch_losses<B: Backend, TB: Backend>(
         ImageCond::new(Some((x_start.clone(), keep)), None, side)
     };
     let out = model.forward(x_t.clone(), ts, tokens, mask, &cond);
-    diffusion.training_losses(out, x_start, x_t, t, noise)
+    let weights = min_snr_gamma.map(|g| diffusion.min_snr_weights(t, g));
+    diffusion.training_losses_weighted(out, x_start, x_t, t, noise, weights.as_deref())
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
@@ -167,7 +169,8 @@ pub fn evaluate_with<B: Backend, TB: Backend>(
     let mut lo = 0;
     while lo < batch.len() {
         let hi = (lo + chunk).min(batch.len());
-        let terms = batch_losses(model, diffusion, batch, lo, hi, device, teacher);
+        // Held-out losses are the unweighted hybrid loss, comparable between recipes.
+        let terms = batch_losses(model, diffusion, batch, lo..hi, device, teacher, None);
         l += scalar(terms.loss.sum());
         m += scalar(terms.mse.sum());
         v += scalar(terms.vb.sum());
@@ -217,6 +220,64 @@ pub fn sample_grid<B: Backend>(
         ("steps".to_string(), format!("ddim{steps}")),
     ];
     Ok(encode_png(&rgb, w, h, &text))
+}
+
+/// One worker's share of a step: its loss terms (sums over its examples) and its gradients.
+struct DeviceGradients {
+    loss: f64,
+    mse: f64,
+    vb: f64,
+    grads: GradientsParams,
+    device_id: burn::tensor::backend::DeviceId,
+}
+
+/// The batch split evenly over `devices`, each share's loss and gradients computed on its own
+/// thread (a forked copy of the model per device). Several entries of the same CPU device are
+/// workers that keep every core busy: flex runs a small model's ops on one thread.
+fn device_gradients<B: AutodiffBackend, TB: Backend>(
+    model: &Text2ImUNet<B>,
+    devices: &[B::Device],
+    diffusion: &GaussianDiffusion,
+    batch: &Batch,
+    per_dev: usize,
+    teacher: Option<&Teacher<TB>>,
+    min_snr_gamma: Option<f64>,
+) -> Vec<DeviceGradients> {
+    let scale = 1.0 / (per_dev * devices.len()) as f64;
+    let work = |m: Text2ImUNet<B>, d: usize, dev: &B::Device| {
+        let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
+        let terms = batch_losses(&m, diffusion, batch, lo..hi, dev, teacher, min_snr_gamma);
+        let mse = scalar(terms.mse.clone().sum().detach());
+        let vb = scalar(terms.vb.clone().sum().detach());
+        let total = terms.loss.sum() * scale;
+        let loss = scalar(total.clone().detach());
+        let grads = GradientsParams::from_grads(total.backward(), &m);
+        DeviceGradients {
+            loss,
+            mse,
+            vb,
+            grads,
+            device_id: dev.id(),
+        }
+    };
+    if devices.len() == 1 {
+        return vec![work(model.clone(), 0, &devices[0])];
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(d, dev)| {
+                let m = model.clone().fork(dev);
+                let work = &work;
+                s.spawn(move || work(m, d, dev))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a training worker thread panicked"))
+            .collect()
+    })
 }
 
 /// Trains (or resumes) a model as `cfg` says, on `devices` (the batch is split evenly over them).
@@ -510,24 +571,23 @@ pub fn train<B: AutodiffBackend>(
         let ts = Instant::now();
         B::seed(&device, mix(cfg.seed ^ 0xd209, step as u64));
         let lr = cfg.lr_at(step);
-        let mut grads = Vec::with_capacity(n_dev);
         let (mut loss, mut mse, mut vb) = (0.0, 0.0, 0.0);
+        let mut grads = Vec::with_capacity(n_dev);
         let mut forked = Vec::with_capacity(n_dev);
-        for (d, dev) in devices.iter().enumerate() {
-            let m = if n_dev == 1 {
-                model.clone()
-            } else {
-                model.clone().fork(dev)
-            };
-            let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
-            let terms = batch_losses(&m, &diffusion, &batch, lo, hi, dev, teacher.as_ref());
-            let scale = 1.0 / cfg.batch_size as f64;
-            mse += scalar(terms.mse.clone().sum().detach());
-            vb += scalar(terms.vb.clone().sum().detach());
-            let total = terms.loss.sum() * scale;
-            loss += scalar(total.clone().detach());
-            grads.push(GradientsParams::from_grads(total.backward(), &m));
-            forked.push(dev.id());
+        for part in device_gradients(
+            &model,
+            &devices,
+            &diffusion,
+            &batch,
+            per_dev,
+            teacher.as_ref(),
+            cfg.min_snr_gamma,
+        ) {
+            mse += part.mse;
+            vb += part.vb;
+            loss += part.loss;
+            grads.push(part.grads);
+            forked.push(part.device_id);
         }
         let n = cfg.batch_size as f64;
         let (mse, vb) = (mse / n, vb / n);
