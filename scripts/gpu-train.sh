@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# One prepared GPU run (the lent H100/H200 of DEVELOPERS.md): trains configs/emoji64.json for a
-# fixed wall-clock budget on CUDA, checkpoints, writes a sample grid and copies the EMA weights,
-# log, plot and grid to $OUT. Prepare on the build machine:
-#   CUDARC_CUDA_VERSION=13000 cargo build --release -p glide-cli --features cuda
-#   mkdir -p .device && xz -T2 -c target/release/glide > .device/glide.xz
-#   cp -r data/emoji .device/data   # the 64-px shards (train-*.tar, heldout-*.tar only)
-# then run it with the device tool: carry [".device"], command `bash scripts/gpu-train.sh`.
-# UNTESTED so far: no session with a GPU has run it yet.
+# One prepared run on a lent GPU machine (DEVELOPERS.md: 15 minutes, one command of at most
+# 10 minutes, 64 MiB in, at most 8 files of 16 MiB back through $OUT). Trains the bundled model's
+# architecture (configs/emoji32-gpu.json: 32 px, batch 256, the emoji32-cpu recipe) for MINUTES
+# (default 6) from the bundled weights, and writes to $OUT: bench.txt, train.txt (the log's tail),
+# log.csv, loss.png, samples.png and ema.safetensors (f32, 8 MB: continue with
+# `glide train --init`). Here, first: scripts/gpu-prepare.sh; then the device tool with
+#   carry [".device"], command `bash scripts/gpu-train.sh`, timeout_s 600.
+# Rehearsal on this CPU (flex, ~2 minutes): scripts/gpu-prepare.sh --cpu && SMOKE=1 bash scripts/gpu-train.sh
 set -euo pipefail
-MINUTES=${MINUTES:-8}
+cd "$(dirname "$0")/.."
+MINUTES=${MINUTES:-6}
 OUT=${OUT:-/tmp/glide-out}
+INIT=${INIT:-www/models/base.safetensors}
+W=/tmp/glide
 export LD_LIBRARY_PATH=/usr/local/cuda-13.0/targets/x86_64-linux/lib:${LD_LIBRARY_PATH:-}
-mkdir -p "$OUT" /tmp/glide
-xz -dc .device/glide.xz > /tmp/glide/glide && chmod +x /tmp/glide/glide
-nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-sed "s#\"shards\": \"data/emoji\"#\"shards\": \".device/data\"#" configs/emoji64.json > /tmp/glide/emoji64.json
-/tmp/glide/glide bench-train --config /tmp/glide/emoji64.json --steps 10 | tee "$OUT/bench.txt"
-/tmp/glide/glide train --config /tmp/glide/emoji64.json --out-dir /tmp/glide/run --max-minutes "$MINUTES"
-cp /tmp/glide/run/ema.safetensors /tmp/glide/run/log.csv /tmp/glide/run/loss.png "$OUT/"
-cp "$(ls /tmp/glide/run/samples/*.png | tail -1)" "$OUT/samples.png"
+rm -rf "$W" && mkdir -p "$OUT" "$W/data"
+xz -dc .device/glide.xz > "$W/glide" && chmod +x "$W/glide"
+xz -dc .device/data32.tar.xz | tar -C "$W/data" -xf -
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi (CPU rehearsal?)"
+cfg="$W/emoji32-gpu.json"
+sed "s#\"shards\": \"data/emoji32\"#\"shards\": \"$W/data\"#" configs/emoji32-gpu.json > "$cfg"
+bench_steps=10
+if [ "${SMOKE:-0}" = 1 ]; then
+  # The same script on flex, sized to a minute: batch 16, few steps.
+  sed -i 's#"batch_size": 256#"batch_size": 16#; s#"sample_every": 2000#"sample_every": 20#; s#"eval_every": 500#"eval_every": 20#' "$cfg"
+  MINUTES=${SMOKE_MINUTES:-0.5}
+  bench_steps=2
+fi
+"$W/glide" bench-train --config "$cfg" --steps "$bench_steps" 2>&1 | tee "$OUT/bench.txt"
+"$W/glide" train --config "$cfg" --init "$INIT" --out-dir "$W/run" --max-minutes "$MINUTES" \
+  2>&1 | tail -n 40 > "$OUT/train.txt"
+cp "$W/run/ema.safetensors" "$W/run/log.csv" "$W/run/loss.png" "$OUT/"
+"$W/glide" sample --weights "$W/run/ema.safetensors" --sampler ddim --steps 25 --guidance 3 --n 8 \
+  --prompt "a red apple" --prompt "a cat face, 3d render" --prompt "pizza, noto style" \
+  --prompt "a rocket, twemoji style" --prompt "a red heart, glossy 3d" --prompt "a fox" \
+  --grid "$OUT/samples.png"
 ls -la "$OUT"

@@ -11,6 +11,21 @@ use glide_data::{EmojiOptions, Split, Style};
 pub enum DataCommand {
     /// Build the captioned emoji dataset (Noto, Twemoji, OpenMoji, Fluent 3D) as WebDataset shards.
     Emoji(EmojiArgs),
+    /// Copy a shard folder with its pictures resized (a compact pack for a lent GPU machine).
+    Pack(PackArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PackArgs {
+    /// The shard folder to copy, e.g. data/emoji.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Side of the packed pictures in pixels (the model's image_size).
+    #[arg(long, default_value_t = 32)]
+    pub size: u32,
 }
 
 #[derive(clap::Args)]
@@ -35,7 +50,28 @@ pub struct EmojiArgs {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Emoji(args) => emoji(args),
+        DataCommand::Pack(args) => pack(args),
     }
+}
+
+fn pack(args: PackArgs) -> Result<()> {
+    let s = glide_data::pack::pack(&args.from, &args.out, args.size).with_context(|| {
+        format!(
+            "packing {} into {} (build it first with `glide data emoji --out {}`)",
+            args.from.display(),
+            args.out.display(),
+            args.from.display()
+        )
+    })?;
+    println!(
+        "{} images at {} px in {} shards, {:.1} MiB, in {}",
+        s.images,
+        args.size,
+        s.shards,
+        s.bytes as f64 / (1024.0 * 1024.0),
+        args.out.display()
+    );
+    Ok(())
 }
 
 fn emoji(args: EmojiArgs) -> Result<()> {

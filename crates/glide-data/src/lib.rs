@@ -15,6 +15,7 @@ mod error;
 pub mod hexcode;
 pub mod imaging;
 pub mod licenses;
+pub mod pack;
 mod parallel;
 pub mod reader;
 pub mod shard;

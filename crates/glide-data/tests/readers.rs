@@ -219,3 +219,32 @@ fn empty_folder_is_an_error_that_says_what_to_do() {
     assert!(matches!(err, DataError::EmptyFolder { .. }), "{err}");
     assert!(err.to_string().contains(".txt"), "{err}");
 }
+
+#[test]
+fn pack_resizes_pictures_and_keeps_keys_captions_metadata_and_splits() {
+    let from = common::temp_dir("pack-from");
+    write_shard(&from, "train-000000.tar");
+    write_shard(&from, "heldout-000000.tar");
+    std::fs::write(from.join("manifest.json"), b"{}").unwrap();
+    let to = common::temp_dir("pack-to");
+    let s = glide_data::pack::pack(&from, &to, 16).unwrap();
+    assert_eq!((s.shards, s.images), (2, 6));
+    assert!(to.join("manifest.json").exists());
+    for split in ["train", "heldout"] {
+        let before = read_shards(&shard_paths(&from, split).unwrap()).unwrap();
+        let after = read_shards(&shard_paths(&to, split).unwrap()).unwrap();
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(
+                (&b.key, &b.captions, b.flip_ok),
+                (&a.key, &a.captions, a.flip_ok)
+            );
+            assert_eq!(b.meta, a.meta);
+            assert_eq!(a.image.dimensions(), (16, 16));
+        }
+    }
+    let err = glide_data::pack::pack(&from, &to, 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--size"), "{err}");
+}
