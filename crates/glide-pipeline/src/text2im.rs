@@ -440,6 +440,7 @@ mod tests {
                 ..req.clone()
             },
         );
+        assert_eq!(alone.len(), n);
         let diff = alone
             .iter()
             .zip(&both[..n])
@@ -531,6 +532,7 @@ mod tests {
             .into_data()
             .to_vec()
             .unwrap();
+        assert_eq!(fast.len(), full.len());
         let max = fast
             .iter()
             .zip(&full)

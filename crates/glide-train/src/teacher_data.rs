@@ -165,6 +165,7 @@ pub(crate) mod tests {
         // two images of one batch differ (different x_T), and a rerun is identical
         assert_ne!(a[0].1.image, a[1].1.image);
         let b = draw();
+        assert_eq!(a.len(), b.len());
         assert!(a.iter().zip(&b).all(|(x, y)| x.1.image == y.1.image));
     }
 }

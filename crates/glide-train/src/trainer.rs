@@ -234,19 +234,23 @@ struct DeviceGradients {
 /// The batch split evenly over `devices`, each share's loss and gradients computed on its own
 /// thread (a forked copy of the model per device). Several entries of the same CPU device are
 /// workers that keep every core busy: flex runs a small model's ops on one thread.
+///
+/// With dropout the shares run one after another instead: dropout draws from the backend's one
+/// seeded RNG, and only a fixed order of draws keeps a resumed run bit-identical.
 fn device_gradients<B: AutodiffBackend, TB: Backend>(
     model: &Text2ImUNet<B>,
     devices: &[B::Device],
     diffusion: &GaussianDiffusion,
     batch: &Batch,
-    per_dev: usize,
     teacher: Option<&Teacher<TB>>,
-    min_snr_gamma: Option<f64>,
+    cfg: &TrainConfig,
 ) -> Vec<DeviceGradients> {
-    let scale = 1.0 / (per_dev * devices.len()) as f64;
+    let per_dev = cfg.batch_size / devices.len();
+    let scale = 1.0 / cfg.batch_size as f64;
+    let gamma = cfg.min_snr_gamma;
     let work = |m: Text2ImUNet<B>, d: usize, dev: &B::Device| {
         let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
-        let terms = batch_losses(&m, diffusion, batch, lo..hi, dev, teacher, min_snr_gamma);
+        let terms = batch_losses(&m, diffusion, batch, lo..hi, dev, teacher, gamma);
         let mse = scalar(terms.mse.clone().sum().detach());
         let vb = scalar(terms.vb.clone().sum().detach());
         let total = terms.loss.sum() * scale;
@@ -262,6 +266,10 @@ fn device_gradients<B: AutodiffBackend, TB: Backend>(
     };
     if devices.len() == 1 {
         return vec![work(model.clone(), 0, &devices[0])];
+    }
+    if cfg.model.dropout > 0.0 {
+        let run = |(d, dev): (usize, &B::Device)| work(model.clone().fork(dev), d, dev);
+        return devices.iter().enumerate().map(run).collect();
     }
     std::thread::scope(|s| {
         let handles: Vec<_> = devices
@@ -552,7 +560,6 @@ pub fn train<B: AutodiffBackend>(
     let mut train_time = 0.0;
     let mut images = 0usize;
     let n_dev = devices.len();
-    let per_dev = cfg.batch_size / n_dev;
     let mut step = start;
     let mut interrupted = false;
     while step < end {
@@ -574,15 +581,7 @@ pub fn train<B: AutodiffBackend>(
         let (mut loss, mut mse, mut vb) = (0.0, 0.0, 0.0);
         let mut grads = Vec::with_capacity(n_dev);
         let mut forked = Vec::with_capacity(n_dev);
-        for part in device_gradients(
-            &model,
-            &devices,
-            &diffusion,
-            &batch,
-            per_dev,
-            teacher.as_ref(),
-            cfg.min_snr_gamma,
-        ) {
+        for part in device_gradients(&model, &devices, &diffusion, &batch, teacher.as_ref(), &cfg) {
             mse += part.mse;
             vb += part.vb;
             loss += part.loss;

@@ -52,7 +52,7 @@ fn overfit_config(dir: &Path) -> TrainConfig {
     cfg.model.dropout = 0.0;
     cfg.batch_size = 8;
     cfg.steps = 600;
-    cfg.lr = 2e-3;
+    cfg.lr = 3e-3;
     cfg.warmup_steps = 20;
     cfg.ema_decay = 0.99;
     cfg.eval_every = usize::MAX;
@@ -61,25 +61,27 @@ fn overfit_config(dir: &Path) -> TrainConfig {
     cfg.checkpoint_every = usize::MAX;
     cfg.log_every = 50;
     // Min-SNR-γ with a small γ: the caption decides the picture only at the noisiest timesteps,
-    // whose ε-MSE is tiny. Unweighted (GLIDE's loss), 400 steps gave 1 of 8 and 1,000 steps with
-    // γ = 5 gave 4 of 8: the samples drew one of the eight pictures chosen by the seed, not the
-    // caption. γ = 0.1 gives 8 of 8 in 600 steps.
+    // whose ε-MSE is tiny, so with GLIDE's unweighted loss the samples draw one of the eight
+    // pictures chosen by the seed rather than the caption (`recipe_table`). Seeds 1 and 2 at this
+    // lr both give 7 of 8; the run is deterministic (flex, no dropout).
     cfg.min_snr_gamma = Some(0.1);
+    cfg.seed = 1;
     cfg.out_dir = dir.join("run").to_string_lossy().into_owned();
     cfg
 }
 
-fn scratch() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glide-overfit-{}", std::process::id()));
+/// burn's backend RNG (initialisation) is process-wide: the two tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("glide-overfit-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     d
 }
 
-#[test]
-fn eight_captioned_pictures_are_drawn_from_their_captions() {
-    let dir = scratch();
-    eight_pictures(&dir.join("data"));
-    let cfg = overfit_config(&dir);
+/// Trains `cfg` on two CPU workers and returns how many of the eight captions draw their own
+/// picture (guided DDIM, s = 3, 25 steps), with the last logged training ε-MSE.
+fn train_and_score(cfg: &TrainConfig) -> (usize, f64) {
     let out = train::<Autodiff<Flex>>(
         cfg.clone(),
         // Two workers: the batch split over both cores.
@@ -91,8 +93,7 @@ fn eight_captioned_pictures_are_drawn_from_their_captions() {
     )
     .unwrap();
     assert_eq!(out.step, cfg.steps);
-    let last = out.rows.last().expect("a logged step");
-    assert!(last.mse < 0.1, "training eps-MSE still {:.3}", last.mse);
+    let last_mse = out.rows.last().expect("a logged step").mse;
 
     let bytes = std::fs::read(Path::new(&cfg.out_dir).join("ema.safetensors")).unwrap();
     let state = StateDict::from_safetensors(&bytes).unwrap();
@@ -121,13 +122,45 @@ fn eight_captioned_pictures_are_drawn_from_their_captions() {
         &device,
     )
     .unwrap();
-    let hits = (score.accuracy * 8.0).round() as usize;
+    ((score.accuracy * 8.0).round() as usize, last_mse)
+}
+
+#[test]
+fn eight_captioned_pictures_are_drawn_from_their_captions() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("test");
+    eight_pictures(&dir.join("data"));
+    let cfg = overfit_config(&dir);
+    let (hits, mse) = train_and_score(&cfg);
     eprintln!("overfit: {hits} of 8 samples drawn from their captions");
+    assert!(mse < 0.1, "training eps-MSE still {mse:.3}");
     assert!(
         hits >= 7,
-        "only {hits} of 8 samples have their captioned picture as nearest neighbour \
-         (shuffled captions: {:.0}%)",
-        score.chance * 100.0
+        "only {hits} of 8 samples have their captioned picture as nearest neighbour"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The recipe table behind the test's γ (a benchmark, ~15 minutes on two cores):
+/// `cargo test -p glide-train --test overfit -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn recipe_table() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("table");
+    eight_pictures(&dir.join("data"));
+    println!("| ε-MSE weighting | steps | samples drawn from their caption (of 8) | last ε-MSE |");
+    println!("| --- | --- | --- | --- |");
+    for gamma in [None, Some(5.0), Some(1.0), Some(0.25), Some(0.1)] {
+        let mut cfg = overfit_config(&dir);
+        cfg.min_snr_gamma = gamma;
+        cfg.out_dir = dir
+            .join(format!("run-{gamma:?}"))
+            .to_string_lossy()
+            .into_owned();
+        let (hits, mse) = train_and_score(&cfg);
+        let name = gamma.map_or("unweighted (GLIDE)".into(), |g| format!("min-SNR γ = {g}"));
+        println!("| {name} | {} | {hits} | {mse:.4} |", cfg.steps);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -248,6 +248,9 @@ fn two_devices_split_the_batch_and_agree_with_one() {
         .to_string_lossy()
         .into_owned();
     let two = train::<B>(cfg, vec![Default::default(); 2], quiet()).unwrap();
+    // Two workers on their own threads: the same logged rows as one.
+    assert_eq!(one.rows.len(), two.rows.len());
+    assert!(!one.rows.is_empty());
     for (a, b) in one.rows.iter().zip(&two.rows) {
         assert!(
             (a.loss - b.loss).abs() < 1e-4 * a.loss.abs().max(1.0),
@@ -486,6 +489,8 @@ fn shipped_configs_fit_the_size_budget_of_ten_million_parameters() {
     let _serial = serial();
     for name in [
         "emoji32-cpu.json",
+        "emoji32-cpu-snr.json",
+        "emoji32-gpu.json",
         "inpaint-emoji32-cpu.json",
         "distill-emoji32-cpu.json",
         "distill-guidance-emoji32-cpu.json",
