@@ -192,7 +192,13 @@ test("the page generates with the distilled student by default (≤ 8 UNet evalu
   const teacherOut = join(TMP, "teacher.safetensors");
   run(["sample", "--weights", "www/models/base.safetensors", "--prompt", PROMPT, "--seed", String(SEED), "--steps", "3",
     "--sampler", SAMPLER, "--guidance", String(GUIDANCE), "--n", "1", "--out", teacherOut + ".png", "--save-raw", teacherOut]);
-  assert.ok(maxAbsDiff(t.raw, readSamples(teacherOut)) <= 1e-2, "the quality switch's sample differs from glide sample on the teacher");
+  // The teacher's first guided step is at t = 999, where x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ multiplies any
+  // float difference in ε̂ by 1/√ᾱ₉₉₉ ≈ 2·10⁴ (before clipping): native flex (AVX) and flex in wasm
+  // (simd128) sum in different orders, which leaves single pixels ~1e-2 apart (measured 1.02e-2,
+  // one value of 3,072, after GroupNorm's affine became one multiply-add). Hence 2e-2 here.
+  const teacherDiff = maxAbsDiff(t.raw, readSamples(teacherOut));
+  console.log(`quality switch (teacher, 3 steps), cpu (wasm): max |Δ| vs native ${teacherDiff.toExponential(2)}`);
+  assert.ok(teacherDiff <= 2e-2, "the quality switch's sample differs from glide sample on the teacher");
   await page.close();
 });
 
