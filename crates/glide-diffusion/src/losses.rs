@@ -90,20 +90,9 @@ impl GaussianDiffusion {
     }
 
     /// `training_losses` for a model output already computed on `x_t = q_sample(x_start, t, noise)`.
+    /// `mse_weight[i]` (e.g. [`Self::min_snr_weights`]) weights example i's ε-MSE in `loss`;
+    /// `None` is the original loss. `mse` and `vb` are always unweighted.
     pub fn training_losses<B: Backend>(
-        &self,
-        model_output: Tensor<B, 4>,
-        x_start: Tensor<B, 4>,
-        x_t: Tensor<B, 4>,
-        t: &[usize],
-        noise: Tensor<B, 4>,
-    ) -> LossTerms<B> {
-        self.training_losses_weighted(model_output, x_start, x_t, t, noise, None)
-    }
-
-    /// [`Self::training_losses`] with the ε-MSE of example i weighted by `mse_weight[i]`
-    /// (e.g. [`Self::min_snr_weights`]); `mse` stays unweighted, `loss` uses the weights.
-    pub fn training_losses_weighted<B: Backend>(
         &self,
         model_output: Tensor<B, 4>,
         x_start: Tensor<B, 4>,

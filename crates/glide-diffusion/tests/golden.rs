@@ -194,7 +194,7 @@ fn diffusion_matches_reference() {
     let noise = fx.tensor("loss.noise");
     let model_out = fx.tensor("loss.model_out");
     let x_t = full.q_sample(x_start.clone(), &lt, noise.clone());
-    let terms = full.training_losses(model_out, x_start, x_t, &lt, noise);
+    let terms = full.training_losses(model_out, x_start, x_t, &lt, noise, None);
     fx.expect("loss.mse", terms.mse);
     fx.expect("loss.vb", terms.vb);
     fx.expect("loss.loss", terms.loss);

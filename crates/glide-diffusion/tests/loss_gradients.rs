@@ -24,6 +24,7 @@ fn vb_gradient_reaches_only_the_variance_channels() {
         x_t.clone(),
         &t,
         noise.clone(),
+        None,
     );
     let grads = terms.vb.sum().backward();
     let g = model_out.grad(&grads).expect("vb reaches the model output");
@@ -32,7 +33,7 @@ fn vb_gradient_reaches_only_the_variance_channels() {
     assert_eq!(eps_grad, 0.0, "the VLB must not train eps");
     assert!(var_grad > 0.0, "the VLB must train the variance");
 
-    let terms = diffusion.training_losses(model_out.clone(), x_start, x_t, &t, noise);
+    let terms = diffusion.training_losses(model_out.clone(), x_start, x_t, &t, noise, None);
     let grads = terms.mse.sum().backward();
     let g = model_out
         .grad(&grads)

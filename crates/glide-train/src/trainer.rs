@@ -133,7 +133,7 @@ fn batch_losses<B: Backend, TB: Backend>(
     };
     let out = model.forward(x_t.clone(), ts, tokens, mask, &cond);
     let weights = min_snr_gamma.map(|g| diffusion.min_snr_weights(t, g));
-    diffusion.training_losses_weighted(out, x_start, x_t, t, noise, weights.as_deref())
+    diffusion.training_losses(out, x_start, x_t, t, noise, weights.as_deref())
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
