@@ -62,8 +62,8 @@ impl Probe {
         }
     }
 
-    /// The teacher's guided ε at `z`, timestep `t`.
-    fn teacher_eps(&self, text: &TextEmb<B>, z: &Tensor<B, 4>, t: usize) -> Tensor<B, 4> {
+    /// The teacher's guided prediction (ε or v) at `z`, timestep `t`.
+    fn teacher_pred(&self, text: &TextEmb<B>, z: &Tensor<B, 4>, t: usize) -> Tensor<B, 4> {
         let d = z.device();
         let out = self.teacher.model.forward_with_text(
             Tensor::cat(vec![z.clone(), z.clone()], 0),
@@ -90,10 +90,10 @@ impl Probe {
                 .predict_xstart_from_v(z.clone(), &[t], v.narrow(1, 0, 3))
                 .clamp(-1.0, 1.0);
         }
-        let eps = self.teacher_eps(&texts.teacher, z, t);
+        let eps = self.teacher_pred(&texts.teacher, z, t);
         let x0 = self
             .base
-            .predict_xstart_from_eps(z.clone(), &[t], eps)
+            .predict_xstart(z.clone(), &[t], eps)
             .clamp(-1.0, 1.0);
         match source {
             Source::Zero => x0.zeros_like(),
@@ -147,7 +147,8 @@ fn main() -> anyhow::Result<()> {
     let student = std::env::args().nth(1).map(|p| load(&p)).transpose()?;
     let schedule: NoiseSchedule = teacher.config.noise_schedule.parse()?;
     let probe = Probe {
-        base: GaussianDiffusion::from_schedule(schedule, teacher.config.diffusion_steps),
+        base: GaussianDiffusion::from_schedule(schedule, teacher.config.diffusion_steps)
+            .with_model_mean_type(teacher.model_mean_type()),
         teacher,
         student,
     };
@@ -159,10 +160,10 @@ fn main() -> anyhow::Result<()> {
         for (seed, caption) in CAPTIONS.iter().enumerate() {
             let z =
                 NoiseRng::new(seed as u64).randn::<B, 4>([1, 3, SIDE, SIDE], &Default::default());
-            let eps = probe.teacher_eps(&probe.texts(caption).teacher, &z, t);
+            let eps = probe.teacher_pred(&probe.texts(caption).teacher, &z, t);
             let x0: Vec<f32> = probe
                 .base
-                .predict_xstart_from_eps(z.clone(), &[t], eps)
+                .predict_xstart(z.clone(), &[t], eps)
                 .into_data()
                 .to_vec()
                 .expect("f32");

@@ -1,4 +1,5 @@
-//! `GaussianDiffusion` and `SpacedDiffusion` (guided-diffusion), with learned-range variance.
+//! `GaussianDiffusion` and `SpacedDiffusion` (guided-diffusion), with learned-range variance for
+//! ε models and the fixed posterior variance for v models ([`ModelMeanType`]).
 //!
 //! Coefficients are f64 tables indexed on the CPU; like `_extract_into_tensor`, each gathered value
 //! is cast to f32 and broadcast over `[B, 1, 1, 1]` before it meets a tensor.
@@ -33,6 +34,30 @@ pub struct GaussianDiffusion {
     pub timestep_map: Vec<usize>,
     /// Length of the chain this one was respaced from (1000 for GLIDE).
     pub original_num_steps: usize,
+    /// What the model's first output channels predict.
+    pub model_mean_type: ModelMeanType,
+}
+
+/// What the model's first C output channels predict: guided-diffusion's `ModelMeanType`, with
+/// Salimans & Ho's v where it also has `PREVIOUS_X` and `START_X` (which GLIDE never uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ModelMeanType {
+    /// ε, the noise (GLIDE and OpenAI's released weights). The next C channels are the
+    /// learned-range variance values.
+    #[default]
+    Epsilon,
+    /// v = √ᾱ_t·ε − √(1−ᾱ_t)·x₀ (Salimans & Ho 2022: our distilled students, and bases trained
+    /// with `predict_v`). x₀ = √ᾱ_t·x_t − √(1−ᾱ_t)·v stays well conditioned at t = 999, where an
+    /// ε model's x₀ divides its error by √ᾱ ≈ 5e-5. Sampled with the fixed posterior variance β̃_t;
+    /// the variance channels are unused.
+    V,
+}
+
+impl ModelMeanType {
+    /// The mean type of a model config's `predict_v` flag.
+    pub fn from_predict_v(predict_v: bool) -> Self {
+        if predict_v { Self::V } else { Self::Epsilon }
+    }
 }
 
 /// What `p_mean_variance` returns.
@@ -144,7 +169,14 @@ impl GaussianDiffusion {
             betas,
             timestep_map,
             original_num_steps,
+            model_mean_type: ModelMeanType::Epsilon,
         }
+    }
+
+    /// This chain for a model that predicts `model_mean_type` (chains are built for ε).
+    pub fn with_model_mean_type(mut self, model_mean_type: ModelMeanType) -> Self {
+        self.model_mean_type = model_mean_type;
+        self
     }
 
     /// Number of steps in this chain.
@@ -215,9 +247,23 @@ impl GaussianDiffusion {
             / Self::extract::<B>(&self.sqrt_recipm1_alphas_cumprod, t, &d)
     }
 
-    /// `p_mean_variance` for a model output `[eps, v]` (2C channels) at chain indices `t`, with the
-    /// learned-range variance of Nichol & Dhariwal 2021 (eq. 15):
-    /// log Σ = ((v+1)/2)·log β_t + (1 − (v+1)/2)·log β̃_t.
+    /// `_predict_xstart`: x₀ from the model's prediction (the first C channels), as
+    /// [`Self::model_mean_type`] says.
+    pub fn predict_xstart<B: Backend>(
+        &self,
+        x_t: Tensor<B, 4>,
+        t: &[usize],
+        model_pred: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        match self.model_mean_type {
+            ModelMeanType::Epsilon => self.predict_xstart_from_eps(x_t, t, model_pred),
+            ModelMeanType::V => self.predict_xstart_from_v(x_t, t, model_pred),
+        }
+    }
+
+    /// `p_mean_variance` for a model output `[pred, var_values]` (2C channels) at chain indices
+    /// `t`. An ε model has the learned-range variance of Nichol & Dhariwal 2021 (eq. 15):
+    /// log Σ = ((var+1)/2)·log β_t + (1 − (var+1)/2)·log β̃_t; a v model the fixed β̃_t.
     ///
     /// `denoised_fn` post-processes the predicted x₀ before clipping (inpainting uses it).
     pub fn p_mean_variance<B: Backend>(
@@ -230,44 +276,23 @@ impl GaussianDiffusion {
     ) -> MeanVariance<B> {
         let d = x.device();
         let c = x.dims()[1];
-        let eps = model_output.clone().narrow(1, 0, c);
-        let model_var_values = model_output.narrow(1, c, c);
+        let pred = model_output.clone().narrow(1, 0, c);
         let min_log = Self::extract::<B>(&self.posterior_log_variance_clipped, t, &d);
-        let max_log = Self::extract::<B>(&self.log_betas, t, &d);
-        let frac = (model_var_values + 1.0) / 2.0;
-        let log_variance = frac.clone() * max_log + (frac.neg() + 1.0) * min_log;
-        let variance = log_variance.clone().exp();
-        let pred_xstart = self.predict_xstart_from_eps(x.clone(), t, eps.clone());
-        self.finish_mean_variance(
-            pred_xstart,
-            eps,
-            variance,
-            log_variance,
-            x,
-            t,
-            clip_denoised,
-            denoised_fn,
-        )
-    }
-
-    /// `p_mean_variance` for a v-predicting model (a distilled student, Salimans & Ho 2022):
-    /// x₀ = α·x_t − σ·v, computed directly (at t = 999, α ≈ 5e-5, deriving x₀ from an ε would
-    /// divide by α). The variance channels are not used: students sample with DDIM, η = 0.
-    pub fn p_mean_variance_v<B: Backend>(
-        &self,
-        model_output: Tensor<B, 4>,
-        x: Tensor<B, 4>,
-        t: &[usize],
-        clip_denoised: bool,
-        denoised_fn: Option<&dyn Fn(Tensor<B, 4>) -> Tensor<B, 4>>,
-    ) -> MeanVariance<B> {
-        let d = x.device();
-        let c = x.dims()[1];
-        let v = model_output.narrow(1, 0, c);
-        let pred_xstart = self.predict_xstart_from_v(x.clone(), t, v);
-        let eps = self.predict_eps_from_xstart(x.clone(), t, pred_xstart.clone());
-        let log_variance =
-            Self::extract::<B>(&self.posterior_log_variance_clipped, t, &d).expand(x.shape());
+        let (pred_xstart, eps, log_variance) = match self.model_mean_type {
+            ModelMeanType::Epsilon => {
+                let model_var_values = model_output.narrow(1, c, c);
+                let max_log = Self::extract::<B>(&self.log_betas, t, &d);
+                let frac = (model_var_values + 1.0) / 2.0;
+                let log_variance = frac.clone() * max_log + (frac.neg() + 1.0) * min_log;
+                let pred_xstart = self.predict_xstart_from_eps(x.clone(), t, pred.clone());
+                (pred_xstart, pred, log_variance)
+            }
+            ModelMeanType::V => {
+                let pred_xstart = self.predict_xstart_from_v(x.clone(), t, pred);
+                let eps = self.predict_eps_from_xstart(x.clone(), t, pred_xstart.clone());
+                (pred_xstart, eps, min_log.expand(x.shape()))
+            }
+        };
         let variance = log_variance.clone().exp();
         self.finish_mean_variance(
             pred_xstart,

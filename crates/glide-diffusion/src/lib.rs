@@ -6,13 +6,14 @@
 //! * [`GaussianDiffusion`]: `q_sample`, `q_posterior_mean_variance`, `p_mean_variance` (learned-range
 //!   variance) and the one-step updates of DDPM and DDIM.
 //! * [`sampling`]: the samplers, each an iterator over steps.
-//! * [`guidance`]: classifier-free guidance on the eps channels.
-//! * [`losses`]: the hybrid training loss (eps MSE + rescaled VLB).
+//! * [`guidance`]: classifier-free guidance on the predicted (ε or v) channels.
+//! * [`losses`]: the hybrid training loss (eps MSE + rescaled VLB), the v MSE and min-SNR-γ weights.
 //! * [`noise`]: the one seeded CPU generator every backend draws its noise from.
 //! * [`distill`]: the nested step grid and the regression targets of guided and progressive
 //!   distillation.
 //!
-//! The model is any function of `(x_t, original timesteps)` returning `[eps, v]` (6 channels).
+//! The model is any function of `(x_t, original timesteps)` returning `[pred, var_values]`
+//! (6 channels), `pred` being ε or v as the chain's [`ModelMeanType`] says.
 
 pub mod distill;
 pub mod gaussian_diffusion;
@@ -23,7 +24,7 @@ pub mod respace;
 pub mod sampling;
 pub mod schedule;
 
-pub use gaussian_diffusion::{GaussianDiffusion, MeanVariance};
+pub use gaussian_diffusion::{GaussianDiffusion, MeanVariance, ModelMeanType};
 pub use noise::NoiseRng;
 pub use respace::space_timesteps;
 pub use sampling::{KnownRegion, SampleOptions, SampleStep, Sampler, Steps};

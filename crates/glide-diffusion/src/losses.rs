@@ -4,7 +4,7 @@
 
 use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
-use crate::GaussianDiffusion;
+use crate::{GaussianDiffusion, ModelMeanType};
 
 /// Per-example loss terms, each `[B]`.
 pub struct LossTerms<B: Backend> {
@@ -90,8 +90,12 @@ impl GaussianDiffusion {
     }
 
     /// `training_losses` for a model output already computed on `x_t = q_sample(x_start, t, noise)`.
-    /// `mse_weight[i]` (e.g. [`Self::min_snr_weights`]) weights example i's ε-MSE in `loss`;
+    /// `mse_weight[i]` (e.g. [`Self::min_snr_weights`]) weights example i's MSE in `loss`;
     /// `None` is the original loss. `mse` and `vb` are always unweighted.
+    ///
+    /// A [`ModelMeanType::V`] chain takes the MSE on v = √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho 2022);
+    /// such a model samples with the fixed posterior variance, so its variance channels are not
+    /// trained and `vb` is zero.
     pub fn training_losses<B: Backend>(
         &self,
         model_output: Tensor<B, 4>,
@@ -103,13 +107,22 @@ impl GaussianDiffusion {
     ) -> LossTerms<B> {
         let c = x_t.dims()[1];
         let device = x_t.device();
-        let eps = model_output.clone().narrow(1, 0, c);
-        let var_values = model_output.narrow(1, c, c);
-        // Learn the variance with the VLB only: the mean sees the eps prediction frozen.
-        let frozen_out = Tensor::cat(vec![eps.clone().detach(), var_values], 1);
-        let vb =
-            self.vb_terms_bpd(frozen_out, x_start, x_t, t) * (self.num_timesteps() as f64 / 1000.0);
-        let mse = mean_flat((noise - eps).powi_scalar(2));
+        let pred = model_output.clone().narrow(1, 0, c);
+        let (target, vb) = match self.model_mean_type {
+            ModelMeanType::V => {
+                let target = self.v_target(x_start, t, noise);
+                (target, Tensor::zeros([t.len()], &device))
+            }
+            ModelMeanType::Epsilon => {
+                let var_values = model_output.narrow(1, c, c);
+                // Learn the variance with the VLB only: the mean sees the eps prediction frozen.
+                let frozen_out = Tensor::cat(vec![pred.clone().detach(), var_values], 1);
+                let vb = self.vb_terms_bpd(frozen_out, x_start, x_t, t)
+                    * (self.num_timesteps() as f64 / 1000.0);
+                (noise, vb)
+            }
+        };
+        let mse = mean_flat((target - pred).powi_scalar(2));
         let weighted = match mse_weight {
             Some(w) => {
                 let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
@@ -124,16 +137,34 @@ impl GaussianDiffusion {
         }
     }
 
-    /// Min-SNR-γ weights of the ε-MSE (Hang et al. 2023, "Efficient Diffusion Training via
-    /// Min-SNR Weighting Strategy"): min(SNR_t, γ)/SNR_t with SNR_t = ᾱ_t/(1 − ᾱ_t). Noisy
-    /// timesteps (SNR ≤ γ), where the caption decides the picture, keep weight 1; nearly clean
-    /// ones, whose many small gradients otherwise dominate, are weighted down.
+    /// The v target √ᾱ_t·ε − √(1−ᾱ_t)·x₀ of `x_t = q_sample(x_start, t, noise)`.
+    pub fn v_target<B: Backend>(
+        &self,
+        x_start: Tensor<B, 4>,
+        t: &[usize],
+        noise: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let d = x_start.device();
+        Self::extract::<B>(&self.sqrt_alphas_cumprod, t, &d) * noise
+            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * x_start
+    }
+
+    /// Min-SNR-γ weights of the MSE (Hang et al. 2023, "Efficient Diffusion Training via
+    /// Min-SNR Weighting Strategy"), SNR_t = ᾱ_t/(1 − ᾱ_t): min(SNR_t, γ)/SNR_t for an ε
+    /// prediction, min(SNR_t, γ)/(SNR_t + 1) for a v prediction; either way the loss is
+    /// min(SNR_t, γ)·‖x₀ − x̂₀‖². Noisy timesteps (SNR ≤ γ), where the caption decides the
+    /// picture, keep their weight; nearly clean ones, whose many small gradients otherwise
+    /// dominate, are weighted down.
     pub fn min_snr_weights(&self, t: &[usize], gamma: f64) -> Vec<f64> {
         t.iter()
             .map(|&t| {
                 let a = self.alphas_cumprod[t];
                 let snr = a / (1.0 - a);
-                snr.min(gamma) / snr
+                snr.min(gamma)
+                    / match self.model_mean_type {
+                        ModelMeanType::Epsilon => snr,
+                        ModelMeanType::V => snr + 1.0,
+                    }
             })
             .collect()
     }
@@ -141,7 +172,7 @@ impl GaussianDiffusion {
 
 #[cfg(test)]
 mod tests {
-    use crate::{GaussianDiffusion, NoiseSchedule};
+    use crate::{GaussianDiffusion, ModelMeanType, NoiseSchedule};
 
     #[test]
     fn min_snr_weights_are_one_when_noisy_and_gamma_over_snr_when_clean() {
@@ -151,5 +182,46 @@ mod tests {
         assert!((w[0] - 5.0 / snr0).abs() < 1e-12 && w[0] < 1e-3, "{w:?}");
         assert_eq!(w[1], 1.0);
         assert_eq!(w[2], 1.0);
+    }
+
+    #[test]
+    fn min_snr_weights_for_v_give_the_same_x0_weight_as_for_eps() {
+        // ε-MSE = SNR·‖Δx₀‖², v-MSE = (SNR + 1)·‖Δx₀‖²: both weightings give min(SNR, γ)·‖Δx₀‖².
+        let d = GaussianDiffusion::from_schedule(NoiseSchedule::SquaredcosCapV2, 1000);
+        let t = [0, 100, 500, 900, 999];
+        let we = d.min_snr_weights(&t, 5.0);
+        let d = d.with_model_mean_type(ModelMeanType::V);
+        let wv = d.min_snr_weights(&t, 5.0);
+        for (i, &ti) in t.iter().enumerate() {
+            let snr = d.alphas_cumprod[ti] / (1.0 - d.alphas_cumprod[ti]);
+            let (x0_eps, x0_v) = (we[i] * snr, wv[i] * (snr + 1.0));
+            assert!(
+                (x0_eps - snr.min(5.0)).abs() < 1e-9 * snr.max(1.0),
+                "t={ti}"
+            );
+            assert!((x0_v - snr.min(5.0)).abs() < 1e-9 * snr.max(1.0), "t={ti}");
+        }
+    }
+
+    #[test]
+    fn the_v_target_gives_back_x0_and_a_perfect_v_has_zero_loss() {
+        use burn::backend::Flex;
+        use burn::tensor::{Distribution, Tensor};
+        let d = GaussianDiffusion::from_schedule(NoiseSchedule::SquaredcosCapV2, 1000)
+            .with_model_mean_type(ModelMeanType::V);
+        let dev = Default::default();
+        let x0 = Tensor::<Flex, 4>::random([4, 3, 4, 4], Distribution::Uniform(-1.0, 1.0), &dev);
+        let noise = Tensor::<Flex, 4>::random([4, 3, 4, 4], Distribution::Normal(0.0, 1.0), &dev);
+        let t = [0, 10, 500, 999];
+        let x_t = d.q_sample(x0.clone(), &t, noise.clone());
+        let v = d.v_target(x0.clone(), &t, noise.clone());
+        let back = d.predict_xstart_from_v(x_t.clone(), &t, v.clone());
+        let err: f32 = (back - x0.clone()).abs().max().into_scalar();
+        assert!(err < 1e-4, "x0 from the v target is off by {err}");
+        let junk_var = Tensor::<Flex, 4>::ones([4, 3, 4, 4], &dev) * 7.0;
+        let out = Tensor::cat(vec![v, junk_var], 1);
+        let terms = d.training_losses(out, x0, x_t, &t, noise, None);
+        let loss: f32 = terms.loss.sum().into_scalar();
+        assert!(loss.abs() < 1e-8, "a perfect v prediction has loss {loss}");
     }
 }

@@ -27,8 +27,6 @@ pub struct SampleOptions<'a, B: Backend> {
     pub denoised_fn: Option<DenoisedFn<'a, B>>,
     /// Pixels whose values are given (inpainting, masked image-to-image); see [`KnownRegion`].
     pub known: Option<KnownRegion<B>>,
-    /// The model predicts v (a distilled student) instead of ε; use DDIM with η = 0.
-    pub predict_v: bool,
     /// Chain index of the given x (SDEdit starts from a noised image part-way down the chain);
     /// `None` is the top of the chain, x_T.
     pub start_t: Option<usize>,
@@ -63,7 +61,6 @@ impl<B: Backend> Default for SampleOptions<'_, B> {
             denoised_fn: None,
             known: None,
             start_t: None,
-            predict_v: false,
         }
     }
 }
@@ -235,13 +232,7 @@ where
         let t = vec![i; batch];
         let model_t = self.diffusion.model_timesteps(&t);
         let model_output = (self.model)(self.x.clone(), &model_t);
-        let pmv = if self.options.predict_v {
-            GaussianDiffusion::p_mean_variance_v
-        } else {
-            GaussianDiffusion::p_mean_variance
-        };
-        let out = pmv(
-            &self.diffusion,
+        let out = self.diffusion.p_mean_variance(
             model_output,
             self.x.clone(),
             &t,

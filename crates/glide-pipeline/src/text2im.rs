@@ -3,7 +3,7 @@
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::sampling::{ModelFn, SampleOptions, Sampler, Steps};
-use glide_diffusion::{DiffusionError, GaussianDiffusion, NoiseRng, NoiseSchedule};
+use glide_diffusion::{DiffusionError, GaussianDiffusion, ModelMeanType, NoiseRng, NoiseSchedule};
 use glide_model::weights::{StateDict, WeightsError, config_from_metadata, load_state_dict};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet, TextEmb};
 use glide_tokenizer::Tokenizer;
@@ -195,13 +195,18 @@ impl<B: Backend> Text2Im<B> {
                 schedule,
                 self.config.diffusion_steps,
                 steps,
-            )?);
+            )?
+            .with_model_mean_type(self.model_mean_type()));
         }
-        Ok(GaussianDiffusion::create(
-            schedule,
-            self.config.diffusion_steps,
-            &req.respacing(),
-        )?)
+        Ok(
+            GaussianDiffusion::create(schedule, self.config.diffusion_steps, &req.respacing())?
+                .with_model_mean_type(self.model_mean_type()),
+        )
+    }
+
+    /// What the model's first output channels predict (ε, or v for students and v-trained bases).
+    pub fn model_mean_type(&self) -> ModelMeanType {
+        ModelMeanType::from_predict_v(self.config.predict_v)
     }
 
     /// Tokens and mask of several captions, `[N, text_ctx]`.
@@ -360,10 +365,11 @@ impl<B: Backend> Text2Im<B> {
         let device = self.device.clone();
         let student = self.is_student();
         let mut options = options;
+        // Any chain (the request's, a student grid) reads the model's output as its config says.
+        let diffusion = diffusion.with_model_mean_type(self.model_mean_type());
         let mut sampler = req.sampler;
         if student {
             // One evaluation per step with w = s − 1 as an input; students sample with DDIM, η = 0.
-            options.predict_v = self.config.predict_v;
             options.eta = 0.0;
             sampler = glide_diffusion::Sampler::Ddim;
         }

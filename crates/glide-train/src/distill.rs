@@ -15,11 +15,11 @@
 //! so the teacher can live on the inner backend.
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
-use glide_diffusion::GaussianDiffusion;
 use glide_diffusion::NoiseSchedule;
 use glide_diffusion::distill::{GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss};
 use glide_diffusion::guidance::classifier_free_guidance;
 use glide_diffusion::losses::LossTerms;
+use glide_diffusion::{GaussianDiffusion, ModelMeanType};
 use glide_model::weights::{StateDict, config_from_metadata};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet};
 use glide_tokenizer::Tokenizer;
@@ -38,7 +38,7 @@ pub const MAX_W: f64 = 8.0;
 /// Which distillation a run does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DistillStage {
-    /// Guidance distillation (stage 1): the teacher is a classifier-free guided ε model.
+    /// Guidance distillation (stage 1): the teacher is a classifier-free guided base model (ε or v).
     Guidance,
     /// Progressive distillation (stage 2): the teacher is a student of `teacher_steps` steps;
     /// this one learns `teacher_steps / 2`.
@@ -55,7 +55,7 @@ pub struct Teacher<B: Backend> {
     /// The stored chains by data key ([`DistillStage::Trajectory`] only).
     pub chains: HashMap<String, Trajectory>,
     pub stage: DistillStage,
-    /// The unspaced chain (original timesteps).
+    /// The unspaced chain (original timesteps), reading the teacher network's output as ε or v.
     pub base: GaussianDiffusion,
     /// Tokens and mask of the empty caption (the unconditional branch).
     pub empty: (Vec<i64>, Vec<bool>),
@@ -167,10 +167,11 @@ impl<B: Backend> Teacher<B> {
                     &ImageCond::none(),
                 );
                 let scales: Vec<f32> = w.iter().map(|&w| w + 1.0).collect();
-                let eps = per_row_guidance(out, &scales, &self.device);
+                // Guidance mixes ε or v alike: both are affine in x₀ at a fixed z.
+                let guided = per_row_guidance(out, &scales, &self.device);
                 let x0 = self
                     .base
-                    .predict_xstart_from_eps(z.clone(), &t, eps)
+                    .predict_xstart(z.clone(), &t, guided)
                     .clamp(-1.0, 1.0);
                 (z, t, x0)
             }
@@ -341,7 +342,7 @@ pub fn student_config(
     }
 }
 
-/// The run's teacher: a network (a base ε model or an earlier student), or for
+/// The run's teacher: a network (a base ε or v model, or an earlier student), or for
 /// [`DistillStage::Trajectory`] a folder of stored chains, whose diffusion is the student's.
 pub fn load_teacher<TB: Backend>(
     spec: &crate::trainer::DistillSpec,
@@ -372,7 +373,8 @@ pub fn load_teacher<TB: Backend>(
         model: Some(model),
         chains: HashMap::new(),
         stage: spec.stage,
-        base: GaussianDiffusion::from_schedule(schedule, config.diffusion_steps),
+        base: GaussianDiffusion::from_schedule(schedule, config.diffusion_steps)
+            .with_model_mean_type(ModelMeanType::from_predict_v(config.predict_v)),
         empty,
         device: device.clone(),
     })

@@ -10,7 +10,7 @@ use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
 use burn::tensor::{Tensor, TensorData};
 use glide_diffusion::losses::LossTerms;
-use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
+use glide_diffusion::{GaussianDiffusion, ModelMeanType, NoiseSchedule};
 use glide_model::weights::{
     StateDict, apply_state_dict, config_from_metadata, inpaint_from_base, save_weights,
 };
@@ -145,7 +145,9 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     )
 }
 
-/// Mean (loss, mse, vb) of a model on the fixed held-out batch, in chunks.
+/// Mean (loss, mse, vb) of a model on the fixed held-out batch, in chunks: the unweighted loss
+/// of its own objective, and the ε-MSE whatever it predicts (a v model's ε error is √ᾱ_t times
+/// its v error), so that runs with either prediction compare.
 pub fn evaluate<B: Backend>(
     model: &Text2ImUNet<B>,
     diffusion: &GaussianDiffusion,
@@ -167,12 +169,21 @@ pub fn evaluate_with<B: Backend, TB: Backend>(
 ) -> (f64, f64, f64) {
     let (mut l, mut m, mut v) = (0.0, 0.0, 0.0);
     let mut lo = 0;
+    let predict_v = diffusion.model_mean_type == ModelMeanType::V;
     while lo < batch.len() {
         let hi = (lo + chunk).min(batch.len());
-        // Held-out losses are the unweighted hybrid loss, comparable between recipes.
+        // Held-out losses are unweighted, comparable between recipes.
         let terms = batch_losses(model, diffusion, batch, lo..hi, device, teacher, None);
         l += scalar(terms.loss.sum());
-        m += scalar(terms.mse.sum());
+        m += if predict_v && teacher.is_none() {
+            let a: Vec<f32> = batch.t[lo..hi]
+                .iter()
+                .map(|&t| diffusion.alphas_cumprod[t] as f32)
+                .collect();
+            scalar((terms.mse * Tensor::<B, 1>::from_floats(a.as_slice(), device)).sum())
+        } else {
+            scalar(terms.mse.sum())
+        };
         v += scalar(terms.vb.sum());
         lo = hi;
     }
@@ -323,7 +334,11 @@ pub fn train<B: AutodiffBackend>(
         // inpainting config turns base weights into an inpainting model (zero extra channels).
         let dropout = cfg.model.dropout;
         let inpaint = cfg.model.inpaint;
+        // A config may turn an ε model into a v model (its output layer relearns what it
+        // means); weights that predict v keep doing so.
+        let predict_v = cfg.model.predict_v;
         cfg.model = config_from_metadata(state)?.with_dropout(dropout);
+        cfg.model.predict_v |= predict_v;
         if inpaint && !cfg.model.inpaint {
             *state = inpaint_from_base(state)?;
             cfg.model.inpaint = true;
@@ -441,7 +456,8 @@ pub fn train<B: AutodiffBackend>(
     drop(resume);
 
     let schedule: NoiseSchedule = cfg.model.noise_schedule.parse()?;
-    let diffusion = GaussianDiffusion::from_schedule(schedule, cfg.model.diffusion_steps);
+    let diffusion = GaussianDiffusion::from_schedule(schedule, cfg.model.diffusion_steps)
+        .with_model_mean_type(ModelMeanType::from_predict_v(cfg.model.predict_v));
     let size = cfg.model.image_size;
     let ctx = cfg.model.text_ctx;
     let eval = eval_batch(
