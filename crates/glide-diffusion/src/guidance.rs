@@ -1,5 +1,6 @@
 //! Classifier-free guidance (Ho & Salimans 2021; GLIDE §2.3, §3.2), as GLIDE's sampling notebook
-//! does it: one forward of the batch `[cond; uncond]`, and guidance on the eps channels only.
+//! does it: one forward of the batch `[cond; uncond]`, and guidance on the predicted (ε or v)
+//! channels only. Both are affine in x̂₀ at a fixed x_t, so guiding either is the same guidance.
 
 use burn::tensor::{Tensor, backend::Backend};
 
@@ -12,6 +13,32 @@ pub fn classifier_free_guidance<B: Backend>(
     scale: f64,
     eps_channels: usize,
 ) -> Tensor<B, 4> {
+    guide(model_out, eps_channels, |diff| diff * scale)
+}
+
+/// [`classifier_free_guidance`] with one scale per image (`scales.len()` = B), e.g. the random
+/// guidance weights that guidance distillation draws per example.
+pub fn classifier_free_guidance_per_row<B: Backend>(
+    model_out: Tensor<B, 4>,
+    scales: &[f32],
+    eps_channels: usize,
+) -> Tensor<B, 4> {
+    let s =
+        Tensor::<B, 1>::from_floats(scales, &model_out.device()).reshape([scales.len(), 1, 1, 1]);
+    assert_eq!(
+        2 * scales.len(),
+        model_out.dims()[0],
+        "one scale per image of [cond; uncond]"
+    );
+    guide(model_out, eps_channels, |diff| diff * s)
+}
+
+/// The one guidance formula: uncond + scale(cond − uncond) on the first `eps_channels`.
+fn guide<B: Backend>(
+    model_out: Tensor<B, 4>,
+    eps_channels: usize,
+    scale: impl FnOnce(Tensor<B, 4>) -> Tensor<B, 4>,
+) -> Tensor<B, 4> {
     let [b2, c, _, _] = model_out.dims();
     assert!(b2 % 2 == 0, "guidance needs the batch [cond; uncond]");
     let b = b2 / 2;
@@ -19,7 +46,7 @@ pub fn classifier_free_guidance<B: Backend>(
     let uncond_eps = model_out.narrow(0, b, b).narrow(1, 0, eps_channels);
     let cond_eps = cond.clone().narrow(1, 0, eps_channels);
     let rest = cond.narrow(1, eps_channels, c - eps_channels);
-    let eps = uncond_eps.clone() + (cond_eps - uncond_eps) * scale;
+    let eps = uncond_eps.clone() + scale(cond_eps - uncond_eps);
     Tensor::cat(vec![eps, rest], 1)
 }
 
@@ -48,5 +75,30 @@ mod tests {
             .to_vec::<f32>()
             .unwrap();
         assert_eq!(g3, [-3.0, 5.0]);
+    }
+
+    #[test]
+    fn per_row_scales_guide_each_image_with_its_own_scale() {
+        let d = Default::default();
+        // [cond a, cond b; uncond a, uncond b], 2 channels (1 eps + 1 variance), 1×1 pixels
+        let out = Tensor::<Flex, 4>::from_data(
+            TensorData::new(
+                vec![1.0f32, 5.0, 2.0, 6.0, 3.0, 7.0, 0.0, 8.0],
+                [4, 2, 1, 1],
+            ),
+            &d,
+        );
+        let g = classifier_free_guidance_per_row(out.clone(), &[3.0, 1.0], 1)
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        // a: 3 + 3·(1 − 3) = −3; b: 0 + 1·(2 − 0) = 2; variance from the conditional half
+        assert_eq!(g, [-3.0, 5.0, 2.0, 6.0]);
+        let same = classifier_free_guidance_per_row(out.clone(), &[3.0, 3.0], 1);
+        let scalar = classifier_free_guidance(out, 3.0, 1);
+        assert_eq!(
+            same.into_data().to_vec::<f32>().unwrap(),
+            scalar.into_data().to_vec::<f32>().unwrap()
+        );
     }
 }

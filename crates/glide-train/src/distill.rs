@@ -17,7 +17,7 @@
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::NoiseSchedule;
 use glide_diffusion::distill::{GRID, ddim_between, grid_t, one_step_target, snr_weight, x_loss};
-use glide_diffusion::guidance::classifier_free_guidance;
+use glide_diffusion::guidance::classifier_free_guidance_per_row;
 use glide_diffusion::losses::LossTerms;
 use glide_diffusion::{GaussianDiffusion, ModelMeanType};
 use glide_model::weights::{StateDict, config_from_metadata};
@@ -167,8 +167,7 @@ impl<B: Backend> Teacher<B> {
                     &ImageCond::none(),
                 );
                 let scales: Vec<f32> = w.iter().map(|&w| w + 1.0).collect();
-                // Guidance mixes ε or v alike: both are affine in x₀ at a fixed z.
-                let guided = per_row_guidance(out, &scales, &self.device);
+                let guided = classifier_free_guidance_per_row(out, &scales, 3).narrow(1, 0, 3);
                 let x0 = self
                     .base
                     .predict_xstart(z.clone(), &t, guided)
@@ -221,22 +220,6 @@ impl<B: Backend> Teacher<B> {
             target: to_vec(target),
         }
     }
-}
-
-/// Classifier-free guidance with one scale per row: ε = u + s_r·(c − u) on the ε channels.
-fn per_row_guidance<B: Backend>(
-    out: Tensor<B, 4>,
-    scales: &[f32],
-    device: &B::Device,
-) -> Tensor<B, 4> {
-    let n = scales.len();
-    if scales.iter().all(|&s| s == scales[0]) {
-        return classifier_free_guidance(out, f64::from(scales[0]), 3).narrow(0, 0, n);
-    }
-    let cond = out.clone().narrow(0, 0, n).narrow(1, 0, 3);
-    let uncond = out.narrow(0, n, n).narrow(1, 0, 3);
-    let s = Tensor::<B, 1>::from_floats(scales, device).reshape([n, 1, 1, 1]);
-    uncond.clone() + (cond - uncond) * s
 }
 
 /// The student's loss on `batch[lo..hi]` given its targets: `loss` is the weighted x-space loss,

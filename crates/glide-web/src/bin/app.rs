@@ -28,8 +28,9 @@ mod imp {
     use yew::prelude::*;
 
     const STORAGE_KEY: &str = "glide-settings";
-    /// The page generates with the distilled student; the quality switch loads its teacher.
-    const DEFAULT_WEIGHTS: &str = "www/models/student.safetensors";
+    /// The page generates with the full base model (Quality, the default); unticked, with its
+    /// distilled few-step student.
+    const STUDENT_WEIGHTS: &str = "www/models/student.safetensors";
     const TEACHER_WEIGHTS: &str = "www/models/base.safetensors";
     const DEFAULT_INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
 
@@ -170,7 +171,7 @@ mod imp {
                 if settings.quality {
                     TEACHER_WEIGHTS
                 } else {
-                    DEFAULT_WEIGHTS
+                    STUDENT_WEIGHTS
                 }
                 .into()
             });
@@ -230,7 +231,7 @@ mod imp {
                 Msg::Quality(on) => {
                     self.settings.quality = on;
                     self.persist();
-                    let url = if on { TEACHER_WEIGHTS } else { DEFAULT_WEIGHTS };
+                    let url = if on { TEACHER_WEIGHTS } else { STUDENT_WEIGHTS };
                     self.load = ToWorker::Load {
                         url: url.into(),
                         backend: self.backend_choice,
@@ -382,8 +383,8 @@ mod imp {
                     <header>
                         <h1>{ "glide-rs" }</h1>
                         <p class="sub">{ "GLIDE text-to-image, running in this tab. " }
-                            { "The bundled model is a small GLIDE trained from scratch on emoji, distilled to 4 steps (tick Quality for the full model); try emoji names and styles (\"a fox, 3d render\", \"pizza, noto style\"). Edit any picture below. " }
-                            <a href="www/models/student.md">{ "Model cards" }</a>
+                            { "The bundled model is a small GLIDE trained from scratch on emoji on a 2-core CPU (untick Quality for its 4-step distilled student); try emoji names and styles (\"a fox, 3d render\", \"pizza, noto style\"). Edit any picture below. " }
+                            <a href="www/models/README.md">{ "Model cards" }</a>
                         </p>
                     </header>
                     <section class="form">
@@ -409,7 +410,7 @@ mod imp {
                         if !self.fixed_weights {
                             <label class="check"><input id="quality" type="checkbox" checked={s.quality} disabled={busy}
                                 onchange={link.callback(|e: Event| Msg::Quality(e.target_unchecked_into::<HtmlInputElement>().checked()))} />
-                                { format!("Quality: the full model with {} guided steps (2 UNet evaluations per step) instead of the distilled few-step model", s.steps) }</label>
+                                { format!("Quality: the full model with {} guided steps (2 UNet evaluations per step); untick for the distilled few-step model", s.steps) }</label>
                         }
                         <div class="row">
                             <button id="generate" disabled={busy} onclick={link.callback(|_| Msg::Generate)}>{ "Generate" }</button>

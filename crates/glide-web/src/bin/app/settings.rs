@@ -13,7 +13,8 @@ pub struct Settings {
     pub negative: String,
     pub steps: usize,
     pub guidance: f64,
-    /// Run the full teacher with `steps` guided steps instead of the few-step student.
+    /// Run the full base model with `steps` guided steps (the default) instead of the few-step
+    /// distilled student.
     pub quality: bool,
     pub seed: u64,
     pub sampler: Sampler,
@@ -27,7 +28,7 @@ impl Default for Settings {
             negative: String::new(),
             steps: 25,
             guidance: 3.0,
-            quality: false,
+            quality: true,
             seed: 0,
             sampler: Sampler::Ddim,
             batch: 1,
