@@ -2,15 +2,16 @@
 //! that runs one model evaluation per `next()` and yields the new x and the predicted x₀, so a
 //! progress bar and a live preview are the same code path.
 //!
-//! The model is any `FnMut(x_t, original_timesteps) -> [eps, v]`; the sampler maps chain indices to
-//! the original timesteps (`timestep_map`) before calling it.
+//! The model is any `FnMut(x_t, original_timesteps) -> [pred, var_values]`; the sampler maps
+//! chain indices to the original timesteps (`timestep_map`) before calling it.
 
 use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::{GaussianDiffusion, NoiseRng};
 
-/// A denoising model as the samplers see it: `(x_t, original timesteps) -> [eps, v]`.
+/// A denoising model as the samplers see it: `(x_t, original timesteps) -> [pred, var_values]`
+/// (`pred` is ε or v as the chain's `model_mean_type` says).
 pub trait ModelFn<B: Backend>: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4> {}
 impl<B: Backend, F: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>> ModelFn<B> for F {}
 

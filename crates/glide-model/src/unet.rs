@@ -348,7 +348,7 @@ impl<B: Backend> Text2ImUNet<B> {
     /// # Shapes
     /// - x: `[B, 3, H, W]`, timesteps: `[B]` (original 0..999 timesteps, as floats)
     /// - text: `[B, …]`, cond.channels: `[B, k, H, W]`
-    /// - output: `[B, 6, H, W]` (eps, variance values)
+    /// - output: `[B, 6, H, W]` (ε or v as the config's `predict_v` says, variance values)
     pub fn forward_with_text(
         &self,
         x: Tensor<B, 4>,
