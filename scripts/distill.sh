@@ -15,16 +15,26 @@ chains=${3:-30}
 cargo build --release -p glide-cli
 G=target/release/glide
 [ -d data/emoji ] || $G data emoji --out data/emoji
+# The teacher's samples and chains belong to one teacher: redraw them when the base model changes.
+teacher_id=$(sha256sum www/models/base.safetensors | cut -c1-16)
+for d in data/teacher-samples data/teacher-trajectories; do
+  if [ -d "$d" ] && [ "$(cat "$d.teacher" 2>/dev/null)" != "$teacher_id" ]; then
+    echo "distill: $d was drawn from another base model; drawing it again"
+    rm -rf "$d" "$d.teacher"
+  fi
+done
 if [ ! -d data/teacher-samples ]; then
   # two processes: one sampling chain keeps about one core busy
   $G distill samples --n 512 --seed 0 --out data/teacher-samples/part-0 &
   $G distill samples --n 512 --seed 1 --out data/teacher-samples/part-1
   wait
+  echo "$teacher_id" > data/teacher-samples.teacher
 fi
 if [ ! -d data/teacher-trajectories ]; then
   $G distill trajectories --n 320 --seed 0 --out data/teacher-trajectories/part-0 &
   $G distill trajectories --n 320 --seed 1 --out data/teacher-trajectories/part-1
   wait
+  echo "$teacher_id" > data/teacher-trajectories.teacher
 fi
 $G distill guidance --teacher www/models/base.safetensors --config configs/distill-guidance-emoji32-cpu.json \
   --out-dir runs/distill/guidance --max-minutes "$stage1"
