@@ -141,6 +141,10 @@ fn run_stage(
     if let Some(o) = out_dir {
         cfg.out_dir = o;
     }
+    cfg.distill = Some(DistillSpec {
+        teacher: teacher.to_path_buf(),
+        stage,
+    });
     if let DistillStage::Trajectory { .. } = stage {
         cfg.data = cfg
             .data
@@ -159,10 +163,6 @@ fn run_stage(
         TrainOptions {
             resume: run.resume,
             init: Some(init.unwrap_or(teacher).to_path_buf()),
-            distill: Some(DistillSpec {
-                teacher: teacher.to_path_buf(),
-                stage,
-            }),
             ..Default::default()
         },
     )?;

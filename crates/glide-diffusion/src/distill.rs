@@ -16,6 +16,9 @@ use crate::{DiffusionError, GaussianDiffusion, NoiseSchedule};
 /// Positions of the finest grid.
 pub const GRID: usize = 64;
 
+/// Largest guidance weight w a student learns (s = 1 + w ≤ 9); training draws w ~ U[0, MAX_W].
+pub const MAX_W: f64 = 8.0;
+
 /// The original timestep of grid position `i` (1..=64) in a chain of `num_timesteps`.
 pub fn grid_t(i: usize, num_timesteps: usize) -> usize {
     ((num_timesteps - 1) as f64 * i as f64 / GRID as f64).round() as usize

@@ -6,7 +6,9 @@ use burn::tensor::{Bool, Tensor, TensorData, backend::Backend};
 
 use crate::{GaussianDiffusion, ModelMeanType};
 
-/// Per-example loss terms, each `[B]`.
+/// Per-example loss terms, each `[B]`: `loss` is what is minimised; for diffusion training `mse`
+/// is the unweighted ε-MSE whatever the model predicts (a v model's is ᾱ_t times its v-MSE) and
+/// `vb` the VLB term; for distillation `mse` is the unweighted x-space MSE and `vb` zero.
 pub struct LossTerms<B: Backend> {
     pub loss: Tensor<B, 1>,
     pub mse: Tensor<B, 1>,
@@ -90,8 +92,8 @@ impl GaussianDiffusion {
     }
 
     /// `training_losses` for a model output already computed on `x_t = q_sample(x_start, t, noise)`.
-    /// `mse_weight[i]` (e.g. [`Self::min_snr_weights`]) weights example i's MSE in `loss`;
-    /// `None` is the original loss. `mse` and `vb` are always unweighted.
+    /// `mse_weight[i]` (e.g. [`Self::min_snr_weights`]) weights example i's MSE (of ε or v) in
+    /// `loss`; `None` is the original loss. `mse` (always of ε) and `vb` are unweighted.
     ///
     /// A [`ModelMeanType::V`] chain takes the MSE on v = √ᾱ·ε − √(1−ᾱ)·x₀ (Salimans & Ho 2022);
     /// such a model samples with the fixed posterior variance, so its variance channels are not
@@ -108,10 +110,14 @@ impl GaussianDiffusion {
         let c = x_t.dims()[1];
         let device = x_t.device();
         let pred = model_output.clone().narrow(1, 0, c);
-        let (target, vb) = match self.model_mean_type {
+        let (own_mse, vb, eps_scale) = match self.model_mean_type {
             ModelMeanType::V => {
                 let target = self.v_target(x_start, t, noise);
-                (target, Tensor::zeros([t.len()], &device))
+                let own_mse = mean_flat((target - pred).powi_scalar(2));
+                // ε − ε̂ = √ᾱ_t·(v − v̂): the ε-MSE is ᾱ_t times the v-MSE.
+                let a: Vec<f32> = t.iter().map(|&i| self.alphas_cumprod[i] as f32).collect();
+                let a = Tensor::<B, 1>::from_floats(a.as_slice(), &device);
+                (own_mse, Tensor::zeros([t.len()], &device), Some(a))
             }
             ModelMeanType::Epsilon => {
                 let var_values = model_output.narrow(1, c, c);
@@ -119,16 +125,19 @@ impl GaussianDiffusion {
                 let frozen_out = Tensor::cat(vec![pred.clone().detach(), var_values], 1);
                 let vb = self.vb_terms_bpd(frozen_out, x_start, x_t, t)
                     * (self.num_timesteps() as f64 / 1000.0);
-                (noise, vb)
+                (mean_flat((noise - pred).powi_scalar(2)), vb, None)
             }
         };
-        let mse = mean_flat((target - pred).powi_scalar(2));
         let weighted = match mse_weight {
             Some(w) => {
                 let w: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-                mse.clone() * Tensor::<B, 1>::from_floats(w.as_slice(), &device)
+                own_mse.clone() * Tensor::<B, 1>::from_floats(w.as_slice(), &device)
             }
-            None => mse.clone(),
+            None => own_mse.clone(),
+        };
+        let mse = match eps_scale {
+            Some(a) => own_mse * a,
+            None => own_mse,
         };
         LossTerms {
             loss: weighted + vb.clone(),

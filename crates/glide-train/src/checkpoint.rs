@@ -30,6 +30,11 @@ pub struct Checkpoint {
 
 pub use glide_data::shard::write_atomic;
 
+/// The checkpoint of a run directory.
+pub fn checkpoint_path(out: &Path) -> std::path::PathBuf {
+    out.join("checkpoint.safetensors")
+}
+
 impl Checkpoint {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut all = StateDict::default();

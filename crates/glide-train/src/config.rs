@@ -1,7 +1,11 @@
 //! Training configuration: a burn `Config`, read from JSON (`configs/*.json`).
 
 use burn::config::Config;
+use std::path::PathBuf;
+
 use glide_model::GlideConfig;
+
+use serde::{Deserialize, Serialize};
 
 /// Where the training images come from: WebDataset shards or an image folder with `.txt` captions.
 #[derive(Config, Debug, PartialEq)]
@@ -95,6 +99,10 @@ pub struct TrainConfig {
     /// Directory for checkpoints, logs, plots and samples.
     #[config(default = "String::from(\"runs/train\")")]
     pub out_dir: String,
+    /// The distillation recipe (teacher and stage); `None` trains on the diffusion loss.
+    /// `glide distill` fills it in, so a run's `config.json` says how it was trained.
+    #[config(default = "None")]
+    pub distill: Option<DistillSpec>,
 }
 
 /// Prompts the sample grids show: training emoji in several styles.
@@ -199,4 +207,40 @@ impl TrainConfig {
     pub fn ema_decay_at(&self, n: usize) -> f64 {
         self.ema_decay.min((1.0 + n as f64) / (10.0 + n as f64))
     }
+}
+
+/// How to start a run (the recipe itself is the [`TrainConfig`]).
+#[derive(Debug, Clone, Default)]
+pub struct TrainOptions {
+    /// Continue from `<out_dir>/checkpoint.safetensors`.
+    pub resume: bool,
+    /// Start from these weights (fine-tuning; a distillation run's student starts as its
+    /// teacher); the vocabulary comes with them.
+    pub init: Option<PathBuf>,
+    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
+    pub stop_after: Option<usize>,
+    /// No progress bar (tests).
+    pub quiet: bool,
+}
+
+/// Which distillation a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "stage", rename_all = "snake_case")]
+pub enum DistillStage {
+    /// Guidance distillation (stage 1): the teacher is a classifier-free guided base model (ε or v).
+    Guidance,
+    /// Progressive distillation (stage 2): the teacher is a student of `teacher_steps` steps;
+    /// this one learns `teacher_steps / 2`.
+    Progressive { teacher_steps: usize },
+    /// Fine-tuning a student of `steps` steps (1, 2, 4 or 8) on the teacher's stored guided
+    /// chains: the "teacher" is a folder of `glide distill trajectories`.
+    Trajectory { steps: usize },
+}
+
+/// A distillation run's teacher (weights, or for [`DistillStage::Trajectory`] a chain folder)
+/// and stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DistillSpec {
+    pub teacher: PathBuf,
+    pub stage: DistillStage,
 }

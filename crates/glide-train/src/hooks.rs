@@ -15,14 +15,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::TrainError;
 use crate::batch::{Batch, TrainData, eval_batch};
-use crate::checkpoint::{Checkpoint, write_atomic};
+use crate::checkpoint::{Checkpoint, checkpoint_path, write_atomic};
 use crate::config::TrainConfig;
 use crate::inpaint_eval::{EditCase, edit_cases, inpaint_grid};
 use crate::log::{CsvLog, LogRow, plot_losses};
 use crate::optim::optimizer_state;
 use crate::run_state::{Learner, RunState};
 use crate::step::{StepContext, StepStats};
-use crate::trainer::checkpoint_path;
 
 /// Wall time and images of this invocation (training steps only, not evaluation or sampling).
 pub struct Clock {

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod inpaint_eval;
 pub mod log;
 pub mod masks;
+pub mod objective;
 pub mod optim;
 pub mod run_state;
 pub mod step;
@@ -23,9 +24,9 @@ pub mod trajectories;
 
 use std::path::PathBuf;
 
-pub use config::{DataConfig, TrainConfig};
-pub use distill::DistillStage;
-pub use trainer::{DistillSpec, TrainOptions, TrainOutcome, train};
+pub use config::{DataConfig, TrainConfig, TrainOptions};
+pub use distill::{DistillSpec, DistillStage};
+pub use trainer::{TrainOutcome, train};
 
 /// Everything that can stop a run, each saying what to do.
 #[derive(Debug, thiserror::Error)]

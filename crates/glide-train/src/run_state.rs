@@ -13,11 +13,13 @@ use glide_tokenizer::{PrunedVocab, Tokenizer};
 use crate::TrainError;
 use crate::batch::{TrainData, mix};
 use crate::checkpoint::Checkpoint;
+use crate::checkpoint::checkpoint_path;
 use crate::config::TrainConfig;
-use crate::distill::{DistillStage, Teacher, load_teacher, student_config};
+use crate::config::TrainOptions;
+use crate::distill::{DistillStage, student_config};
 use crate::ema::Ema;
+use crate::objective::{self, Objective};
 use crate::optim::{Adam, adamw, load_optimizer_state};
-use crate::trainer::{TrainOptions, checkpoint_path};
 
 /// What the optimiser changes: the model, its AdamW state and its EMA.
 pub struct Learner<B: AutodiffBackend> {
@@ -31,7 +33,8 @@ pub struct RunState<B: AutodiffBackend> {
     /// The run's config, its model options as the checkpoint or starting weights say.
     pub cfg: TrainConfig,
     pub vocab: Option<PrunedVocab>,
-    pub teacher: Option<Teacher<B::InnerBackend>>,
+    /// The diffusion loss, or a distillation stage with its teacher.
+    pub objective: Box<dyn Objective<B>>,
     pub learner: Learner<B>,
     /// Steps already done (0 for a new run).
     pub step: usize,
@@ -63,7 +66,7 @@ impl<B: AutodiffBackend> RunState<B> {
             _ => None,
         };
         if let Some(state) = &mut init {
-            adopt_init_architecture(&mut cfg, state, opts)?;
+            adopt_init_architecture(&mut cfg, state)?;
         }
         let data = TrainData::load(&cfg.data, cfg.model.image_size)?;
         let vocab = run_vocab(
@@ -78,25 +81,17 @@ impl<B: AutodiffBackend> RunState<B> {
             cfg.model.n_vocab = v.ids.len();
         }
         if let Some(ck) = &resume {
-            check_resume_options(&mut cfg, ck, opts, &ckpt_path)?;
+            check_resume_options(&mut cfg, ck, &ckpt_path)?;
         }
         let tokenizer = tokenizer(vocab.as_ref())?;
-        let teacher = match &opts.distill {
-            Some(spec) => Some(load_teacher::<B::InnerBackend>(
-                spec, device, &tokenizer, &cfg.model,
-            )?),
-            None => None,
-        };
-        if let Some(t) = &teacher {
-            t.check_chains(data.train.iter().chain(&data.heldout), cfg.p_uncond)?;
-        }
+        let objective = objective::for_run(&cfg, &data, &tokenizer, device)?;
         let learner = Learner::restore(&cfg, device, init.as_ref(), resume.as_ref())?;
         let state = Self {
             step: resume.as_ref().map_or(0, |c| c.step),
             elapsed_before: resume.as_ref().map_or(0.0, |c| c.elapsed_s),
             cfg,
             vocab,
-            teacher,
+            objective,
             learner,
         };
         Ok((state, data))
@@ -120,11 +115,7 @@ fn tokenizer(vocab: Option<&PrunedVocab>) -> Result<Tokenizer, TrainError> {
 /// inpainting config turns base weights into an inpainting model (zero extra channels), a
 /// `predict_v` config an ε model into a v model (its output layer relearns what it means; weights
 /// that predict v keep doing so), and a distillation run the teacher into a student.
-fn adopt_init_architecture(
-    cfg: &mut TrainConfig,
-    state: &mut StateDict,
-    opts: &TrainOptions,
-) -> Result<(), TrainError> {
+fn adopt_init_architecture(cfg: &mut TrainConfig, state: &mut StateDict) -> Result<(), TrainError> {
     let dropout = cfg.model.dropout;
     let inpaint = cfg.model.inpaint;
     let predict_v = cfg.model.predict_v;
@@ -134,7 +125,7 @@ fn adopt_init_architecture(
         *state = inpaint_from_base(state)?;
         cfg.model.inpaint = true;
     }
-    if let Some(spec) = &opts.distill {
+    if let Some(spec) = &cfg.distill {
         // Weights that already are a guidance-distilled student (an earlier run's, `glide
         // distill guidance --init`) keep their options.
         let m = &cfg.model;
@@ -185,12 +176,11 @@ fn run_vocab(
 fn check_resume_options(
     cfg: &mut TrainConfig,
     ck: &Checkpoint,
-    opts: &TrainOptions,
     ckpt_path: &Path,
 ) -> Result<(), TrainError> {
     let stored: serde_json::Value = serde_json::from_str(&ck.options)
         .map_err(|e| TrainError::BadCheckpoint(ckpt_path.to_path_buf(), e.to_string()))?;
-    if opts.distill.is_some() {
+    if cfg.distill.is_some() {
         cfg.model = GlideConfig::from_glide_options(&stored)?.with_dropout(cfg.model.dropout);
     }
     if stored != cfg.model.to_glide_options() {

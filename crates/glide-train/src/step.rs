@@ -3,16 +3,15 @@
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
-use burn::tensor::{Tensor, TensorData};
 use glide_diffusion::losses::LossTerms;
-use glide_diffusion::{GaussianDiffusion, ModelMeanType};
-use glide_model::{ImageCond, Text2ImUNet};
+use glide_model::Text2ImUNet;
 
 use crate::TrainError;
 use crate::batch::{Batch, mix};
 use crate::config::TrainConfig;
-use crate::distill::{Teacher, student_losses};
+use crate::objective::Objective;
 use crate::optim::clip_global_norm;
 use crate::run_state::Learner;
 
@@ -27,12 +26,11 @@ pub struct StepStats {
     pub lr: f64,
 }
 
-/// What a step needs besides the learner: the devices, the chain and the teacher.
+/// What a step needs besides the learner: the config, the devices and the objective.
 pub struct StepContext<'a, B: AutodiffBackend> {
     pub cfg: &'a TrainConfig,
     pub devices: &'a [B::Device],
-    pub diffusion: &'a GaussianDiffusion,
-    pub teacher: Option<&'a Teacher<B::InnerBackend>>,
+    pub objective: &'a dyn Objective<B>,
 }
 
 impl<B: AutodiffBackend> Learner<B> {
@@ -55,7 +53,7 @@ impl<B: AutodiffBackend> Learner<B> {
         let (mut loss, mut mse, mut vb) = (0.0, 0.0, 0.0);
         let mut grads = Vec::with_capacity(ctx.devices.len());
         let mut forked = Vec::with_capacity(ctx.devices.len());
-        let parts = device_gradients(&model, ctx.devices, ctx.diffusion, batch, ctx.teacher, cfg);
+        let parts = device_gradients(&model, ctx.devices, ctx.objective, batch, cfg);
         for part in parts {
             mse += part.mse;
             vb += part.vb;
@@ -87,76 +85,19 @@ impl<B: AutodiffBackend> Learner<B> {
         Ok((Self { model, optim, ema }, stats))
     }
 
-    /// Held-out (loss, ε-MSE, vb) of the live and the EMA model: (live, EMA loss).
+    /// Held-out (loss, mse, vb) of the live model and the loss of the EMA model.
     pub fn evaluate(&self, ctx: &StepContext<'_, B>, eval: &Batch) -> ((f64, f64, f64), f64) {
-        let (cfg, d, device) = (ctx.cfg, ctx.diffusion, &ctx.devices[0]);
-        let live = evaluate_with(
-            &self.model.valid(),
-            d,
-            eval,
-            cfg.batch_size,
-            device,
-            ctx.teacher,
-        );
-        let (ema, _, _) = evaluate_with(
-            &self.ema.model,
-            d,
-            eval,
-            cfg.batch_size,
-            device,
-            ctx.teacher,
-        );
+        let (chunk, device) = (ctx.cfg.batch_size, &ctx.devices[0]);
+        let live = self.model.valid();
+        let live = evaluate(eval, chunk, |rows| {
+            ctx.objective.heldout_losses(&live, eval, rows, device)
+        });
+        let (ema, _, _) = evaluate(eval, chunk, |rows| {
+            ctx.objective
+                .heldout_losses(&self.ema.model, eval, rows, device)
+        });
         (live, ema)
     }
-}
-
-/// Tensors of `batch[lo..hi]` and the loss terms of `model` on them: the hybrid diffusion loss,
-/// or with a teacher the distillation loss.
-fn batch_losses<B: Backend, TB: Backend>(
-    model: &Text2ImUNet<B>,
-    diffusion: &GaussianDiffusion,
-    batch: &Batch,
-    rows: std::ops::Range<usize>,
-    device: &B::Device,
-    teacher: Option<&Teacher<TB>>,
-    min_snr_gamma: Option<f64>,
-) -> LossTerms<B> {
-    let (lo, hi) = (rows.start, rows.end);
-    if let Some(teacher) = teacher {
-        let targets = teacher.targets(batch, lo, hi);
-        return student_losses(model, diffusion, batch, lo, hi, targets, device);
-    }
-    let n = hi - lo;
-    let px = batch.x_start.len() / batch.len();
-    let side = ((px / 3) as f64).sqrt() as usize;
-    let img = |v: &[f32]| {
-        Tensor::<B, 4>::from_data(
-            TensorData::new(v[lo * px..hi * px].to_vec(), [n, 3, side, side]),
-            device,
-        )
-    };
-    let x_start = img(&batch.x_start);
-    let noise = img(&batch.noise);
-    let t = &batch.t[lo..hi];
-    let (tokens, mask) = batch.text_tensors::<B>(lo, hi, device);
-    let x_t = diffusion.q_sample(x_start.clone(), t, noise.clone());
-    let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-    let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), device);
-    let cond = if batch.keep.is_empty() {
-        ImageCond::none()
-    } else {
-        let keep = Tensor::<B, 4>::from_data(
-            TensorData::new(
-                batch.keep[lo * side * side..hi * side * side].to_vec(),
-                [n, 1, side, side],
-            ),
-            device,
-        );
-        ImageCond::new(Some((x_start.clone(), keep)), None, side)
-    };
-    let out = model.forward(x_t.clone(), ts, tokens, mask, &cond);
-    let weights = min_snr_gamma.map(|g| diffusion.min_snr_weights(t, g));
-    diffusion.training_losses(out, x_start, x_t, t, noise, weights.as_deref())
 }
 
 fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
@@ -168,45 +109,20 @@ fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     )
 }
 
-/// Mean (loss, mse, vb) of a model on the fixed held-out batch, in chunks: the unweighted loss
-/// of its own objective, and the ε-MSE whatever it predicts (a v model's ε error is √ᾱ_t times
-/// its v error), so that runs with either prediction compare.
+/// Mean (loss, mse, vb) over the fixed held-out batch of the loss terms `terms` gives for its
+/// row ranges, in chunks of `chunk` rows (e.g. [`Objective::heldout_losses`] of a model).
 pub fn evaluate<B: Backend>(
-    model: &Text2ImUNet<B>,
-    diffusion: &GaussianDiffusion,
     batch: &Batch,
     chunk: usize,
-    device: &B::Device,
-) -> (f64, f64, f64) {
-    evaluate_with::<B, B>(model, diffusion, batch, chunk, device, None)
-}
-
-/// [`evaluate`] with the run's teacher, if it distils.
-pub fn evaluate_with<B: Backend, TB: Backend>(
-    model: &Text2ImUNet<B>,
-    diffusion: &GaussianDiffusion,
-    batch: &Batch,
-    chunk: usize,
-    device: &B::Device,
-    teacher: Option<&Teacher<TB>>,
+    terms: impl Fn(std::ops::Range<usize>) -> LossTerms<B>,
 ) -> (f64, f64, f64) {
     let (mut l, mut m, mut v) = (0.0, 0.0, 0.0);
     let mut lo = 0;
-    let predict_v = diffusion.model_mean_type == ModelMeanType::V;
     while lo < batch.len() {
         let hi = (lo + chunk).min(batch.len());
-        // Held-out losses are unweighted, comparable between recipes.
-        let terms = batch_losses(model, diffusion, batch, lo..hi, device, teacher, None);
+        let terms = terms(lo..hi);
         l += scalar(terms.loss.sum());
-        m += if predict_v && teacher.is_none() {
-            let a: Vec<f32> = batch.t[lo..hi]
-                .iter()
-                .map(|&t| diffusion.alphas_cumprod[t] as f32)
-                .collect();
-            scalar((terms.mse * Tensor::<B, 1>::from_floats(a.as_slice(), device)).sum())
-        } else {
-            scalar(terms.mse.sum())
-        };
+        m += scalar(terms.mse.sum());
         v += scalar(terms.vb.sum());
         lo = hi;
     }
@@ -229,20 +145,18 @@ struct DeviceGradients {
 ///
 /// With dropout the shares run one after another instead: dropout draws from the backend's one
 /// seeded RNG, and only a fixed order of draws keeps a resumed run bit-identical.
-fn device_gradients<B: AutodiffBackend, TB: Backend>(
+fn device_gradients<B: AutodiffBackend>(
     model: &Text2ImUNet<B>,
     devices: &[B::Device],
-    diffusion: &GaussianDiffusion,
+    objective: &dyn Objective<B>,
     batch: &Batch,
-    teacher: Option<&Teacher<TB>>,
     cfg: &TrainConfig,
 ) -> Vec<DeviceGradients> {
     let per_dev = cfg.batch_size / devices.len();
     let scale = 1.0 / cfg.batch_size as f64;
-    let gamma = cfg.min_snr_gamma;
     let work = |m: Text2ImUNet<B>, d: usize, dev: &B::Device| {
         let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
-        let terms = batch_losses(&m, diffusion, batch, lo..hi, dev, teacher, gamma);
+        let terms = objective.losses(&m, batch, lo..hi, dev);
         let mse = scalar(terms.mse.clone().sum().detach());
         let vb = scalar(terms.vb.clone().sum().detach());
         let total = terms.loss.sum() * scale;

@@ -9,13 +9,13 @@
 
 use burn::tensor::backend::Backend;
 use glide_diffusion::Sampler;
+use glide_diffusion::distill::MAX_W;
 use glide_pipeline::{GenerateRequest, Text2Im};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::TrainError;
 use crate::batch::{Example, mix};
-use crate::distill::MAX_W;
 
 /// One image drawn by the teacher.
 #[derive(Debug, Clone)]

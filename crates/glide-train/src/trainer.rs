@@ -1,49 +1,21 @@
 //! The training loop: restore the run ([`RunState`]), then optimisation steps
 //! ([`crate::run_state::Learner::step`]) with the run directory's hooks ([`Hooks`]) after each.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use glide_diffusion::{GaussianDiffusion, ModelMeanType, NoiseSchedule};
 
 use crate::TrainError;
 use crate::batch::{BatchMaker, Prefetcher};
-use crate::config::TrainConfig;
-use crate::distill::DistillStage;
+use crate::config::{TrainConfig, TrainOptions};
 use crate::hooks::{Clock, Hooks};
 use crate::log::LogRow;
 use crate::run_state::RunState;
 use crate::step::StepContext;
-
-pub use crate::hooks::sample_grid;
-pub use crate::step::{evaluate, evaluate_with};
-
-/// How to start a run.
-#[derive(Debug, Clone, Default)]
-pub struct TrainOptions {
-    /// Continue from `<out_dir>/checkpoint.safetensors`.
-    pub resume: bool,
-    /// Start from these weights (fine-tuning); the vocabulary comes with them.
-    pub init: Option<PathBuf>,
-    /// Stop (with a checkpoint) once this many steps are done, as if interrupted.
-    pub stop_after: Option<usize>,
-    /// No progress bar (tests).
-    pub quiet: bool,
-    /// Distil from a teacher instead of training on the diffusion loss; `init` should then be the
-    /// teacher's weights too (the student starts as the teacher).
-    pub distill: Option<DistillSpec>,
-}
-
-/// A distillation run's teacher.
-#[derive(Debug, Clone)]
-pub struct DistillSpec {
-    pub teacher: PathBuf,
-    pub stage: DistillStage,
-}
 
 /// How a run ended.
 #[derive(Debug, Clone)]
@@ -57,11 +29,6 @@ pub struct TrainOutcome {
     pub out_dir: PathBuf,
     /// Parameters of the trained model (with its pruned vocabulary).
     pub params: usize,
-}
-
-/// Paths of a run directory.
-pub fn checkpoint_path(out: &Path) -> PathBuf {
-    out.join("checkpoint.safetensors")
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -90,15 +57,13 @@ pub fn train<B: AutodiffBackend>(
     INTERRUPTED.store(false, Ordering::SeqCst);
     let (mut state, data) = RunState::<B>::restore(cfg, &devices[0], &opts)?;
     let cfg = state.cfg.clone();
-    let schedule: NoiseSchedule = cfg.model.noise_schedule.parse()?;
-    let diffusion = GaussianDiffusion::from_schedule(schedule, cfg.model.diffusion_steps)
-        .with_model_mean_type(ModelMeanType::from_predict_v(cfg.model.predict_v));
-    let mut hooks = Hooks::new(&state, &data, diffusion.num_timesteps(), opts.quiet)?;
+    let num_timesteps = cfg.model.diffusion_steps;
+    let mut hooks = Hooks::new(&state, &data, num_timesteps, opts.quiet)?;
     let maker = BatchMaker::new(
         Arc::new(data.train),
         state.tokenizer()?,
         &cfg,
-        diffusion.num_timesteps(),
+        num_timesteps,
     );
     let start = state.step;
     let mut batches = Prefetcher::start(maker, start, cfg.steps, 4);
@@ -106,8 +71,7 @@ pub fn train<B: AutodiffBackend>(
     let ctx = StepContext {
         cfg: &cfg,
         devices: &devices,
-        diffusion: &diffusion,
-        teacher: state.teacher.as_ref(),
+        objective: state.objective.as_ref(),
     };
     let mut interrupted = false;
     while state.step < cfg.steps {

@@ -9,8 +9,10 @@ use glide_model::weights::apply_state_dict;
 use glide_tokenizer::{PrunedVocab, Tokenizer};
 use glide_train::batch::{TrainData, eval_batch};
 use glide_train::checkpoint::Checkpoint;
+use glide_train::checkpoint::checkpoint_path;
 use glide_train::log::CsvLog;
-use glide_train::trainer::{checkpoint_path, evaluate};
+use glide_train::objective::hybrid::Hybrid;
+use glide_train::step::evaluate;
 use glide_train::{TrainConfig, TrainError, TrainOptions, train};
 
 type B = Autodiff<Flex>;
@@ -138,8 +140,16 @@ fn smoke_config_lowers_the_loss_on_fixed_images_t_and_noise() {
     let fresh = mcfg.init::<Flex>(&device);
     let (trained, report) = apply_state_dict(mcfg.init::<Flex>(&device), &ck.model);
     assert!(report.is_clean(), "{report}");
-    let (before, _, _) = evaluate(&fresh, &diffusion, &fixed, 16, &device);
-    let (after, _, _) = evaluate(&trained, &diffusion, &fixed, 16, &device);
+    let hybrid = Hybrid {
+        diffusion,
+        min_snr_gamma: None,
+    };
+    let (before, _, _) = evaluate(&fixed, 16, |rows| {
+        hybrid.terms(&fresh, &fixed, rows, &device, None)
+    });
+    let (after, _, _) = evaluate(&fixed, 16, |rows| {
+        hybrid.terms(&trained, &fixed, rows, &device, None)
+    });
     assert!(before.is_finite() && after.is_finite());
     assert!(after < 0.8 * before, "loss {before} → {after}");
 }
@@ -365,20 +375,23 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         c.steps = 3;
         c.sample_every = 3;
         c.sample_steps = 4;
+        c.distill = Some(DistillSpec {
+            teacher: teacher.to_path_buf(),
+            stage,
+        });
         let out = train::<B>(
             c.clone(),
             vec![Default::default()],
             TrainOptions {
                 init: Some(init.to_path_buf()),
-                distill: Some(DistillSpec {
-                    teacher: teacher.to_path_buf(),
-                    stage,
-                }),
                 quiet: true,
                 ..Default::default()
             },
         )
         .unwrap();
+        // The run's config.json holds the whole recipe, teacher and stage included.
+        let written = TrainConfig::read(&Path::new(&c.out_dir).join("config.json")).unwrap();
+        assert_eq!(written.distill, c.distill, "{name}");
         assert!(out.rows.iter().all(|r| r.loss.is_finite()), "{name}");
         let path = Path::new(&c.out_dir).join("ema.safetensors");
         let bytes = std::fs::read(&path).unwrap();
@@ -434,16 +447,16 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         .with_shards(None)
         .with_folder(Some(chains.to_string_lossy().into_owned()))
         .with_heldout_fraction(0.2);
+    c.distill = Some(DistillSpec {
+        teacher: chains.clone(),
+        stage: DistillStage::Trajectory { steps: 4 },
+    });
     let run = |c: TrainConfig| {
         train::<B>(
             c,
             vec![Default::default()],
             TrainOptions {
                 init: Some(progressive.clone()),
-                distill: Some(DistillSpec {
-                    teacher: chains.clone(),
-                    stage: DistillStage::Trajectory { steps: 4 },
-                }),
                 quiet: true,
                 ..Default::default()
             },
@@ -465,15 +478,15 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
     // A base model cannot be a progressive teacher.
     let mut c = smoke_config("distill-wrong");
     c.steps = 1;
+    c.distill = Some(DistillSpec {
+        teacher: teacher.clone(),
+        stage: DistillStage::Progressive { teacher_steps: 64 },
+    });
     let err = train::<B>(
         c,
         vec![Default::default()],
         TrainOptions {
-            init: Some(teacher.clone()),
-            distill: Some(DistillSpec {
-                teacher,
-                stage: DistillStage::Progressive { teacher_steps: 64 },
-            }),
+            init: Some(teacher),
             quiet: true,
             ..Default::default()
         },
