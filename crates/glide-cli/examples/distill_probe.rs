@@ -115,13 +115,7 @@ impl Probe {
 }
 
 fn psnr(a: &[f32], b: &[f32]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (4.0 / mse.max(1e-12)).log10()
+    glide_train::distill_eval::psnr_mse(&[a.to_vec()], &[b.to_vec()]).0
 }
 
 fn corr(a: &[f32], b: &[f32]) -> f64 {

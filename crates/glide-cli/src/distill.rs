@@ -61,7 +61,7 @@ pub enum DistillCommand {
 
 #[derive(clap::Args)]
 pub struct TrajectoriesArgs {
-    /// The teacher (an ε model).
+    /// The teacher (a base model).
     #[arg(long, default_value = "www/models/base.safetensors")]
     teacher: PathBuf,
     /// The shard directory whose training captions are drawn.
@@ -82,7 +82,7 @@ pub struct TrajectoriesArgs {
 
 #[derive(clap::Args)]
 pub struct SamplesArgs {
-    /// The teacher (an ε model).
+    /// The teacher (a base model).
     #[arg(long, default_value = "www/models/base.safetensors")]
     teacher: PathBuf,
     /// The shard directory whose training captions are drawn.
@@ -210,25 +210,23 @@ pub fn run(cmd: DistillCommand) -> Result<()> {
         )
         .map(|_| ()),
         DistillCommand::Progressive { args, from, to } => {
-            if !(to >= 1 && from > to && from.is_power_of_two() && to.is_power_of_two()) {
-                bail!("--from and --to must be powers of two with --from > --to (e.g. 64 and 4)");
-            }
-            let root = args.run.config()?.out_dir;
-            let mut teacher = args.teacher.clone();
-            let mut n = from;
-            while n > to {
-                let out = Path::new(&root).join(format!("steps-{}", n / 2));
-                teacher = run_stage(
-                    &args.run,
-                    &teacher,
-                    None,
-                    DistillStage::Progressive { teacher_steps: n },
-                    Some(out.to_string_lossy().into_owned()),
-                )
-                .with_context(|| format!("the round {n} → {} steps failed", n / 2))?;
-                n /= 2;
-            }
-            eprintln!("the {to}-step student is {}", teacher.display());
+            let cfg = args.run.config()?;
+            let last = glide_train::rounds::progressive_rounds::<Autodiff<B>>(
+                &cfg,
+                &args.teacher,
+                (from, to),
+                &backend::devices(1),
+                args.run.resume,
+                |n, outcome| {
+                    eprintln!(
+                        "round {n} → {} steps done at step {}; student weights in {}",
+                        n / 2,
+                        outcome.step,
+                        outcome.out_dir.join("ema.safetensors").display()
+                    )
+                },
+            )?;
+            eprintln!("the {to}-step student is {}", last.display());
             Ok(())
         }
     }
@@ -329,7 +327,7 @@ fn trajectories(a: TrajectoriesArgs) -> Result<()> {
 
 #[derive(clap::Args)]
 pub struct EvalDistillArgs {
-    /// The teacher (an ε model).
+    /// The teacher (the base model the students were distilled from).
     #[arg(long, default_value = "www/models/base.safetensors")]
     teacher: PathBuf,
     /// Students to compare (each samples with its own step count).
@@ -355,16 +353,6 @@ pub struct EvalDistillArgs {
     out: PathBuf,
 }
 
-/// One way of sampling and what it scored.
-struct Row {
-    name: String,
-    evals: usize,
-    ms: f64,
-    mse: f64,
-    psnr: f64,
-    images: Vec<Vec<f32>>,
-}
-
 fn load(path: &Path) -> Result<glide_pipeline::Text2Im<B>> {
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
@@ -372,42 +360,11 @@ fn load(path: &Path) -> Result<glide_pipeline::Text2Im<B>> {
         .with_context(|| format!("cannot use the weights {}", path.display()))
 }
 
-/// Samples one image per caption (seed = index), timing each.
-fn sample_all(
-    pipe: &glide_pipeline::Text2Im<B>,
-    captions: &[String],
-    guidance: f64,
-    steps: usize,
-) -> Result<(Vec<Vec<f32>>, f64, usize)> {
-    use glide_pipeline::GenerateRequest;
-    let mut out = Vec::new();
-    let mut evals = 0;
-    let t0 = std::time::Instant::now();
-    for (i, c) in captions.iter().enumerate() {
-        let req = GenerateRequest {
-            prompt: c.clone(),
-            guidance_scale: guidance,
-            steps,
-            sampler: glide_diffusion::Sampler::Ddim,
-            seed: i as u64,
-            ..Default::default()
-        };
-        let chain = pipe.generate(&req)?;
-        evals = chain.total() * pipe.evaluations_per_step(&req);
-        out.push(chain.run().into_data().to_vec::<f32>().expect("f32"));
-    }
-    let ms = t0.elapsed().as_secs_f64() * 1e3 / captions.len().max(1) as f64;
-    Ok((out, ms, evals))
-}
-
 /// PSNR and MSE of samples against the teacher's many-step samples from the same x_T, the
 /// teacher's own DDIM at the students' step counts, and wall time per image.
 pub fn eval_distill(a: EvalDistillArgs) -> Result<()> {
     use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
     let teacher = load(&a.teacher)?;
-    if teacher.is_student() {
-        bail!("--teacher must be the ε model the students were distilled from");
-    }
     let size = teacher.config.image_size;
     let data = glide_train::batch::TrainData::load(
         &glide_train::DataConfig::new().with_shards(Some(a.data.clone())),
@@ -423,57 +380,20 @@ pub fn eval_distill(a: EvalDistillArgs) -> Result<()> {
             a.data
         );
     }
-    let (reference, ref_ms, ref_evals) =
-        sample_all(&teacher, &captions, a.guidance, a.reference_steps)?;
-    let score = |imgs: &[Vec<f32>]| -> (f64, f64) {
-        let (mut mse, mut psnr) = (0.0, 0.0);
-        for (x, r) in imgs.iter().zip(&reference) {
-            let m = x
-                .iter()
-                .zip(r)
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum::<f64>()
-                / x.len() as f64;
-            mse += m;
-            // peak-to-peak 2 in [-1, 1]
-            psnr += 10.0 * (4.0 / m.max(1e-12)).log10();
-        }
-        let n = imgs.len() as f64;
-        (mse / n, psnr / n)
-    };
-    let mut rows = Vec::new();
-    for path in &a.student {
-        let student = load(path)?;
-        let counts = match student.config.student_steps {
-            Some(own) => vec![own],
-            None if a.steps.is_empty() => bail!(
-                "{} has no own step count; pass --steps (e.g. --steps 64 8 4) for a \
-                 guidance-distilled student",
-                path.display()
-            ),
-            None => a.steps.clone(),
-        };
-        for steps in counts {
-            for (name, pipe) in [
-                (
-                    format!("student, {steps} steps ({})", path.display()),
-                    &student,
-                ),
-                (format!("teacher's guided DDIM, {steps} steps"), &teacher),
-            ] {
-                let (images, ms, evals) = sample_all(pipe, &captions, a.guidance, steps)?;
-                let (mse, psnr) = score(&images);
-                rows.push(Row {
-                    name,
-                    evals,
-                    ms,
-                    mse,
-                    psnr,
-                    images,
-                });
-            }
-        }
-    }
+    let students = a
+        .student
+        .iter()
+        .map(|p| Ok((p.display().to_string(), load(p)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let (reference, rows) = glide_train::distill_eval::compare_students(
+        &teacher,
+        &students,
+        &captions,
+        a.guidance,
+        a.reference_steps,
+        &a.steps,
+    )?;
+    let (ref_ms, ref_evals) = (reference.ms_per_image, reference.evaluations);
     println!(
         "{} held-out captions, s = {}, seeds 0..{}; reference: the teacher's guided DDIM, {} \
          steps ({ref_evals} UNet evaluations, {ref_ms:.0} ms per image)\n",
@@ -487,22 +407,22 @@ pub fn eval_distill(a: EvalDistillArgs) -> Result<()> {
     );
     println!("|---|---|---|---|---|");
     for r in &rows {
+        let ms = r.sampled.ms_per_image;
         println!(
-            "| {} | {} | {:.2} | {:.4} | {:.0} ms ({:.3}×) |",
+            "| {} | {} | {:.2} | {:.4} | {ms:.0} ms ({:.3}×) |",
             r.name,
-            r.evals,
+            r.sampled.evaluations,
             r.psnr,
             r.mse,
-            r.ms,
-            r.ms / ref_ms
+            ms / ref_ms
         );
     }
     let k = captions.len().min(8);
     let mut images = Vec::new();
-    for (i, r) in reference.iter().enumerate().take(k) {
+    for (i, r) in reference.images.iter().enumerate().take(k) {
         images.extend(batch_to_rgb8(r, 1, size, size));
         for r in &rows {
-            images.extend(batch_to_rgb8(&r.images[i], 1, size, size));
+            images.extend(batch_to_rgb8(&r.sampled.images[i], 1, size, size));
         }
     }
     let cols = 1 + rows.len();

@@ -422,6 +422,38 @@ fn guidance_then_progressive_distillation_write_students_that_sample_in_their_ow
         DistillStage::Progressive { teacher_steps: 64 },
     );
     assert_eq!(pipe.config.student_steps, Some(32));
+    // The rounds as a library loop: 32 → 16 → 8, each round the last one's student.
+    let mut rounds_cfg = smoke_config("distill-rounds");
+    rounds_cfg.steps = 2;
+    let mut finished = Vec::new();
+    let last = glide_train::rounds::progressive_rounds::<B>(
+        &rounds_cfg,
+        &progressive,
+        (32, 8),
+        &[Default::default()],
+        false,
+        |n, _| finished.push(n),
+    )
+    .unwrap();
+    assert_eq!(finished, [32, 16]);
+    assert_eq!(
+        last,
+        Path::new(&rounds_cfg.out_dir).join("steps-8/ema.safetensors")
+    );
+    let bytes = std::fs::read(&last).unwrap();
+    let eight =
+        glide_pipeline::Text2Im::<Flex>::from_safetensors(&bytes, &Default::default()).unwrap();
+    assert_eq!(eight.config.student_steps, Some(8));
+    let err = glide_train::rounds::progressive_rounds::<B>(
+        &rounds_cfg,
+        &progressive,
+        (32, 6),
+        &[Default::default()],
+        false,
+        |_, _| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("powers of two"), "{err}");
     let req = glide_pipeline::GenerateRequest {
         prompt: "a red circle".into(),
         steps: 1000,
