@@ -78,7 +78,7 @@ impl Probe {
         let t = grid_t(i, self.base.num_timesteps());
         if let (Source::Student, Some(s), Some(text)) = (source, &self.student, &texts.student) {
             let d = z.device();
-            let v = s.model.forward_guided(
+            let v = s.model.forward_with_guidance_weight(
                 z.clone(),
                 Tensor::from_floats([t as f32], &d),
                 text,

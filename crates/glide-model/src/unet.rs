@@ -356,7 +356,7 @@ impl<B: Backend> Text2ImUNet<B> {
         text: &TextEmb<B>,
         cond: &ImageCond<B>,
     ) -> Tensor<B, 4> {
-        self.forward_guided(x, timesteps, text, cond, None)
+        self.forward_with_guidance_weight(x, timesteps, text, cond, None)
     }
 
     /// [`Self::forward_with_text`] for a distilled student: `guidance` is w = s − 1 per row,
@@ -365,7 +365,7 @@ impl<B: Backend> Text2ImUNet<B> {
     ///
     /// # Shapes
     /// - guidance: `[B]`
-    pub fn forward_guided(
+    pub fn forward_with_guidance_weight(
         &self,
         x: Tensor<B, 4>,
         timesteps: Tensor<B, 1>,

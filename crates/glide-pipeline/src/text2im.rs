@@ -382,7 +382,7 @@ impl<B: Backend> Text2Im<B> {
             if let Some(w) = &w {
                 let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
                 let ts = Tensor::<B, 1>::from_floats(ts.as_slice(), &device);
-                return model.forward_guided(x, ts, &text, &cond, Some(w.clone()));
+                return model.forward_with_guidance_weight(x, ts, &text, &cond, Some(w.clone()));
             }
             let (x, ts) = if guided {
                 (Tensor::cat(vec![x.clone(), x], 0), [t, t].concat())

@@ -130,7 +130,7 @@ pub fn student_losses<B: Backend>(
     let (tokens, mask) = batch.text_tensors::<B>(lo, hi, device);
     let text = student.encode_text(tokens, mask);
     let ts: Vec<f32> = targets.t.iter().map(|&v| v as f32).collect();
-    let out = student.forward_guided(
+    let out = student.forward_with_guidance_weight(
         z.clone(),
         Tensor::from_floats(ts.as_slice(), device),
         &text,

@@ -50,7 +50,7 @@ impl<TB: Backend> StudentTargets for ProgressiveDistillation<TB> {
         let text = tc.model.encode_text(tokens, mask);
         let x0_of = |z: Tensor<TB, 4>, t: &[usize]| {
             let ts: Vec<f32> = t.iter().map(|&v| v as f32).collect();
-            let v = tc.model.forward_guided(
+            let v = tc.model.forward_with_guidance_weight(
                 z.clone(),
                 tc.floats(&ts),
                 &text,
