@@ -313,9 +313,19 @@ impl GaussianDiffusion {
         t: &[usize],
         v: Tensor<B, 4>,
     ) -> Tensor<B, 4> {
-        let d = x_t.device();
-        Self::extract::<B>(&self.sqrt_alphas_cumprod, t, &d) * x_t
-            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * v
+        self.alpha_minus_sigma(x_t, t, v)
+    }
+
+    /// √ᾱ_t·a − √(1−ᾱ_t)·b: x₀ from (x_t, v), and v from (ε, x₀).
+    pub(crate) fn alpha_minus_sigma<B: Backend>(
+        &self,
+        a: Tensor<B, 4>,
+        t: &[usize],
+        b: Tensor<B, 4>,
+    ) -> Tensor<B, 4> {
+        let d = a.device();
+        Self::extract::<B>(&self.sqrt_alphas_cumprod, t, &d) * a
+            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * b
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -153,9 +153,7 @@ impl GaussianDiffusion {
         t: &[usize],
         noise: Tensor<B, 4>,
     ) -> Tensor<B, 4> {
-        let d = x_start.device();
-        Self::extract::<B>(&self.sqrt_alphas_cumprod, t, &d) * noise
-            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * x_start
+        self.alpha_minus_sigma(noise, t, x_start)
     }
 
     /// Min-SNR-γ weights of the MSE (Hang et al. 2023, "Efficient Diffusion Training via

@@ -94,6 +94,19 @@ impl<B: Backend> TeacherNet<B> {
         })
     }
 
+    /// The data images and the noise of `batch[lo..hi]`, `[n, 3, S, S]` each.
+    pub fn data_tensors(
+        &self,
+        batch: &Batch,
+        lo: usize,
+        hi: usize,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let px = batch.x_start.len() / batch.len();
+        let side = ((px / 3) as f64).sqrt() as usize;
+        let rows = |v: &[f32]| self.tensor4(v[lo * px..hi * px].to_vec(), hi - lo, 3, side);
+        (rows(&batch.x_start), rows(&batch.noise))
+    }
+
     /// `[n, C, S, S]` from a flat vector.
     pub fn tensor4(&self, v: Vec<f32>, n: usize, c: usize, s: usize) -> Tensor<B, 4> {
         Tensor::from_data(TensorData::new(v, [n, c, s, s]), &self.device)

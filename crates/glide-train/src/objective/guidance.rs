@@ -28,11 +28,8 @@ impl<TB: Backend> StudentTargets for GuidanceDistillation<TB> {
     fn targets(&self, batch: &Batch, lo: usize, hi: usize) -> Targets {
         let tc = &self.teacher;
         let n = hi - lo;
-        let px = batch.x_start.len() / batch.len();
-        let side = ((px / 3) as f64).sqrt() as usize;
         let ctx = batch.tokens.len() / batch.len();
-        let x_start = tc.tensor4(batch.x_start[lo * px..hi * px].to_vec(), n, 3, side);
-        let noise = tc.tensor4(batch.noise[lo * px..hi * px].to_vec(), n, 3, side);
+        let (x_start, noise) = tc.data_tensors(batch, lo, hi);
         let (mut rngs, w) = draws(batch.step, lo, hi);
         // Only the 64 grid points are ever sampled from (Meng et al. draw t anywhere).
         let nt = tc.base.num_timesteps();

@@ -13,7 +13,7 @@ pub mod trajectory;
 
 use std::ops::Range;
 
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use glide_diffusion::losses::LossTerms;
 use glide_diffusion::{GaussianDiffusion, ModelMeanType, NoiseSchedule};
 use glide_model::Text2ImUNet;
@@ -51,6 +51,20 @@ pub trait Objective<B: AutodiffBackend>: Sync {
 /// the stage's targets, held out as trained.
 pub struct Distillation<T: StudentTargets>(pub T);
 
+impl<T: StudentTargets> Distillation<T> {
+    fn student<SB: Backend>(
+        &self,
+        model: &Text2ImUNet<SB>,
+        batch: &Batch,
+        rows: Range<usize>,
+        device: &SB::Device,
+    ) -> LossTerms<SB> {
+        let (lo, hi) = (rows.start, rows.end);
+        let targets = self.0.targets(batch, lo, hi);
+        student_losses(model, self.0.base(), batch, lo, hi, targets, device)
+    }
+}
+
 impl<B: AutodiffBackend, T: StudentTargets> Objective<B> for Distillation<T> {
     fn losses(
         &self,
@@ -59,16 +73,7 @@ impl<B: AutodiffBackend, T: StudentTargets> Objective<B> for Distillation<T> {
         rows: Range<usize>,
         device: &B::Device,
     ) -> LossTerms<B> {
-        let targets = self.0.targets(batch, rows.start, rows.end);
-        student_losses(
-            model,
-            self.0.base(),
-            batch,
-            rows.start,
-            rows.end,
-            targets,
-            device,
-        )
+        self.student(model, batch, rows, device)
     }
 
     fn heldout_losses(
@@ -78,16 +83,7 @@ impl<B: AutodiffBackend, T: StudentTargets> Objective<B> for Distillation<T> {
         rows: Range<usize>,
         device: &B::Device,
     ) -> LossTerms<B::InnerBackend> {
-        let targets = self.0.targets(batch, rows.start, rows.end);
-        student_losses(
-            model,
-            self.0.base(),
-            batch,
-            rows.start,
-            rows.end,
-            targets,
-            device,
-        )
+        self.student(model, batch, rows, device)
     }
 }
 

@@ -26,11 +26,7 @@ impl<TB: Backend> StudentTargets for ProgressiveDistillation<TB> {
     /// which one DDIM step lands where the teacher's two steps do.
     fn targets(&self, batch: &Batch, lo: usize, hi: usize) -> Targets {
         let tc = &self.teacher;
-        let n = hi - lo;
-        let px = batch.x_start.len() / batch.len();
-        let side = ((px / 3) as f64).sqrt() as usize;
-        let x_start = tc.tensor4(batch.x_start[lo * px..hi * px].to_vec(), n, 3, side);
-        let noise = tc.tensor4(batch.noise[lo * px..hi * px].to_vec(), n, 3, side);
+        let (x_start, noise) = tc.data_tensors(batch, lo, hi);
         let (mut rngs, w) = draws(batch.step, lo, hi);
         let stride = GRID / self.teacher_steps;
         let student_steps = self.teacher_steps / 2;
