@@ -3,7 +3,6 @@
 //! every unmasked pixel copied from the input.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::TensorData;
@@ -11,11 +10,9 @@ use glide_diffusion::sampling::Sampler;
 use glide_model::weights::StateDict;
 use glide_pipeline::image::{encode_png, to_rgb8};
 use glide_pipeline::mask::{composite, rgb8_to_chw};
-use glide_pipeline::{EditInput, EditMethod, EditRequest, GenerateRequest, Text2Im, UserMask};
+use glide_pipeline::{EditInput, EditMethod, EditRequest, GenerateRequest, UserMask};
 use image::imageops::FilterType;
-use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::backend::{self, B};
 use crate::write;
 
 /// The bundled inpainting model, and the base model the replacement trick (and img2img) uses.
@@ -108,6 +105,22 @@ pub fn read_mask(path: &Path) -> Result<UserMask> {
     Ok(UserMask::from_rgba(rgba.as_raw(), w as usize, h as usize)?)
 }
 
+/// The weights an edit uses: --weights, else the bundled inpainting model for a masked edit by
+/// the model method, else the bundled base model.
+fn edit_weights(a: &EditArgs) -> PathBuf {
+    match &a.weights {
+        Some(p) => p.clone(),
+        None => {
+            let inpaint = Path::new(INPAINT_WEIGHTS);
+            if a.mask.is_some() && a.method != EditMethod::Replace && inpaint.exists() {
+                inpaint.to_path_buf()
+            } else {
+                PathBuf::from(BASE_WEIGHTS)
+            }
+        }
+    }
+}
+
 pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     let strength = a.strength.unwrap_or(if img2img { 0.6 } else { 1.0 });
     if !img2img && a.mask.is_none() {
@@ -115,26 +128,8 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
             "glide inpaint needs --mask FILE (white = regenerate); for a whole-image edit use glide img2img"
         );
     }
-    let masked = a.mask.is_some();
-    let weights = match &a.weights {
-        Some(p) => p.clone(),
-        None => {
-            let inpaint = Path::new(INPAINT_WEIGHTS);
-            if masked && a.method != EditMethod::Replace && inpaint.exists() {
-                inpaint.to_path_buf()
-            } else {
-                PathBuf::from(BASE_WEIGHTS)
-            }
-        }
-    };
-    let bytes = std::fs::read(&weights).with_context(|| {
-        format!(
-            "cannot read the weights {}; run glide from the repository root or pass --weights",
-            weights.display()
-        )
-    })?;
-    let pipe = Text2Im::<B>::from_safetensors(&bytes, &Default::default())
-        .with_context(|| format!("cannot use the weights {}", weights.display()))?;
+    let weights = edit_weights(&a);
+    let pipe = crate::load_pipeline(&weights)?;
     let s = pipe.config.image_size;
 
     let original = open_image(&a.image, "image")?.to_rgb8();
@@ -178,30 +173,11 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
         method: a.method,
     };
     let method = pipe.edit_method(a.method)?;
-    let mut steps = pipe.edit(&req, &input)?;
-    let total = steps.total();
-    let bar = ProgressBar::new(total as u64).with_style(
-        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("{:?} ({method:?}) on {}", a.prompt, backend::NAME));
-    let start = Instant::now();
-    let mut last = None;
-    for step in steps.by_ref() {
-        bar.set_position(step.step as u64);
-        last = Some(step.sample);
-    }
-    bar.finish();
-    let raw: Vec<f32> = last
-        .context("the chain has no steps")?
+    let label = format!("{:?} ({method:?})", a.prompt);
+    let raw: Vec<f32> = crate::run_with_bar(pipe.edit(&req, &input)?, &label)?
         .into_data()
         .to_vec()
         .expect("f32 samples");
-    eprintln!(
-        "{:.1} ms per step on {}",
-        start.elapsed().as_secs_f64() * 1e3 / total.max(1) as f64,
-        backend::NAME
-    );
 
     // Back to the input's size; unmasked pixels come from the input itself.
     let result =

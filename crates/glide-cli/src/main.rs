@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{TensorData, backend::Backend};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
 use clap::{Parser, Subcommand};
 use glide_diffusion::sampling::Sampler;
+use glide_diffusion::sampling::Steps;
 use glide_model::weights::{StateDict, fixture_style_init, save_weights};
-use glide_model::{GlideConfig, check_fixture};
+use glide_model::{GlideConfig, check_fixture_with};
 use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
-use glide_pipeline::{GenerateRequest, Text2Im};
+use glide_pipeline::{Cascade, GenerateRequest, Text2Im, UpsampleOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[cfg(feature = "cuda")]
@@ -65,6 +66,7 @@ mod backend {
 }
 use backend::B;
 
+mod convert;
 mod data;
 mod distill;
 mod edit;
@@ -132,11 +134,18 @@ enum Command {
         #[arg(long)]
         meta: Vec<String>,
     },
+    /// Convert an OpenAI PyTorch checkpoint (base.pt, upsample.pt, …) to safetensors, without
+    /// running its pickle.
+    Convert(convert::ConvertArgs),
     /// Check a model against reference outputs stored in a safetensors fixture.
     Check {
         /// A file with `param.*` weights, `in.*` inputs, `out.*` outputs and `options` metadata.
         #[arg(long)]
         fixture: PathBuf,
+        /// Run the fixture's inputs through these weights (e.g. a converted checkpoint) instead
+        /// of its own `param.*`.
+        #[arg(long)]
+        weights: Option<PathBuf>,
         /// Largest relative L2 error accepted.
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f64,
@@ -175,9 +184,9 @@ struct SampleArgs {
     /// Takes the place of the empty prompt in the unconditional branch.
     #[arg(long, default_value = "")]
     negative: String,
-    /// Sampling steps: space_timesteps(1000, "N").
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
+    /// Sampling steps: space_timesteps(1000, "N") (default 50; 100 for the base of a cascade).
+    #[arg(long)]
+    steps: Option<usize>,
     /// An original respacing string ("100", "fast27", "ddim25", "10,15,20"); overrides --steps.
     #[arg(long)]
     respacing: Option<String>,
@@ -203,9 +212,23 @@ struct SampleArgs {
     /// Weights (.safetensors with GLIDE `options` metadata).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Also write the raw samples in [-1, 1] as safetensors (key `samples`, [n, 3, H, W]).
+    /// Also write the raw samples in [-1, 1] as safetensors (key `samples`, [n, 3, H, W]; with
+    /// an upsampler also `base_samples`).
     #[arg(long)]
     save_raw: Option<PathBuf>,
+    /// A super-resolution model (e.g. the converted upsample.pt): the base samples are upsampled
+    /// with it as GLIDE's cascade does (64 → 256 px for the released models).
+    #[arg(long)]
+    upsampler: Option<PathBuf>,
+    /// The upsampler's respacing (the original notebook's "fast27").
+    #[arg(long, default_value = "fast27")]
+    upsample_respacing: String,
+    /// The upsampler starts from x_T = temperature · N(0, I) (the notebook's 0.997).
+    #[arg(long, default_value_t = 0.997)]
+    upsample_temp: f64,
+    /// With --upsampler: also write the base model's samples to this PNG.
+    #[arg(long, requires = "upsampler")]
+    base_out: Option<PathBuf>,
 }
 
 fn main() {
@@ -228,12 +251,13 @@ fn main() {
             f32,
             meta,
         } => export(&input, &out, !f32, &meta),
-        Command::Plot { log, out } => glide_train::log::CsvLog::read(&log)
-            .map_err(anyhow::Error::from)
-            .and_then(|rows| {
-                glide_train::log::plot_losses(&rows, &out).map_err(|e| anyhow::anyhow!(e))
-            }),
-        Command::Check { fixture, tolerance } => check(&fixture, tolerance),
+        Command::Plot { log, out } => plot(&log, &out),
+        Command::Convert(args) => convert::run(args),
+        Command::Check {
+            fixture,
+            weights,
+            tolerance,
+        } => check(&fixture, weights.as_deref(), tolerance),
         Command::Init {
             preset,
             seed,
@@ -266,9 +290,95 @@ fn preset(name: &str) -> Result<GlideConfig> {
     })
 }
 
+/// Reads a weights file into a text-to-image pipeline.
+fn load_pipeline(path: &Path) -> Result<Text2Im<B>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
+    Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
+        .with_context(|| format!("cannot use the weights {}", path.display()))
+}
+
+/// Runs a sampling chain to the end behind a progress bar; prints the time per step.
+fn run_with_bar<M>(mut steps: Steps<'_, B, M>, label: &str) -> Result<Tensor<B, 4>>
+where
+    M: FnMut(Tensor<B, 4>, &[usize]) -> Tensor<B, 4>,
+{
+    let total = steps.total();
+    let bar = ProgressBar::new(total as u64).with_style(
+        ProgressStyle::with_template("{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}")
+            .expect("valid template"),
+    );
+    bar.set_message(format!("{label} on {}", backend::NAME));
+    let start = Instant::now();
+    let mut last = None;
+    for step in steps.by_ref() {
+        bar.set_position(step.step as u64);
+        last = Some(step.sample);
+    }
+    bar.finish();
+    eprintln!(
+        "{:.1} ms per step on {}",
+        start.elapsed().as_secs_f64() * 1e3 / total as f64,
+        backend::NAME
+    );
+    last.context("the chain has no steps")
+}
+
+/// Writes `count` samples in [-1, 1] of `size` px as one PNG grid.
+fn write_grid(
+    path: &Path,
+    raw: &[f32],
+    (count, size, cols): (usize, usize, usize),
+    text: &[(String, String)],
+) -> Result<()> {
+    let images = batch_to_rgb8(raw, count, size, size);
+    let (rgb, w, h) = grid(&images, size, size, cols);
+    write(path, &encode_png(&rgb, w, h, text))?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+impl SampleArgs {
+    fn request(&self, prompt: &str) -> GenerateRequest {
+        GenerateRequest {
+            prompt: prompt.to_string(),
+            negative: self.negative.clone(),
+            guidance_scale: self.guidance,
+            // The original notebook samples the base model of a cascade with 100 steps.
+            steps: self
+                .steps
+                .unwrap_or(if self.upsampler.is_some() { 100 } else { 50 }),
+            respacing: self.respacing.clone(),
+            sampler: self.sampler,
+            eta: self.eta,
+            seed: self.seed,
+            batch_size: self.n,
+        }
+    }
+
+    fn cols(&self) -> usize {
+        self.cols.unwrap_or(if self.prompt.len() > 1 {
+            self.n
+        } else {
+            (self.n as f64).sqrt().ceil() as usize
+        })
+    }
+
+    /// PNG text: the request with every prompt, and the model file names.
+    fn png_text(&self, models: &[&Path]) -> Vec<(String, String)> {
+        let names: Vec<String> = models
+            .iter()
+            .filter_map(|p| p.file_name())
+            .map(|f| f.to_string_lossy().into_owned())
+            .collect();
+        self.request(&self.prompt.join(" | "))
+            .png_text(&names.join(" + "))
+    }
+}
+
 fn sample(a: SampleArgs) -> Result<()> {
-    let path = match a.weights {
-        Some(p) => p,
+    let path = match &a.weights {
+        Some(p) => p.clone(),
         None => DEFAULT_WEIGHTS
             .iter()
             .map(PathBuf::from)
@@ -278,73 +388,84 @@ fn sample(a: SampleArgs) -> Result<()> {
                  here: run glide from the repository root, or pass --weights FILE.safetensors",
             )?,
     };
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
-    let pipeline = Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
-        .with_context(|| format!("cannot use the weights {}", path.display()))?;
+    if let Some(up) = &a.upsampler {
+        let cascade = Cascade::new(load_pipeline(&path)?, load_pipeline(up)?)?;
+        return sample_cascade(&a, &cascade, &[&path, up]);
+    }
+    let pipeline = load_pipeline(&path)?;
     let s = pipeline.config.image_size;
     let mut raw = Vec::new();
-    let mut last_req = None;
     for prompt in &a.prompt {
-        let req = GenerateRequest {
-            prompt: prompt.clone(),
-            negative: a.negative.clone(),
-            guidance_scale: a.guidance,
-            steps: a.steps,
-            respacing: a.respacing.clone(),
-            sampler: a.sampler,
-            eta: a.eta,
-            seed: a.seed,
-            batch_size: a.n,
-        };
-        let mut steps = pipeline.generate(&req)?;
-        let total = steps.total();
-        let bar = ProgressBar::new(total as u64).with_style(
-            ProgressStyle::with_template(
-                "{spinner} {bar:40} {pos}/{len} steps {elapsed}<{eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.set_message(format!("{prompt:?} on {}", backend::NAME));
-        let start = Instant::now();
-        let mut last = None;
-        for step in steps.by_ref() {
-            bar.set_position(step.step as u64);
-            last = Some(step.sample);
-        }
-        bar.finish();
-        let sample = last.context("the chain has no steps")?;
+        let sample = run_with_bar(
+            pipeline.generate(&a.request(prompt))?,
+            &format!("{prompt:?}"),
+        )?;
         raw.extend(sample.into_data().to_vec::<f32>().expect("f32 samples"));
-        eprintln!(
-            "{:.1} ms per step on {}",
-            start.elapsed().as_secs_f64() * 1e3 / total as f64,
-            backend::NAME
-        );
-        last_req = Some(req);
     }
     let count = a.n * a.prompt.len();
-    let images = batch_to_rgb8(&raw, count, s, s);
-    let cols = a.cols.unwrap_or(if a.prompt.len() > 1 {
-        a.n
-    } else {
-        (a.n as f64).sqrt().ceil() as usize
-    });
-    let (rgb, w, h) = grid(&images, s, s, cols);
-    let model = path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut req = last_req.context("no prompt given")?;
-    req.prompt = a.prompt.join(" | ");
-    write(&a.out, &encode_png(&rgb, w, h, &req.png_text(&model)))?;
-    eprintln!("wrote {}", a.out.display());
-    if let Some(p) = a.save_raw {
+    write_grid(&a.out, &raw, (count, s, a.cols()), &a.png_text(&[&path]))?;
+    if let Some(p) = &a.save_raw {
         let mut st = StateDict::default();
         st.tensors
             .insert("samples".into(), TensorData::new(raw, [count, 3, s, s]));
-        write(&p, &st.to_safetensors(false))?;
+        write(p, &st.to_safetensors(false))?;
     }
     Ok(())
+}
+
+/// The base model, then the upsampler (GLIDE's 64 → 256 cascade): `--out` gets the upsampled
+/// grid, `--base-out` the base samples.
+fn sample_cascade(a: &SampleArgs, cascade: &Cascade<B>, models: &[&Path]) -> Result<()> {
+    let options = UpsampleOptions {
+        respacing: a.upsample_respacing.clone(),
+        temperature: a.upsample_temp,
+        ..Default::default()
+    };
+    let (mut low_raw, mut up_raw) = (Vec::new(), Vec::new());
+    for prompt in &a.prompt {
+        let req = a.request(prompt);
+        let low = run_with_bar(cascade.base_steps(&req)?, &format!("{prompt:?} (base)"))?;
+        let up = cascade.upsample_steps(low.clone(), &req, &options)?;
+        let up = run_with_bar(up, &format!("{prompt:?} (upsampler)"))?;
+        low_raw.extend(low.into_data().to_vec::<f32>().expect("f32 samples"));
+        up_raw.extend(up.into_data().to_vec::<f32>().expect("f32 samples"));
+    }
+    let count = a.n * a.prompt.len();
+    let text = a.png_text(models);
+    let (low_size, up_size) = (
+        cascade.base.config.image_size,
+        cascade.upsampler.config.image_size,
+    );
+    write_grid(&a.out, &up_raw, (count, up_size, a.cols()), &text)?;
+    if let Some(p) = &a.base_out {
+        write_grid(p, &low_raw, (count, low_size, a.cols()), &text)?;
+    }
+    if let Some(p) = &a.save_raw {
+        let mut st = StateDict::default();
+        st.tensors.insert(
+            "samples".into(),
+            TensorData::new(up_raw, [count, 3, up_size, up_size]),
+        );
+        st.tensors.insert(
+            "base_samples".into(),
+            TensorData::new(low_raw, [count, 3, low_size, low_size]),
+        );
+        write(p, &st.to_safetensors(false))?;
+    }
+    Ok(())
+}
+
+/// Redraws a run's loss plot; the title names the objective when the run's config.json is beside
+/// the log.
+fn plot(log: &Path, out: &Path) -> Result<()> {
+    let rows = glide_train::log::CsvLog::read(log)?;
+    let title = log
+        .parent()
+        .map(|d| d.join("config.json"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| glide_train::TrainConfig::parse(&text).ok())
+        .map_or_else(|| "loss".to_string(), |c| c.loss_name());
+    glide_train::log::plot_losses(&rows, out, &title).map_err(|e| anyhow::anyhow!(e))
 }
 
 fn export(input: &Path, out: &Path, half: bool, meta: &[String]) -> Result<()> {
@@ -389,10 +510,16 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn check(fixture: &Path, tolerance: f64) -> Result<()> {
+fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64) -> Result<()> {
     let bytes = std::fs::read(fixture)
         .with_context(|| format!("cannot read the fixture {}", fixture.display()))?;
-    let report = check_fixture::<B>(&bytes, &device::<B>())?;
+    let weights = weights
+        .map(|p| {
+            std::fs::read(p)
+                .with_context(|| format!("cannot read the weights {}; check the path", p.display()))
+        })
+        .transpose()?;
+    let report = check_fixture_with::<B>(&bytes, weights.as_deref(), &device::<B>())?;
     println!(
         "{}: {} parameters{}",
         fixture.display(),

@@ -208,22 +208,38 @@ pub fn build_with_progress(
         &|done| progress(&Progress::Rendered { done, total }),
     );
 
+    let samples = shard_samples(&jobs, rendered, &plan, &no_flip, &packages, opts.seed)?;
+    let (shards, shards_256) = write_all_shards(opts, &samples, progress)?;
+    let summary = summarize(
+        opts, &entries, &plan, &samples, packages, shards, shards_256,
+    )?;
+    let examples = caption_examples(&samples, &keep);
+    write_manifest(opts, &summary, &examples, progress)?;
+    Ok(summary)
+}
+
+/// A sample's 32/64 px files, its 256 px files (when the source has them) and its split.
+type Sample = (ShardSample, Option<ShardSample>, Split);
+
+/// Every rendered image as shard files with captions and metadata, in the seed's shuffled order.
+fn shard_samples(
+    jobs: &[Job<'_>],
+    rendered: Vec<Result<(Vec<u8>, Option<Vec<u8>>), DataError>>,
+    plan: &SplitPlan,
+    no_flip: &HashSet<String>,
+    packages: &BTreeMap<String, String>,
+    seed: u64,
+) -> Result<Vec<Sample>, DataError> {
     // Samples in key order, then shuffled by the seed, so shards mix styles and groups.
-    let mut samples: Vec<(ShardSample, Option<ShardSample>, Split)> = Vec::with_capacity(total);
+    let mut samples: Vec<Sample> = Vec::with_capacity(jobs.len());
     for (job, images) in jobs.iter().zip(rendered) {
         let (small_png, large_png) = images?;
         let split = plan.split_of(&job.base, job.style);
-        let text = captions(
-            &job.entry.label,
-            &job.entry.tags,
-            job.style,
-            opts.seed,
-            &job.key,
-        )
-        .join("\n")
+        let text = captions(&job.entry.label, &job.entry.tags, job.style, seed, &job.key)
+            .join("\n")
             + "\n";
         let flip = flip_allowed(&job.entry.group, &job.entry.label) && !no_flip.contains(&job.base);
-        let meta = sample_json(job, split, flip, &packages);
+        let meta = sample_json(job, split, flip, packages);
         let files = |png: Vec<u8>| ShardSample {
             key: job.key.clone(),
             files: vec![
@@ -236,10 +252,19 @@ pub fn build_with_progress(
     }
     samples.sort_by(|a, b| a.0.key.cmp(&b.0.key));
     samples.shuffle(&mut ChaCha8Rng::seed_from_u64(stable_hash(&[
-        &opts.seed.to_le_bytes(),
+        &seed.to_le_bytes(),
         b"shard order",
     ])));
 
+    Ok(samples)
+}
+
+/// Writes the shards of every split (small and 256 px) and removes shards a previous build left.
+fn write_all_shards(
+    opts: &EmojiOptions,
+    samples: &[Sample],
+    progress: &(dyn Fn(&Progress) + Sync),
+) -> Result<(Vec<PathBuf>, Vec<PathBuf>), DataError> {
     let large_dir = opts.out.join(LARGE_DIR);
     std::fs::create_dir_all(&large_dir).map_err(DataError::io("create", &large_dir))?;
     let mut shards = Vec::new();
@@ -281,6 +306,19 @@ pub fn build_with_progress(
         &shards_256.iter().cloned().collect(),
     )?;
 
+    Ok((shards, shards_256))
+}
+
+/// Counts, held-out lists and sizes of a finished build.
+fn summarize(
+    opts: &EmojiOptions,
+    entries: &[EmojiEntry],
+    plan: &SplitPlan,
+    samples: &[Sample],
+    packages: BTreeMap<String, String>,
+    shards: Vec<PathBuf>,
+    shards_256: Vec<PathBuf>,
+) -> Result<BuildSummary, DataError> {
     let label_of = |base: &str| {
         entries
             .iter()
@@ -288,7 +326,7 @@ pub fn build_with_progress(
             .map_or_else(String::new, |e| e.label.clone())
     };
     let mut counts: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for (sample, _, split) in &samples {
+    for (sample, _, split) in samples {
         let style = sample.key.split('_').next().unwrap_or_default().to_string();
         *counts
             .entry(style)
@@ -296,7 +334,7 @@ pub fn build_with_progress(
             .entry(split.name().to_string())
             .or_default() += 1;
     }
-    let summary = BuildSummary {
+    Ok(BuildSummary {
         seed: opts.seed,
         images: samples.len(),
         images_256: samples.iter().filter(|s| s.1.is_some()).count(),
@@ -324,10 +362,7 @@ pub fn build_with_progress(
         shards,
         shards_256,
         manifest: opts.out.join("manifest.json"),
-    };
-    let examples = caption_examples(&samples, &keep);
-    write_manifest(opts, &summary, &examples, progress)?;
-    Ok(summary)
+    })
 }
 
 /// Every emojibase entry that has an image in a style, as a job; keys are unique.
@@ -465,10 +500,7 @@ fn total_size(paths: &[PathBuf]) -> Result<u64, DataError> {
 }
 
 /// Captions of the kept emoji, one style each in turn, to show what the text side looks like.
-fn caption_examples(
-    samples: &[(ShardSample, Option<ShardSample>, Split)],
-    keep: &BTreeSet<String>,
-) -> serde_json::Value {
+fn caption_examples(samples: &[Sample], keep: &BTreeSet<String>) -> serde_json::Value {
     let mut by_key: BTreeMap<&str, &ShardSample> = BTreeMap::new();
     for (sample, _, _) in samples {
         by_key.insert(&sample.key, sample);

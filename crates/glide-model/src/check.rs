@@ -87,9 +87,28 @@ pub fn check_fixture<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<CheckReport, CheckError> {
+    check_fixture_with::<B>(bytes, None, device)
+}
+
+/// As [`check_fixture`], but with the parameters (and, when it has them, the options) of another
+/// weights file, e.g. a converted checkpoint: the fixture's inputs run through `weights`.
+pub fn check_fixture_with<B: Backend>(
+    bytes: &[u8],
+    weights: Option<&[u8]>,
+    device: &B::Device,
+) -> Result<CheckReport, CheckError> {
     let mut state = StateDict::from_safetensors(bytes)?;
-    let config = config_from_metadata(&state)?;
-    let params = state.strip_prefix("param.");
+    let (config, params) = match weights {
+        None => (config_from_metadata(&state)?, state.strip_prefix("param.")),
+        Some(w) => {
+            let w = StateDict::from_safetensors(w)?;
+            let config = match w.metadata.contains_key("options") {
+                true => config_from_metadata(&w)?,
+                false => config_from_metadata(&state)?,
+            };
+            (config, w)
+        }
+    };
     state.tensors.retain(|k, _| !k.starts_with("param."));
 
     let model: Text2ImUNet<B> = config.init(device);

@@ -211,7 +211,7 @@ impl GlideConfig {
                 .collect::<Result<_, _>>()
                 .map_err(|_| err(key, "expected integers separated by commas"))
         };
-        Ok(Self::new()
+        let config = Self::new()
             .with_image_size(usize_of("image_size")?)
             .with_num_channels(usize_of("num_channels")?)
             .with_num_res_blocks(usize_of("num_res_blocks")?)
@@ -245,7 +245,80 @@ impl GlideConfig {
                 v.get("student_steps")
                     .and_then(Value::as_u64)
                     .map(|x| x as usize),
-            ))
+            );
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what building the model would otherwise assert: channel counts that GroupNorm's 32
+    /// groups and the attention heads divide, attention resolutions the image size reaches, and
+    /// a text width the heads divide.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        let err = |key: &str, why: String| {
+            Err(OptionsError {
+                key: key.into(),
+                why,
+            })
+        };
+        if !self.resblock_updown {
+            return err(
+                "resblock_updown",
+                "glide-rs implements GLIDE's residual up/downsampling only (true)".into(),
+            );
+        }
+        let mult = self.channel_mult();
+        let widths: Vec<usize> = mult.iter().map(|m| m * self.num_channels).collect();
+        if let Some(w) = widths.iter().find(|w| **w == 0 || !w.is_multiple_of(32)) {
+            return err(
+                "num_channels",
+                format!("a level has {w} channels; GroupNorm needs a multiple of 32"),
+            );
+        }
+        let levels = mult.len();
+        let mut attention: Vec<usize> = vec![widths[levels - 1]]; // the middle block
+        for r in &self.attention_resolutions {
+            if *r == 0 || !self.image_size.is_multiple_of(*r) {
+                return err(
+                    "attention_resolutions",
+                    format!("{r} px does not divide image_size {}", self.image_size),
+                );
+            }
+            let ds = self.image_size / r;
+            if let Some(level) = (0..levels).find(|l| 1 << l == ds) {
+                attention.push(widths[level]);
+            }
+        }
+        let heads = [
+            self.num_heads,
+            self.num_heads_upsample.unwrap_or(self.num_heads),
+        ];
+        for ch in attention {
+            match self.num_head_channels {
+                Some(hc) if !ch.is_multiple_of(hc) => {
+                    return err(
+                        "num_head_channels",
+                        format!("{ch} attention channels do not split into heads of {hc}"),
+                    );
+                }
+                None if heads.iter().any(|h| *h == 0 || !ch.is_multiple_of(*h)) => {
+                    return err(
+                        "num_heads",
+                        format!("{ch} attention channels do not split into {heads:?} heads"),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if self.xf_heads == 0 || !self.xf_width.is_multiple_of(self.xf_heads) {
+            return err(
+                "xf_heads",
+                format!(
+                    "xf_width {} does not split into {} heads",
+                    self.xf_width, self.xf_heads
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The original options dictionary for this config (inverse of [`Self::from_glide_options`]).
@@ -322,5 +395,29 @@ mod tests {
         assert_eq!(GlideConfig::base_inpaint().in_channels(), 7);
         assert_eq!(GlideConfig::upsample_inpaint().in_channels(), 10);
         assert!(GlideConfig::from_glide_options(&json!({"image_size": "x"})).is_err());
+    }
+
+    #[test]
+    fn options_a_model_cannot_be_built_from_are_refused() {
+        for c in [
+            GlideConfig::base(),
+            GlideConfig::upsample(),
+            GlideConfig::tiny(),
+        ] {
+            c.validate().unwrap();
+        }
+        let heads = GlideConfig::tiny().with_num_head_channels(Some(48));
+        assert_eq!(heads.validate().unwrap_err().key, "num_head_channels");
+        let norm = GlideConfig::tiny().with_num_channels(48);
+        assert_eq!(norm.validate().unwrap_err().key, "num_channels");
+        let updown = GlideConfig::tiny().with_resblock_updown(false);
+        assert_eq!(updown.validate().unwrap_err().key, "resblock_updown");
+        let xf = GlideConfig::tiny().with_xf_heads(5);
+        assert_eq!(xf.validate().unwrap_err().key, "xf_heads");
+        let res = GlideConfig::tiny().with_attention_resolutions(vec![12]);
+        assert_eq!(res.validate().unwrap_err().key, "attention_resolutions");
+        let mut options = heads.to_glide_options();
+        options["num_head_channels"] = json!(48);
+        assert!(GlideConfig::from_glide_options(&options).is_err());
     }
 }

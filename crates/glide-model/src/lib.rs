@@ -4,18 +4,22 @@
 //! ([`GlideConfig::inpaint`], [`GlideConfig::super_res`]), not copies.
 //!
 //! Parameter names follow the original `state_dict`, so original checkpoints map key for key
-//! ([`weights`]).
+//! ([`weights`]); [`recognize`] tells which model a state_dict holds, and with the `pytorch`
+//! feature [`pytorch`] converts OpenAI's `.pt` checkpoints without running their pickles.
 
 pub mod attention;
 pub mod check;
 pub mod config;
 pub mod group_norm;
+#[cfg(feature = "pytorch")]
+pub mod pytorch;
+pub mod recognize;
 pub mod resblock;
 pub mod unet;
 pub mod weights;
 pub mod xf;
 
-pub use check::{CheckReport, check_fixture};
+pub use check::{CheckReport, check_fixture, check_fixture_with};
 pub use config::GlideConfig;
 pub use unet::{ImageCond, Text2ImUNet, TextEmb, timestep_embedding};
 pub use weights::{LoadReport, WeightsError};

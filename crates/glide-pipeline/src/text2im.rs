@@ -93,6 +93,16 @@ pub enum PipelineError {
     )]
     NotText2Im,
     #[error(
+        "the --upsampler weights are not a super-resolution model; pass an upsampler such as \
+         the converted upsample.pt"
+    )]
+    NotUpsampler,
+    #[error(
+        "the upsampler makes {up} px images from a {base} px base; pass an upsampler larger than \
+         the base model"
+    )]
+    UpsamplerSize { base: usize, up: usize },
+    #[error(
         "these weights are not an inpainting model; use the replacement method (--method replace) \
          or inpainting weights (www/models/inpaint.safetensors)"
     )]
@@ -357,7 +367,7 @@ impl<B: Backend> Text2Im<B> {
         x_t: Tensor<B, 4>,
         rng: NoiseRng,
         options: SampleOptions<'o, B>,
-    ) -> Steps<'m, B, impl ModelFn<B> + 'm> {
+    ) -> Steps<'m, B, impl ModelFn<B> + use<'m, 'o, B>> {
         let guided = self.is_guided(req);
         let cond = if guided { cond.repeat(2) } else { cond };
         let scale = req.guidance_scale;

@@ -139,6 +139,25 @@ pub enum ConfigError {
 }
 
 impl TrainConfig {
+    /// What the logged `loss` is, for plot titles.
+    pub fn loss_name(&self) -> String {
+        let snr = self
+            .min_snr_gamma
+            .map_or(String::new(), |g| format!(", min-SNR γ = {g} weights"));
+        match (&self.distill, self.model.predict_v) {
+            (Some(spec), _) => format!(
+                "{} distillation: x₀ MSE onto the teacher's targets",
+                match spec.stage {
+                    DistillStage::Guidance => "guidance",
+                    DistillStage::Progressive { .. } => "progressive",
+                    DistillStage::Trajectory { .. } => "trajectory",
+                }
+            ),
+            (None, true) => format!("loss: v MSE{snr}"),
+            (None, false) => format!("loss (hybrid: ε MSE + vb{snr})"),
+        }
+    }
+
     /// Parses a config, taking model options it lacks from their defaults (files written before
     /// an option existed keep working).
     pub fn parse(text: &str) -> Result<Self, String> {

@@ -189,7 +189,11 @@ impl Hooks {
         }
         if step.is_multiple_of(cfg.checkpoint_every) {
             self.save(step, learner, clock.run_seconds())?;
-            let _ = plot_losses(&self.log.rows, &self.out.join("loss.png"));
+            let _ = plot_losses(
+                &self.log.rows,
+                &self.out.join("loss.png"),
+                &self.cfg.loss_name(),
+            );
         }
         if cfg.sample_every > 0 && step.is_multiple_of(cfg.sample_every) {
             self.write_samples(step, learner, &ctx.devices[0])?;
@@ -211,7 +215,11 @@ impl Hooks {
         if every > 0 && step > start && !step.is_multiple_of(every) {
             self.write_samples(step, learner, device)?;
         }
-        if let Err(e) = plot_losses(&self.log.rows, &self.out.join("loss.png")) {
+        if let Err(e) = plot_losses(
+            &self.log.rows,
+            &self.out.join("loss.png"),
+            &self.cfg.loss_name(),
+        ) {
             self.bar
                 .println(format!("warning: could not draw loss.png ({e})"));
         }

@@ -149,8 +149,8 @@ fn register_font() -> bool {
 }
 
 /// Draws training loss (a running mean over `smooth` rows) and held-out losses against steps,
-/// log-scaled, as a PNG.
-pub fn plot_losses(rows: &[LogRow], path: &Path) -> Result<(), String> {
+/// log-scaled, as a PNG titled `title` (e.g. [`crate::TrainConfig::loss_name`]).
+pub fn plot_losses(rows: &[LogRow], path: &Path, title: &str) -> Result<(), String> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -182,7 +182,7 @@ pub fn plot_losses(rows: &[LogRow], path: &Path) -> Result<(), String> {
     builder.margin(20);
     if text {
         builder
-            .caption("loss (hybrid: mse + vb)", ("sans-serif", 22))
+            .caption(title, ("sans-serif", 22))
             .x_label_area_size(40)
             .y_label_area_size(70);
     }

@@ -354,30 +354,8 @@ mod imp {
                 }))
             });
             let s = &self.settings;
-            let status_text = match &self.status {
-                Status::Loading { loaded, total } if *total > 0 => format!(
-                    "Loading weights: {:.1} / {:.1} MB",
-                    *loaded as f64 / 1e6,
-                    *total as f64 / 1e6
-                ),
-                Status::Loading { loaded, .. } => {
-                    format!("Loading weights: {:.1} MB", *loaded as f64 / 1e6)
-                }
-                Status::Ready => "Ready.".into(),
-                Status::Generating { step, total, .. } => format!("Step {step} / {total}"),
-                Status::Done {
-                    ms_per_step,
-                    evaluations,
-                } => format!(
-                    "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations per image."
-                ),
-                Status::Cancelled { step } => format!("Cancelled after step {step}."),
-            };
-            let (progress_value, progress_max) = match &self.status {
-                Status::Loading { loaded, total } => (*loaded as f64, (*total).max(1) as f64),
-                Status::Generating { step, total, .. } => (*step as f64, *total as f64),
-                _ => (1.0, 1.0),
-            };
+            let status_text = self.status_text();
+            let (progress_value, progress_max) = self.progress();
             html! {
                 <main>
                     <header>
@@ -447,6 +425,38 @@ mod imp {
     }
 
     impl App {
+        /// The line under the progress bar.
+        fn status_text(&self) -> String {
+            match &self.status {
+                Status::Loading { loaded, total } if *total > 0 => format!(
+                    "Loading weights: {:.1} / {:.1} MB",
+                    *loaded as f64 / 1e6,
+                    *total as f64 / 1e6
+                ),
+                Status::Loading { loaded, .. } => {
+                    format!("Loading weights: {:.1} MB", *loaded as f64 / 1e6)
+                }
+                Status::Ready => "Ready.".into(),
+                Status::Generating { step, total, .. } => format!("Step {step} / {total}"),
+                Status::Done {
+                    ms_per_step,
+                    evaluations,
+                } => format!(
+                    "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations per image."
+                ),
+                Status::Cancelled { step } => format!("Cancelled after step {step}."),
+            }
+        }
+
+        /// The progress bar's (value, max).
+        fn progress(&self) -> (f64, f64) {
+            match &self.status {
+                Status::Loading { loaded, total } => (*loaded as f64, (*total).max(1) as f64),
+                Status::Generating { step, total, .. } => (*step as f64, *total as f64),
+                _ => (1.0, 1.0),
+            }
+        }
+
         /// The form's request; a student's guidance is clamped to the range it was trained for.
         fn request(&self) -> GenerateRequest {
             let mut r = self.settings.request();

@@ -1,0 +1,384 @@
+//! `glide convert` on the PyTorch checkpoints of `../shared/fixtures/glide-reference/pytorch/`
+//! (written by PyTorch 2.15 from the reference constructors; see that folder's README):
+//! converted parameters equal the safetensors fixtures' exactly, the converted weights reproduce
+//! the reference outputs through `glide check --weights`, and a hostile or damaged file is refused
+//! with a sentence.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use burn::tensor::DType;
+use glide_model::pytorch::{ConvertError, read_pytorch};
+use glide_model::weights::StateDict;
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("GLIDE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/fixtures/glide-reference")
+        });
+    assert!(
+        dir.join("pytorch").is_dir(),
+        "GLIDE reference fixtures are missing at {}: they are expected in \
+         ../shared/fixtures/glide-reference beside the repository (or set GLIDE_FIXTURES).",
+        dir.display()
+    );
+    dir
+}
+
+fn safetensors(path: &Path) -> StateDict {
+    StateDict::from_safetensors(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn glide(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_glide"))
+        .args(args)
+        .output()
+        .expect("the glide binary runs")
+}
+
+fn out_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("glide-convert-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every tensor of `expected` (with `prefix`) is in `actual` with identical values, and nothing else.
+fn assert_same_params(actual: &StateDict, expected: &StateDict, prefix: &str, f16: bool) {
+    let expected = expected.strip_prefix(prefix);
+    assert_eq!(
+        actual.tensors.keys().collect::<Vec<_>>(),
+        expected.tensors.keys().collect::<Vec<_>>(),
+        "key sets ({prefix})"
+    );
+    for (key, want) in &expected.tensors {
+        let got = &actual.tensors[key];
+        assert_eq!(got.shape, want.shape, "{key}");
+        let want = if f16 {
+            want.clone().convert::<burn::tensor::f16>().convert::<f32>()
+        } else {
+            want.clone()
+        };
+        let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        let same = g.iter().zip(&w).all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same && g.len() == w.len(), "{key}: values differ");
+    }
+}
+
+#[test]
+fn converted_unets_equal_the_fixtures_and_reproduce_their_outputs() {
+    let dir = fixtures();
+    let out = out_dir("unet");
+    for (pt, fixture, dtype, preset) in [
+        ("text2im_tiny.pt", "text2im_tiny.safetensors", "f32", "base"),
+        (
+            "text2im_tiny_fp16.pt",
+            "text2im_tiny.safetensors",
+            "f16",
+            "base",
+        ),
+        (
+            "inpaint_tiny.pt",
+            "inpaint_tiny.safetensors",
+            "f32",
+            "base-inpaint",
+        ),
+        (
+            "upsample_tiny.pt",
+            "upsample_tiny.safetensors",
+            "f32",
+            "upsample",
+        ),
+    ] {
+        let converted = out.join(pt.replace(".pt", ".safetensors"));
+        let fixture = dir.join(fixture);
+        let run = glide(&[
+            "convert",
+            "--from",
+            dir.join("pytorch").join(pt).to_str().unwrap(),
+            "--out",
+            converted.to_str().unwrap(),
+            "--dtype",
+            dtype,
+            "--options-from",
+            fixture.to_str().unwrap(),
+        ]);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{pt}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains(&format!(": {preset} (")), "{pt}: {stdout}");
+
+        let state = safetensors(&converted);
+        assert_eq!(state.metadata["preset"], preset, "{pt}");
+        assert_same_params(&state, &safetensors(&fixture), "param.", dtype == "f16");
+
+        let check = glide(&[
+            "check",
+            "--fixture",
+            fixture.to_str().unwrap(),
+            "--weights",
+            converted.to_str().unwrap(),
+            // f16 weights move the outputs by ~1e-3 relative
+            "--tolerance",
+            if dtype == "f16" { "1e-2" } else { "1e-4" },
+        ]);
+        let report = String::from_utf8_lossy(&check.stdout);
+        assert!(
+            check.status.success(),
+            "{pt}: {report}{}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert_eq!(report.matches(" ok").count(), 3, "{pt}: {report}");
+        assert!(report.contains("(matches n_params)"), "{pt}: {report}");
+    }
+}
+
+#[test]
+fn released_options_are_used_when_none_are_given() {
+    // Without --options the tiny file is read as the released base: its shapes fix the widths,
+    // the preset the rest (64 px, 64-channel heads), which this file's 32-channel attention
+    // cannot have, so the converter says which options to pass.
+    let dir = fixtures();
+    let out = out_dir("defaults");
+    let from = dir.join("pytorch/text2im_tiny.pt");
+    let target = out.join("x.safetensors");
+    let convert = |extra: &[&str]| {
+        let mut args = vec![
+            "convert",
+            "--from",
+            from.to_str().unwrap(),
+            "--out",
+            target.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        glide(&args)
+    };
+    let run = convert(&[]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("num_head_channels") && stderr.contains("--options"),
+        "{stderr}"
+    );
+    assert!(
+        !target.exists(),
+        "nothing is written for a failed conversion"
+    );
+    let run = convert(&[
+        "--options",
+        r#"{"image_size": 16, "num_head_channels": 16, "xf_heads": 4}"#,
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let state = safetensors(&target);
+    let options: serde_json::Value = serde_json::from_str(&state.metadata["options"]).unwrap();
+    let fixture = safetensors(&dir.join("text2im_tiny.safetensors"));
+    let want: serde_json::Value = serde_json::from_str(&fixture.metadata["options"]).unwrap();
+    for key in [
+        "num_channels",
+        "num_res_blocks",
+        "channel_mult",
+        "attention_resolutions",
+        "text_ctx",
+        "xf_width",
+        "xf_layers",
+        "noise_schedule",
+        "inpaint",
+        "super_res",
+    ] {
+        assert_eq!(options[key], want[key], "{key} read from the shapes");
+    }
+}
+
+#[test]
+fn clip_towers_convert_to_the_fixture_parameters() {
+    let dir = fixtures();
+    let out = out_dir("clip");
+    let reference = safetensors(&dir.join("noised_clip_tiny.safetensors"));
+    for (pt, prefix, preset) in [
+        (
+            "noised_clip_tiny_image_enc.pt",
+            "image.",
+            "clip-image-encoder",
+        ),
+        ("noised_clip_tiny_text_enc.pt", "text.", "clip-text-encoder"),
+    ] {
+        let converted = out.join(pt.replace(".pt", ".safetensors"));
+        let run = glide(&[
+            "convert",
+            "--from",
+            dir.join("pytorch").join(pt).to_str().unwrap(),
+            "--out",
+            converted.to_str().unwrap(),
+            "--options-from",
+            dir.join("noised_clip_tiny.safetensors").to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{pt}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let state = safetensors(&converted);
+        assert_eq!(state.metadata["preset"], preset);
+        assert_same_params(&state, &reference, prefix, false);
+        let config: serde_json::Value = serde_json::from_str(&state.metadata["config"]).unwrap();
+        let want: serde_json::Value = serde_json::from_str(&reference.metadata["config"]).unwrap();
+        for (key, value) in config.as_object().unwrap() {
+            assert_eq!(value, &want[key], "{pt}: config {key}");
+        }
+    }
+}
+
+#[test]
+fn a_hostile_pickle_is_refused_by_name_and_never_runs() {
+    let marker = Path::new("/tmp/glide-pickle-ran");
+    let _ = std::fs::remove_file(marker);
+    let path = fixtures().join("pytorch/code_execution.pt");
+    let err = read_pytorch(&path).unwrap_err();
+    assert!(
+        matches!(&err, ConvertError::RefusedGlobal { global, .. } if global.contains("system")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("posix.system"), "{err}");
+    let run = glide(&[
+        "convert",
+        "--from",
+        path.to_str().unwrap(),
+        "--out",
+        out_dir("hostile").join("x.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("refusing") && stderr.contains("posix.system"),
+        "{stderr}"
+    );
+    assert!(!marker.exists(), "the hostile pickle ran");
+}
+
+#[test]
+fn damaged_archives_give_a_sentence_not_a_panic() {
+    let bytes = std::fs::read(fixtures().join("pytorch/upsample_tiny.pt")).unwrap();
+    let dir = out_dir("damaged");
+    // (what, bytes, whether it must be refused)
+    let mut cases: Vec<(String, Vec<u8>, bool)> =
+        [0, 1, 100, 4096, bytes.len() / 2, bytes.len() - 1]
+            .into_iter()
+            .map(|n| (format!("truncated at {n}"), bytes[..n].to_vec(), true))
+            .collect();
+    // Flipped bytes in the pickle region and in the zip directory at the end: refused, or (a
+    // flip inside tensor data) read as other numbers.
+    for at in [40, 200, 700, bytes.len() - 30, bytes.len() - 200] {
+        let mut b = bytes.clone();
+        b[at] ^= 0x5a;
+        cases.push((format!("byte {at} flipped"), b, false));
+    }
+    let mut refused = 0;
+    for (what, b, must_fail) in cases {
+        let path = dir.join("damaged.pt");
+        std::fs::write(&path, &b).unwrap();
+        match read_pytorch(&path) {
+            Ok((state, _)) => {
+                assert!(!must_fail, "{what}: read without an error");
+                assert!(!state.tensors.is_empty(), "{what}");
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                assert!(msg.contains("damaged.pt"), "{what}: {msg}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 6, "only {refused} damaged files refused");
+    let state = read_pytorch(&fixtures().join("pytorch/upsample_tiny.pt"))
+        .unwrap()
+        .0;
+    assert!(state.tensors.values().all(|t| t.dtype == DType::F32));
+}
+
+#[test]
+fn converted_base_and_upsampler_run_as_a_cascade() {
+    // The reference 16 px base and the 16 → 32 px upsampler, converted, then sampled as GLIDE's
+    // cascade: one PNG per stage at each model's size.
+    let dir = fixtures();
+    let out = out_dir("cascade");
+    let mut weights = Vec::new();
+    for name in ["text2im_tiny", "upsample_tiny"] {
+        let w = out.join(format!("{name}.safetensors"));
+        let run = glide(&[
+            "convert",
+            "--from",
+            dir.join(format!("pytorch/{name}.pt")).to_str().unwrap(),
+            "--out",
+            w.to_str().unwrap(),
+            "--options-from",
+            dir.join(format!("{name}.safetensors")).to_str().unwrap(),
+        ]);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        weights.push(w);
+    }
+    let (base_png, up_png) = (out.join("base.png"), out.join("up.png"));
+    let run = glide(&[
+        "sample",
+        "--weights",
+        weights[0].to_str().unwrap(),
+        "--upsampler",
+        weights[1].to_str().unwrap(),
+        "--prompt",
+        "a red apple",
+        "--n",
+        "2",
+        "--steps",
+        "3",
+        "--upsample-respacing",
+        "3",
+        "--base-out",
+        base_png.to_str().unwrap(),
+        "--out",
+        up_png.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // Two images side by side (a 2-column grid) at 16 and 32 px.
+    for (png, size) in [(&base_png, 16), (&up_png, 32)] {
+        let img = image::open(png).unwrap();
+        assert_eq!(
+            (img.width(), img.height()),
+            (2 * size, size),
+            "{}",
+            png.display()
+        );
+    }
+    // The upsampler is not a text-to-image model, and the base not an upsampler.
+    let run = glide(&[
+        "sample",
+        "--weights",
+        weights[1].to_str().unwrap(),
+        "--upsampler",
+        weights[0].to_str().unwrap(),
+        "--prompt",
+        "x",
+        "--out",
+        out.join("bad.png").to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("text-to-image needs a base model"),
+        "{stderr}"
+    );
+}
