@@ -356,6 +356,32 @@ impl GaussianDiffusion {
         }
     }
 
+    /// `condition_mean` (Sohl-Dickstein et al. 2015): a classifier's (here CLIP's) gradient
+    /// ∇ₓ log p(y | x_t) moves the mean by Σ·∇; DDPM then samples around the new mean. GLIDE's
+    /// CLIP guidance is this with `grad = s · ∇ₓ (z_i(x_t, t) · z_text)`.
+    pub fn condition_mean<B: Backend>(&self, out: &mut MeanVariance<B>, grad: Tensor<B, 4>) {
+        out.mean = out.mean.clone() + out.variance.clone() * grad;
+    }
+
+    /// `condition_score` (Song et al. 2021, for DDIM, which has no Σ to scale by): the gradient
+    /// shifts the score, ε′ = ε − √(1 − ᾱ_t)·∇, and x₀ and the mean are recomputed from ε′.
+    pub fn condition_score<B: Backend>(
+        &self,
+        out: &mut MeanVariance<B>,
+        x: Tensor<B, 4>,
+        t: &[usize],
+        grad: Tensor<B, 4>,
+    ) {
+        let d = x.device();
+        let eps = self.predict_eps_from_xstart(x.clone(), t, out.pred_xstart.clone())
+            - Self::extract::<B>(&self.sqrt_one_minus_alphas_cumprod, t, &d) * grad;
+        out.pred_xstart = self.predict_xstart_from_eps(x.clone(), t, eps.clone());
+        out.mean = self
+            .q_posterior_mean_variance(out.pred_xstart.clone(), x, t)
+            .0;
+        out.eps = eps;
+    }
+
     /// `p_sample`: x_{t−1} = μ + 𝟙[t≠0]·exp(½ log Σ)·z.
     pub fn p_sample<B: Backend>(
         &self,

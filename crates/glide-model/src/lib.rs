@@ -9,6 +9,7 @@
 
 pub mod attention;
 pub mod check;
+pub mod clip;
 pub mod config;
 pub mod group_norm;
 #[cfg(feature = "pytorch")]

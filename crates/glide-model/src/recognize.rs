@@ -221,14 +221,17 @@ fn unet(shapes: &Shapes, overrides: &Value) -> Result<Recognized, RecognizeError
     Ok(Recognized::Unet { preset, config })
 }
 
-/// Heads of width `n_embd` when the options do not say: the released towers use 64-wide heads.
-fn default_heads(n_embd: usize) -> usize {
-    if n_embd % 64 == 0 { n_embd / 64 } else { 1 }
+/// Heads of a tower `n_state` wide when the options do not say: the released towers use
+/// 64-wide heads (`n_head_state_* = 64` in glide-text2im's clip/config.yaml).
+fn default_heads(n_state: usize) -> usize {
+    if n_state % 64 == 0 { n_state / 64 } else { 1 }
 }
 
 fn clip_image(shapes: &Shapes, overrides: &Value) -> Result<Value, RecognizeError> {
+    // The towers' width (`n_state` = heads × head width) and the embedding they output (`n_embd`)
+    // differ in the release (768 and 512 for the image tower).
     let patch = shape(shapes, "blocks.input.patch_proj")?;
-    let (n_embd, patch_size) = (patch[0], *patch.get(2).unwrap_or(&1));
+    let (n_state, patch_size) = (patch[0], *patch.get(2).unwrap_or(&1));
     let n_pos = dim(shapes, "blocks.input.w_pos", 0)?;
     let side = ((n_pos.saturating_sub(1)) as f64).sqrt().round() as usize;
     if side * side + 1 != n_pos {
@@ -236,15 +239,15 @@ fn clip_image(shapes: &Shapes, overrides: &Value) -> Result<Value, RecognizeErro
             "its image position table has {n_pos} rows, not a square number of patches + 1"
         )));
     }
-    let heads = default_heads(n_embd);
+    let heads = default_heads(n_state);
     Ok(merge(
         json!({
             "image_size": side * patch_size,
             "patch_size": patch_size,
-            "n_embd": n_embd,
+            "n_embd": dim(shapes, "blocks.output.f.w", 0)?,
             "n_xf_blocks_image": count(shapes, "blocks.block_"),
             "n_head_image": heads,
-            "n_head_state_image": n_embd / heads,
+            "n_head_state_image": n_state / heads,
             "n_timesteps": dim(shapes, "blocks.input.w_t", 0)?,
         }),
         &only(overrides, "image"),
@@ -252,16 +255,16 @@ fn clip_image(shapes: &Shapes, overrides: &Value) -> Result<Value, RecognizeErro
 }
 
 fn clip_text(shapes: &Shapes, overrides: &Value) -> Result<Value, RecognizeError> {
-    let n_embd = dim(shapes, "blocks.input.w_voc", 1)?;
-    let heads = default_heads(n_embd);
+    let n_state = dim(shapes, "blocks.input.w_voc", 1)?;
+    let heads = default_heads(n_state);
     Ok(merge(
         json!({
             "n_vocab": dim(shapes, "blocks.input.w_voc", 0)?,
             "max_text_len": dim(shapes, "blocks.input.w_pos", 0)?,
-            "n_embd": n_embd,
+            "n_embd": dim(shapes, "blocks.output.f.w", 0)?,
             "n_xf_blocks_text": count(shapes, "blocks.block_"),
             "n_head_text": heads,
-            "n_head_state_text": n_embd / heads,
+            "n_head_state_text": n_state / heads,
         }),
         &only(overrides, "text"),
     ))

@@ -260,14 +260,26 @@ impl StateDict {
 /// Applies `state` (original names) to `model`. Returns the model and a report; tensors that did
 /// not fit are left at their previous values.
 pub fn apply_state_dict<B: Backend>(
-    mut model: Text2ImUNet<B>,
+    model: Text2ImUNet<B>,
     state: &StateDict,
 ) -> (Text2ImUNet<B>, LoadReport) {
+    apply_named(model, state, &torch_to_burn, &burn_to_torch)
+}
+
+/// Applies `state` to any module whose parameter paths are `to_burn(original key)`
+/// (`to_torch` is the inverse, for the report), through burn-store's PyTorch adapter (`Linear`
+/// weights transposed, norm `weight`/`bias` → `gamma`/`beta`).
+pub fn apply_named<B: Backend, M: Module<B>>(
+    mut model: M,
+    state: &StateDict,
+    to_burn: &dyn Fn(&str) -> String,
+    to_torch: &dyn Fn(&str) -> String,
+) -> (M, LoadReport) {
     let snapshots: Vec<TensorSnapshot> = state
         .tensors
         .iter()
         .map(|(k, data)| {
-            let path = torch_to_burn(k).split('.').map(String::from).collect();
+            let path = to_burn(k).split('.').map(String::from).collect();
             TensorSnapshot::from_data(
                 data.clone().convert::<f32>(),
                 path,
@@ -279,7 +291,7 @@ pub fn apply_state_dict<B: Backend>(
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
     let torch_name = |p: &str| {
         // The adapter reports norm parameters under burn's names.
-        let p = burn_to_torch(p);
+        let p = to_torch(p);
         if let Some(base) = p.strip_suffix(".gamma") {
             format!("{base}.weight")
         } else if let Some(base) = p.strip_suffix(".beta") {
