@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use burn::backend::Autodiff;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use clap::{Parser, Subcommand};
 use glide_diffusion::sampling::Sampler;
 use glide_diffusion::sampling::Steps;
+use glide_model::clip::NoisedClip;
 use glide_model::weights::{StateDict, fixture_style_init, save_weights};
 use glide_model::{GlideConfig, check_fixture_with};
 use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
@@ -226,6 +228,14 @@ struct SampleArgs {
     /// The upsampler starts from x_T = temperature · N(0, I) (the notebook's 0.997).
     #[arg(long, default_value_t = 0.997)]
     upsample_temp: f64,
+    /// CLIP guidance scale (GLIDE §2.4): the mean moves along s·∇ₓ of a noised CLIP's
+    /// image–caption similarity at every step; combines with --guidance. Needs --clip.
+    #[arg(long, requires = "clip", conflicts_with = "upsampler")]
+    clip_guidance: Option<f64>,
+    /// Noised CLIP weights: one file with both towers, or the two files `glide convert` writes
+    /// for clip_image_enc.pt and clip_text_enc.pt (repeat the flag).
+    #[arg(long)]
+    clip: Vec<PathBuf>,
     /// With --upsampler: also write the base model's samples to this PNG.
     #[arg(long, requires = "upsampler")]
     base_out: Option<PathBuf>,
@@ -371,8 +381,13 @@ impl SampleArgs {
             .filter_map(|p| p.file_name())
             .map(|f| f.to_string_lossy().into_owned())
             .collect();
-        self.request(&self.prompt.join(" | "))
-            .png_text(&names.join(" + "))
+        let mut text = self
+            .request(&self.prompt.join(" | "))
+            .png_text(&names.join(" + "));
+        if let Some(s) = self.clip_guidance {
+            text.push(("clip_guidance".into(), s.to_string()));
+        }
+        text
     }
 }
 
@@ -393,13 +408,18 @@ fn sample(a: SampleArgs) -> Result<()> {
         return sample_cascade(&a, &cascade, &[&path, up]);
     }
     let pipeline = load_pipeline(&path)?;
+    let clip = load_clip(&a.clip)?;
     let s = pipeline.config.image_size;
     let mut raw = Vec::new();
     for prompt in &a.prompt {
-        let sample = run_with_bar(
-            pipeline.generate(&a.request(prompt))?,
-            &format!("{prompt:?}"),
-        )?;
+        let req = a.request(prompt);
+        let label = format!("{prompt:?}");
+        let sample = match (&clip, a.clip_guidance) {
+            (Some(clip), Some(scale)) => {
+                run_with_bar(pipeline.generate_clip_guided(&req, clip, scale)?, &label)?
+            }
+            _ => run_with_bar(pipeline.generate(&req)?, &label)?,
+        };
         raw.extend(sample.into_data().to_vec::<f32>().expect("f32 samples"));
     }
     let count = a.n * a.prompt.len();
@@ -411,6 +431,27 @@ fn sample(a: SampleArgs) -> Result<()> {
         write(p, &st.to_safetensors(false))?;
     }
     Ok(())
+}
+
+/// The noised CLIP for --clip-guidance (on the autodiff backend: its gradient guides sampling).
+fn load_clip(paths: &[PathBuf]) -> Result<Option<NoisedClip<Autodiff<B>>>> {
+    if paths.is_empty() {
+        return Ok(None);
+    }
+    let states = paths
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).with_context(|| {
+                format!(
+                    "cannot read the CLIP weights {}; check the path",
+                    p.display()
+                )
+            })?;
+            StateDict::from_safetensors(&bytes)
+                .with_context(|| format!("{} is not a safetensors file", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(NoisedClip::from_states(&states, &device::<B>())?))
 }
 
 /// The base model, then the upsampler (GLIDE's 64 → 256 cascade): `--out` gets the upsampled

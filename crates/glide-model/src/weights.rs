@@ -82,6 +82,10 @@ pub enum WeightsError {
         "the weights file has no `options` metadata; pass the model preset explicitly (e.g. --preset base)"
     )]
     NoOptions,
+    #[error(
+        "the CLIP weights file has no `config` metadata; convert the checkpoint with `glide convert`, which writes it"
+    )]
+    NoClipConfig,
     #[error("{0}")]
     Options(#[from] crate::config::OptionsError),
     #[error(

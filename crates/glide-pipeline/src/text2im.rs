@@ -103,6 +103,11 @@ pub enum PipelineError {
     )]
     UpsamplerSize { base: usize, up: usize },
     #[error(
+        "the CLIP model sees {clip} px images but the diffusion model makes {model} px; use a \
+         noised CLIP trained at the model's size"
+    )]
+    ClipSize { clip: usize, model: usize },
+    #[error(
         "these weights are not an inpainting model; use the replacement method (--method replace) \
          or inpainting weights (www/models/inpaint.safetensors)"
     )]

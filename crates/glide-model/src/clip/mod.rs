@@ -151,6 +151,36 @@ impl<B: Backend> NoisedClip<B> {
         })
     }
 
+    /// From one file holding both towers (`text.*`, `image.*` and a `config` metadata entry, as
+    /// `noised_clip_tiny`) or from the two files `glide convert` writes for `clip_text_enc.pt` and
+    /// `clip_image_enc.pt` (each with its tower's `config` and `preset`).
+    pub fn from_states(states: &[StateDict], device: &B::Device) -> Result<Self, WeightsError> {
+        let mut config = serde_json::to_value(ClipConfig::new()).expect("a config serialises");
+        let mut merged = StateDict::default();
+        for state in states {
+            let prefix = match state.metadata.get("preset").map(String::as_str) {
+                Some("clip-image-encoder") => "image.",
+                Some("clip-text-encoder") => "text.",
+                _ => "",
+            };
+            for (k, v) in &state.tensors {
+                merged.tensors.insert(format!("{prefix}{k}"), v.clone());
+            }
+            let text = state
+                .metadata
+                .get("config")
+                .ok_or(WeightsError::NoClipConfig)?;
+            let part: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| WeightsError::OptionsJson(e.to_string()))?;
+            if let (Some(c), Some(p)) = (config.as_object_mut(), part.as_object()) {
+                c.extend(p.clone());
+            }
+        }
+        let config: ClipConfig =
+            serde_json::from_value(config).map_err(|e| WeightsError::OptionsJson(e.to_string()))?;
+        Self::from_state(config, &merged, device)
+    }
+
     /// Normalised text embeddings (`CLIPModel.text_embeddings` after tokenisation).
     ///
     /// # Shapes
