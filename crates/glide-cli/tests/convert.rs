@@ -44,6 +44,31 @@ fn out_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// `glide convert` of the fixture checkpoint `pytorch/{pt}` into `out` with the options of the
+/// fixture `options_from` (and `extra` flags); returns the written file and what it printed.
+fn convert(out: &Path, pt: &str, options_from: &str, extra: &[&str]) -> (PathBuf, String) {
+    let dir = fixtures();
+    let converted = out.join(pt.replace(".pt", ".safetensors"));
+    let (from, options) = (dir.join("pytorch").join(pt), dir.join(options_from));
+    let mut args = vec![
+        "convert",
+        "--from",
+        from.to_str().unwrap(),
+        "--out",
+        converted.to_str().unwrap(),
+        "--options-from",
+        options.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let run = glide(&args);
+    assert!(
+        run.status.success(),
+        "{pt}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    (converted, String::from_utf8_lossy(&run.stdout).into_owned())
+}
+
 /// Every tensor of `expected` (with `prefix`) is in `actual` with identical values, and nothing else.
 fn assert_same_params(actual: &StateDict, expected: &StateDict, prefix: &str, f16: bool) {
     let expected = expected.strip_prefix(prefix);
@@ -91,25 +116,8 @@ fn converted_unets_equal_the_fixtures_and_reproduce_their_outputs() {
             "upsample",
         ),
     ] {
-        let converted = out.join(pt.replace(".pt", ".safetensors"));
+        let (converted, stdout) = convert(&out, pt, fixture, &["--dtype", dtype]);
         let fixture = dir.join(fixture);
-        let run = glide(&[
-            "convert",
-            "--from",
-            dir.join("pytorch").join(pt).to_str().unwrap(),
-            "--out",
-            converted.to_str().unwrap(),
-            "--dtype",
-            dtype,
-            "--options-from",
-            fixture.to_str().unwrap(),
-        ]);
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        assert!(
-            run.status.success(),
-            "{pt}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
         assert!(stdout.contains(&format!(": {preset} (")), "{pt}: {stdout}");
 
         let state = safetensors(&converted);
@@ -210,21 +218,7 @@ fn clip_towers_convert_to_the_fixture_parameters() {
         ),
         ("noised_clip_tiny_text_enc.pt", "text.", "clip-text-encoder"),
     ] {
-        let converted = out.join(pt.replace(".pt", ".safetensors"));
-        let run = glide(&[
-            "convert",
-            "--from",
-            dir.join("pytorch").join(pt).to_str().unwrap(),
-            "--out",
-            converted.to_str().unwrap(),
-            "--options-from",
-            dir.join("noised_clip_tiny.safetensors").to_str().unwrap(),
-        ]);
-        assert!(
-            run.status.success(),
-            "{pt}: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        let (converted, _) = convert(&out, pt, "noised_clip_tiny.safetensors", &[]);
         let state = safetensors(&converted);
         assert_eq!(state.metadata["preset"], preset);
         assert_same_params(&state, &reference, prefix, false);
@@ -307,27 +301,19 @@ fn damaged_archives_give_a_sentence_not_a_panic() {
 fn converted_base_and_upsampler_run_as_a_cascade() {
     // The reference 16 px base and the 16 → 32 px upsampler, converted, then sampled as GLIDE's
     // cascade: one PNG per stage at each model's size.
-    let dir = fixtures();
     let out = out_dir("cascade");
-    let mut weights = Vec::new();
-    for name in ["text2im_tiny", "upsample_tiny"] {
-        let w = out.join(format!("{name}.safetensors"));
-        let run = glide(&[
-            "convert",
-            "--from",
-            dir.join(format!("pytorch/{name}.pt")).to_str().unwrap(),
-            "--out",
-            w.to_str().unwrap(),
-            "--options-from",
-            dir.join(format!("{name}.safetensors")).to_str().unwrap(),
-        ]);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        weights.push(w);
-    }
+    let weights: Vec<PathBuf> = ["text2im_tiny", "upsample_tiny"]
+        .iter()
+        .map(|name| {
+            convert(
+                &out,
+                &format!("{name}.pt"),
+                &format!("{name}.safetensors"),
+                &[],
+            )
+            .0
+        })
+        .collect();
     let (base_png, up_png) = (out.join("base.png"), out.join("up.png"));
     let run = glide(&[
         "sample",
@@ -387,26 +373,8 @@ fn converted_base_and_upsampler_run_as_a_cascade() {
 fn converted_clip_towers_guide_sampling() {
     // The two converted towers of the reference noised CLIP (16 px) guide the converted 16 px
     // base model: with a large CLIP scale the sample differs from the unguided one.
-    let dir = fixtures();
     let out = out_dir("clip-guided");
-    let convert = |pt: &str, options_from: &str| {
-        let w = out.join(pt.replace(".pt", ".safetensors"));
-        let run = glide(&[
-            "convert",
-            "--from",
-            dir.join("pytorch").join(pt).to_str().unwrap(),
-            "--out",
-            w.to_str().unwrap(),
-            "--options-from",
-            dir.join(options_from).to_str().unwrap(),
-        ]);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        w
-    };
+    let convert = |pt: &str, options_from: &str| convert(&out, pt, options_from, &[]).0;
     let base = convert("text2im_tiny.pt", "text2im_tiny.safetensors");
     let image = convert(
         "noised_clip_tiny_image_enc.pt",

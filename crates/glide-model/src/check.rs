@@ -10,6 +10,25 @@ use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use crate::weights::{StateDict, WeightsError, apply_state_dict, config_from_metadata};
 use crate::{GlideConfig, ImageCond, Text2ImUNet};
 
+/// The reference fixtures' folder: `$GLIDE_FIXTURES`, else `../shared/fixtures/glide-reference`
+/// beside the repository. Tests read it; a missing folder fails them with this sentence.
+pub fn reference_fixture(name: &str) -> Vec<u8> {
+    let dir = std::env::var_os("GLIDE_FIXTURES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../../shared/fixtures/glide-reference")
+        });
+    let path = dir.join(name);
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "GLIDE reference fixture {} is missing ({e}). The fixtures are expected in \
+             ../shared/fixtures/glide-reference beside the repository (or set GLIDE_FIXTURES).",
+            path.display()
+        )
+    })
+}
+
 /// Result of a fixture check.
 #[derive(Debug, Clone)]
 pub struct CheckReport {

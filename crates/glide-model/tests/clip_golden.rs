@@ -2,8 +2,6 @@
 //! (`../shared/fixtures/glide-reference/noised_clip_tiny.safetensors` and
 //! `clip_guidance_tiny.safetensors`; see that folder's README).
 
-use std::path::PathBuf;
-
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Int, Tensor, TensorData};
 use glide_model::check::relative_l2;
@@ -13,21 +11,7 @@ use glide_model::weights::StateDict;
 type B = Flex;
 
 fn fixture(name: &str) -> StateDict {
-    let dir = std::env::var_os("GLIDE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/fixtures/glide-reference")
-        });
-    let path = dir.join(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "GLIDE reference fixture {} is missing ({e}). The fixtures are expected in \
-             ../shared/fixtures/glide-reference beside the repository (or set GLIDE_FIXTURES).",
-            path.display()
-        )
-    });
-    StateDict::from_safetensors(&bytes).unwrap()
+    StateDict::from_safetensors(&glide_model::check::reference_fixture(name)).unwrap()
 }
 
 fn floats(state: &StateDict, key: &str) -> Vec<f32> {

@@ -2,8 +2,6 @@
 //! in `../shared/fixtures/glide-reference/` (made from glide-text2im at commit 69b5307 with seeded
 //! random weights; see that folder's README).
 
-use std::path::PathBuf;
-
 use burn::backend::Flex;
 use glide_model::weights::{StateDict, apply_state_dict, load_weights, save_weights};
 use glide_model::{GlideConfig, Text2ImUNet, check_fixture};
@@ -11,20 +9,7 @@ use glide_model::{GlideConfig, Text2ImUNet, check_fixture};
 type B = Flex;
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("GLIDE_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../../shared/fixtures/glide-reference")
-        });
-    let path = dir.join(name);
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "GLIDE reference fixture {} is missing ({e}). The fixtures are expected in \
-             ../shared/fixtures/glide-reference beside the repository (or set GLIDE_FIXTURES).",
-            path.display()
-        )
-    })
+    glide_model::check::reference_fixture(name)
 }
 
 fn check(name: &str) {

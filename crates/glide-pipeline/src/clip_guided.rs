@@ -95,14 +95,7 @@ mod tests {
 
     /// The reference noised CLIP (16 px) from the shared fixtures.
     fn clip() -> NoisedClip<A> {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/glide-reference/noised_clip_tiny.safetensors");
-        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "GLIDE reference fixture {} is missing ({e}); expected in ../shared/fixtures",
-                path.display()
-            )
-        });
+        let bytes = glide_model::check::reference_fixture("noised_clip_tiny.safetensors");
         let state = StateDict::from_safetensors(&bytes).unwrap();
         let config: ClipConfig = serde_json::from_str(&state.metadata["config"]).unwrap();
         NoisedClip::from_state(config, &state, &Default::default()).unwrap()

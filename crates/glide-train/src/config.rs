@@ -63,6 +63,10 @@ pub struct TrainConfig {
     /// Clip the global gradient norm to this (as `torch.nn.utils.clip_grad_norm_`).
     #[config(default = "Some(1.0)")]
     pub grad_clip: Option<f64>,
+    /// Steps whose loss or gradients are not finite are skipped (the weights, optimiser and EMA
+    /// stay as they were); this many in a row (None: 5) stop the run with an error.
+    #[config(default = "None")]
+    pub max_nonfinite_steps: Option<usize>,
     /// The EMA's decay; it warms up as min(ema_decay, (1 + n) / (10 + n)) after n updates.
     #[config(default = 0.9999)]
     pub ema_decay: f64,
@@ -139,6 +143,11 @@ pub enum ConfigError {
 }
 
 impl TrainConfig {
+    /// How many non-finite steps in a row stop the run (`max_nonfinite_steps`, default 5).
+    pub fn nonfinite_limit(&self) -> usize {
+        self.max_nonfinite_steps.unwrap_or(5).max(1)
+    }
+
     /// What the logged `loss` is, for plot titles.
     pub fn loss_name(&self) -> String {
         let snr = self

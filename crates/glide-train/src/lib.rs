@@ -71,6 +71,10 @@ pub enum TrainError {
     Tokenizer(#[from] glide_tokenizer::TokenizerError),
     #[error(transparent)]
     OptimState(#[from] optim::OptimStateError),
-    #[error("the loss became {0} at step {1}; lower `lr` or enable `grad_clip`")]
-    NonFinite(f64, usize),
+    #[error(
+        "the loss or its gradients were not finite ({0}) for {2} steps in a row, up to step {1}; \
+         those steps were skipped and the last checkpoint was kept: lower `lr`, enable \
+         `grad_clip`, or check the data"
+    )]
+    NonFinite(f64, usize, usize),
 }

@@ -19,6 +19,8 @@ use crate::run_state::Learner;
 /// before clipping and the learning rate.
 #[derive(Debug, Clone, Copy)]
 pub struct StepStats {
+    /// The loss or the gradient norm was not finite: nothing was updated.
+    pub skipped: bool,
     pub loss: f64,
     pub mse: f64,
     pub vb: f64,
@@ -61,10 +63,23 @@ impl<B: AutodiffBackend> Learner<B> {
             grads.push(part.grads);
             forked.push(part.device_id);
         }
-        if !loss.is_finite() {
-            return Err(TrainError::NonFinite(loss, step));
+        let n = cfg.batch_size as f64;
+        let grad_norm = if loss.is_finite() {
+            clip_global_norm(&model, &mut grads, cfg.grad_clip)
+        } else {
+            f64::NAN
+        };
+        if !grad_norm.is_finite() {
+            let stats = StepStats {
+                skipped: true,
+                loss,
+                mse: mse / n,
+                vb: vb / n,
+                grad_norm,
+                lr,
+            };
+            return Ok((Self { model, optim, ema }, stats));
         }
-        let grad_norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
         let model = if ctx.devices.len() == 1 {
             optim.step(lr, model, grads.pop().expect("one device's gradients"))
         } else {
@@ -74,8 +89,8 @@ impl<B: AutodiffBackend> Learner<B> {
             optim.step_multi(lr, model, multi)
         };
         ema.update(&model, cfg.ema_decay_at(step));
-        let n = cfg.batch_size as f64;
         let stats = StepStats {
+            skipped: false,
             loss,
             mse: mse / n,
             vb: vb / n,

@@ -29,6 +29,8 @@ pub struct TrainOutcome {
     pub out_dir: PathBuf,
     /// Parameters of the trained model (with its pruned vocabulary).
     pub params: usize,
+    /// Steps skipped because their loss or gradients were not finite.
+    pub skipped_steps: usize,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -74,6 +76,7 @@ pub fn train<B: AutodiffBackend>(
         objective: state.objective.as_ref(),
     };
     let mut interrupted = false;
+    let (mut skipped, mut skipped_in_a_row) = (0, 0);
     while state.step < cfg.steps {
         if should_stop(&cfg, &opts, state.step, &clock) {
             interrupted = true;
@@ -87,6 +90,24 @@ pub fn train<B: AutodiffBackend>(
         state.learner = learner;
         state.step += 1;
         clock.count(t, batch.len());
+        if stats.skipped {
+            skipped += 1;
+            skipped_in_a_row += 1;
+            hooks.bar.println(format!(
+                "step {}: loss {} / gradient norm {} not finite: skipped ({skipped_in_a_row} in a \
+                 row, {skipped} in all)",
+                state.step, stats.loss, stats.grad_norm
+            ));
+            if skipped_in_a_row >= cfg.nonfinite_limit() {
+                return Err(TrainError::NonFinite(
+                    stats.loss,
+                    state.step,
+                    skipped_in_a_row,
+                ));
+            }
+            continue;
+        }
+        skipped_in_a_row = 0;
         hooks.after_step(state.step, &stats, &state.learner, &ctx, &clock)?;
     }
     drop(batches);
@@ -99,6 +120,7 @@ pub fn train<B: AutodiffBackend>(
         images_per_s: clock.images_per_s(),
         out_dir: PathBuf::from(&cfg.out_dir),
         params: learner.model.num_params(),
+        skipped_steps: skipped,
     })
 }
 

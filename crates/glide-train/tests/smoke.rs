@@ -247,6 +247,54 @@ fn a_truncated_checkpoint_is_reported_by_name() {
 }
 
 #[test]
+fn non_finite_steps_are_skipped_and_a_run_of_them_stops_training_keeping_the_checkpoint() {
+    let _serial = serial();
+    let mut cfg = smoke_config("nonfinite");
+    // Two sound steps and a checkpoint, then a learning rate that blows the weights up.
+    cfg.steps = 2;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let path = checkpoint_path(Path::new(&cfg.out_dir));
+    cfg.steps = 40;
+    cfg.lr = 1e30;
+    cfg.warmup_steps = 0;
+    cfg.grad_clip = None;
+    cfg.checkpoint_every = 1;
+    cfg.max_nonfinite_steps = Some(3);
+    let err = train::<B>(
+        cfg.clone(),
+        vec![Default::default()],
+        TrainOptions {
+            resume: true,
+            quiet: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    let TrainError::NonFinite(_, step, in_a_row) = err else {
+        panic!("expected a non-finite stop, got {err}");
+    };
+    assert_eq!(in_a_row, 3, "{err}");
+    assert!(step < 40, "stopped at step {step}");
+    // No checkpoint was written by a skipped step: the last one is from before the skips and
+    // holds finite weights.
+    let after = Checkpoint::load(&path).unwrap();
+    assert!(
+        (2..=step - 3).contains(&after.step),
+        "checkpoint at {} (stopped at {step})",
+        after.step
+    );
+    for (k, t) in &after.ema.tensors {
+        let v = t.clone().convert::<f32>().to_vec::<f32>().unwrap();
+        assert!(v.iter().all(|x| x.is_finite()), "{k} is not finite");
+    }
+    let rows = CsvLog::read(&Path::new(&cfg.out_dir).join("log.csv")).unwrap();
+    assert!(
+        rows.iter().all(|r| r.loss.is_finite()),
+        "a skipped step was logged"
+    );
+}
+
+#[test]
 fn two_devices_split_the_batch_and_agree_with_one() {
     let _serial = serial();
     let mut cfg = smoke_config("devices");
