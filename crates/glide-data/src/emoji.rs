@@ -221,10 +221,13 @@ pub fn build_with_progress(
 /// A sample's 32/64 px files, its 256 px files (when the source has them) and its split.
 type Sample = (ShardSample, Option<ShardSample>, Split);
 
+/// An image rendered as PNG bytes at the small size and, when the source has it, at 256 px.
+type Rendered = Result<(Vec<u8>, Option<Vec<u8>>), DataError>;
+
 /// Every rendered image as shard files with captions and metadata, in the seed's shuffled order.
 fn shard_samples(
     jobs: &[Job<'_>],
-    rendered: Vec<Result<(Vec<u8>, Option<Vec<u8>>), DataError>>,
+    rendered: Vec<Rendered>,
     plan: &SplitPlan,
     no_flip: &HashSet<String>,
     packages: &BTreeMap<String, String>,

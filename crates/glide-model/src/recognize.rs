@@ -161,7 +161,7 @@ fn unet(shapes: &Shapes, overrides: &Value) -> Result<Recognized, RecognizeError
     let n_out = count(shapes, "output_blocks.");
     let ups = upsample_blocks(shapes, n_out);
     let per_level = ups.first().map_or(n_out, |(i, _)| i + 1);
-    if per_level == 0 || n_out % per_level != 0 {
+    if per_level == 0 || !n_out.is_multiple_of(per_level) {
         return Err(RecognizeError::Unknown(format!(
             "its {n_out} decoder blocks do not split into levels"
         )));
@@ -224,7 +224,11 @@ fn unet(shapes: &Shapes, overrides: &Value) -> Result<Recognized, RecognizeError
 /// Heads of a tower `n_state` wide when the options do not say: the released towers use
 /// 64-wide heads (`n_head_state_* = 64` in glide-text2im's clip/config.yaml).
 fn default_heads(n_state: usize) -> usize {
-    if n_state % 64 == 0 { n_state / 64 } else { 1 }
+    if n_state.is_multiple_of(64) {
+        n_state / 64
+    } else {
+        1
+    }
 }
 
 fn clip_image(shapes: &Shapes, overrides: &Value) -> Result<Value, RecognizeError> {
