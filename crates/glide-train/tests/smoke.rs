@@ -94,6 +94,13 @@ fn quiet() -> TrainOptions {
     }
 }
 
+fn resume_quietly() -> TrainOptions {
+    TrainOptions {
+        resume: true,
+        ..quiet()
+    }
+}
+
 #[test]
 fn smoke_config_lowers_the_loss_on_fixed_images_t_and_noise() {
     let _serial = serial();
@@ -190,16 +197,7 @@ fn resume_gives_a_bit_identical_loss_curve() {
     .unwrap();
     assert!(first.interrupted);
     assert_eq!(first.step, 3);
-    let resumed = train::<B>(
-        cfg_b.clone(),
-        vec![Default::default()],
-        TrainOptions {
-            resume: true,
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let resumed = train::<B>(cfg_b.clone(), vec![Default::default()], resume_quietly()).unwrap();
     assert_eq!(resumed.step, 8);
     // The CSV logs, as written to disk, agree in every column but the throughput.
     let read = |dir: &str| {
@@ -232,16 +230,7 @@ fn a_truncated_checkpoint_is_reported_by_name() {
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     cfg.steps = 2;
-    let err = train::<B>(
-        cfg,
-        vec![Default::default()],
-        TrainOptions {
-            resume: true,
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let err = train::<B>(cfg, vec![Default::default()], resume_quietly()).unwrap_err();
     assert!(matches!(err, TrainError::BadCheckpoint(..)), "{err}");
     assert!(err.to_string().contains("checkpoint.safetensors"), "{err}");
 }
@@ -260,16 +249,7 @@ fn non_finite_steps_are_skipped_and_a_run_of_them_stops_training_keeping_the_che
     cfg.grad_clip = None;
     cfg.checkpoint_every = 1;
     cfg.max_nonfinite_steps = Some(3);
-    let err = train::<B>(
-        cfg.clone(),
-        vec![Default::default()],
-        TrainOptions {
-            resume: true,
-            quiet: true,
-            ..Default::default()
-        },
-    )
-    .unwrap_err();
+    let err = train::<B>(cfg.clone(), vec![Default::default()], resume_quietly()).unwrap_err();
     let TrainError::NonFinite(_, step, in_a_row) = err else {
         panic!("expected a non-finite stop, got {err}");
     };
@@ -396,18 +376,7 @@ fn an_inpainting_fine_tune_starts_from_base_weights_and_writes_an_inpainting_mod
     // Text-to-image weights cannot be loaded as an inpainting run's resume point.
     let mut wrong = ft.clone();
     wrong.model.inpaint = false;
-    assert!(
-        train::<B>(
-            wrong,
-            vec![Default::default()],
-            TrainOptions {
-                resume: true,
-                quiet: true,
-                ..Default::default()
-            },
-        )
-        .is_err()
-    );
+    assert!(train::<B>(wrong, vec![Default::default()], resume_quietly(),).is_err());
 }
 
 #[test]
