@@ -8,9 +8,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
-use glide_diffusion::NoiseRng;
-use glide_diffusion::sampling::{CondFn, ModelFn, SampleOptions, Steps};
-use glide_model::ImageCond;
+use glide_diffusion::sampling::{CondFn, ModelFn, Steps};
 use glide_model::clip::{NoisedClip, clip_cond_grad};
 
 use crate::{GenerateRequest, PipelineError, Text2Im};
@@ -50,10 +48,7 @@ impl<B: burn::tensor::backend::Backend> Text2Im<B> {
         clip: &'m NoisedClip<A>,
         clip_scale: f64,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
-        self.validate_sampling(req)?;
-        if self.config.inpaint || self.config.super_res {
-            return Err(PipelineError::NotText2Im);
-        }
+        self.validate(req)?;
         if clip.config.image_size != self.config.image_size {
             return Err(PipelineError::ClipSize {
                 clip: clip.config.image_size,
@@ -69,17 +64,7 @@ impl<B: burn::tensor::backend::Backend> Text2Im<B> {
         let cond_fn: CondFn<'m, B> = Box::new(move |x: Tensor<B, 4>, t: &[usize]| {
             clip_cond_grad(&clip.image, logit_scale, z_t.clone(), x, t, clip_scale).0
         });
-        let diffusion = self.diffusion(req)?;
-        let s = self.config.image_size;
-        let mut rng = NoiseRng::new(req.seed);
-        let x_t = rng.randn::<B, 4>([b, 3, s, s], self.device());
-        let options = SampleOptions {
-            eta: req.eta,
-            cond_fn: Some(cond_fn),
-            ..SampleOptions::default()
-        };
-        let text = self.encode_prompt(req);
-        Ok(self.sample_with(text, req, ImageCond::none(), diffusion, x_t, rng, options))
+        self.sample_text(self.encode_prompt(req), b, req, None, Some(cond_fn))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use glide_diffusion::guidance::classifier_free_guidance;
-use glide_diffusion::sampling::{ModelFn, SampleOptions, Sampler, Steps};
+use glide_diffusion::sampling::{CondFn, ModelFn, SampleOptions, Sampler, Steps};
 use glide_diffusion::{DiffusionError, GaussianDiffusion, ModelMeanType, NoiseRng, NoiseSchedule};
 use glide_model::weights::{StateDict, WeightsError, config_from_metadata, load_state_dict};
 use glide_model::{GlideConfig, ImageCond, Text2ImUNet, TextEmb};
@@ -252,7 +252,7 @@ impl<B: Backend> Text2Im<B> {
         self.validate(req)?;
         let b = req.batch_size;
         let text = self.encode_prompt(req);
-        self.sample_text(text, b, req, None)
+        self.sample_text(text, b, req, None, None)
     }
 
     /// The request's caption (and negative caption, when guided), encoded once and repeated to
@@ -307,10 +307,10 @@ impl<B: Backend> Text2Im<B> {
         }
         let (tokens, mask) = self.tokenize(&captions);
         let text = self.model.encode_text(tokens, mask);
-        self.sample_text(text, b, req, diffusion)
+        self.sample_text(text, b, req, diffusion, None)
     }
 
-    fn validate(&self, req: &GenerateRequest) -> Result<(), PipelineError> {
+    pub(crate) fn validate(&self, req: &GenerateRequest) -> Result<(), PipelineError> {
         if self.config.inpaint || self.config.super_res {
             return Err(PipelineError::NotText2Im);
         }
@@ -338,13 +338,14 @@ impl<B: Backend> Text2Im<B> {
 
     /// The sampling chain for `b` images given their encoded captions `[cond (b); uncond (b)]`
     /// (just `[cond (b)]` at s = 1), from x_T = `NoiseRng::new(seed)`, on `diffusion` (None: the
-    /// request's chain).
-    fn sample_text<'m>(
+    /// request's chain), with an optional classifier (CLIP) guidance gradient.
+    pub(crate) fn sample_text<'m>(
         &'m self,
         text: TextEmb<B>,
         b: usize,
         req: &GenerateRequest,
         diffusion: Option<GaussianDiffusion>,
+        cond_fn: Option<CondFn<'m, B>>,
     ) -> Result<Steps<'m, B, impl ModelFn<B> + 'm>, PipelineError> {
         let diffusion = match diffusion {
             Some(d) => d,
@@ -355,6 +356,7 @@ impl<B: Backend> Text2Im<B> {
         let x_t = rng.randn::<B, 4>([b, 3, s, s], &self.device);
         let options = SampleOptions {
             eta: req.eta,
+            cond_fn,
             ..SampleOptions::default()
         };
         Ok(self.sample_with(text, req, ImageCond::none(), diffusion, x_t, rng, options))
