@@ -62,6 +62,19 @@ pub enum DataError {
     )]
     NoReadableImages { path: PathBuf, skipped: usize },
 
+    /// Writing a file (through a temporary file) failed: the disk is full, the folder is not
+    /// writable, ...; the file's previous version is untouched.
+    #[error(
+        "could not write {}: {source}; its previous version, if any, is unchanged. Free some disk \
+         space or make the folder writable, then run again",
+        path.display()
+    )]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// An option is out of range.
     #[error("{0}")]
     InvalidOption(String),

@@ -180,3 +180,55 @@ mod tests {
         assert_eq!(decoded, img);
     }
 }
+
+/// The largest image any command reads: 16,384 pixels a side and 50 megapixels (200 MB as RGBA).
+/// The models see 64 px at most; a larger file is refused before it is decoded.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+pub const MAX_IMAGE_PIXELS: u64 = 50_000_000;
+
+/// An image file that cannot be read, in a sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageReadError {
+    #[error(
+        "the image is {width}×{height} pixels, more than glide reads ({MAX_IMAGE_SIDE} px a side, \
+         {} megapixels); scale it down first (the model sees 64 px)",
+        MAX_IMAGE_PIXELS / 1_000_000
+    )]
+    TooLarge { width: u32, height: u32 },
+    #[error("it is not a PNG, JPEG or WebP image this build can decode ({0})")]
+    Decode(String),
+}
+
+/// Decodes PNG, JPEG or WebP bytes after reading only the header's size: an image larger than
+/// [`MAX_IMAGE_SIDE`] / [`MAX_IMAGE_PIXELS`] is refused without allocating it, and the decoder
+/// itself is held to the same memory.
+pub fn decode_image(bytes: &[u8]) -> Result<DynamicImage, ImageReadError> {
+    let reader = || {
+        image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| ImageReadError::Decode(e.to_string()))
+    };
+    let (width, height) = reader()?
+        .into_dimensions()
+        .map_err(|e| ImageReadError::Decode(e.to_string()))?;
+    check_image_size(width, height)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_PIXELS * 4 + (64 << 20));
+    let mut r = reader()?;
+    r.limits(limits);
+    r.decode()
+        .map_err(|e| ImageReadError::Decode(e.to_string()))
+}
+
+/// Refuses sizes above [`MAX_IMAGE_SIDE`] a side or [`MAX_IMAGE_PIXELS`] in all.
+pub fn check_image_size(width: u32, height: u32) -> Result<(), ImageReadError> {
+    if width > MAX_IMAGE_SIDE
+        || height > MAX_IMAGE_SIDE
+        || width as u64 * height as u64 > MAX_IMAGE_PIXELS
+    {
+        return Err(ImageReadError::TooLarge { width, height });
+    }
+    Ok(())
+}

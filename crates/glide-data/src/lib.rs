@@ -25,6 +25,9 @@ pub mod split;
 pub use emoji::{BuildSummary, EmojiOptions, Progress, build, build_with_progress};
 pub use error::DataError;
 pub use licenses::{ATTRIBUTION, licenses_markdown};
-pub use reader::{FolderSummary, Sample, read_folder, read_shard, read_shards, shard_paths};
+pub use reader::{
+    FolderSummary, Sample, read_folder, read_shard, read_shard_lenient, read_shards,
+    read_shards_lenient, shard_paths,
+};
 pub use sources::Style;
 pub use split::Split;

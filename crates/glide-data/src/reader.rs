@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
 
-use image::{ImageFormat, RgbImage};
+use image::RgbImage;
 
 use crate::error::DataError;
-use crate::imaging::{center_crop_square, flatten_on_white};
+use crate::imaging::{center_crop_square, decode_image, flatten_on_white};
 use crate::parallel::map_ordered;
 use crate::shard::is_shard_name;
 
@@ -27,12 +27,8 @@ pub struct Sample {
 }
 
 /// Image extensions a shard sample may carry, in order of preference.
-const SHARD_IMAGE_EXTS: [(&str, ImageFormat); 4] = [
-    ("png", ImageFormat::Png),
-    ("jpg", ImageFormat::Jpeg),
-    ("jpeg", ImageFormat::Jpeg),
-    ("webp", ImageFormat::WebP),
-];
+/// (The decoder goes by the bytes, not by the name.)
+const SHARD_IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 /// Image extensions `read_folder` picks up (case-insensitive).
 const FOLDER_IMAGE_EXTS: [&str; 4] = ["png", "jpg", "jpeg", "webp"];
 /// A tar ends with two zero blocks; a file cut at an entry boundary lacks them.
@@ -86,7 +82,7 @@ pub fn shard_paths(path: &Path, split_prefix: &str) -> Result<Vec<PathBuf>, Data
 }
 
 /// Reads every sample of the given shards, in shard order and in order within each shard.
-/// Shards are decoded in parallel.
+/// Shards are decoded in parallel. Any damage is an error naming the shard and the entry.
 pub fn read_shards(paths: &[PathBuf]) -> Result<Vec<Sample>, DataError> {
     let per_shard = map_ordered(paths, |p| read_shard(p), &|_| {});
     let mut samples = Vec::new();
@@ -96,40 +92,128 @@ pub fn read_shards(paths: &[PathBuf]) -> Result<Vec<Sample>, DataError> {
     Ok(samples)
 }
 
-/// Reads one WebDataset shard.
+/// As [`read_shards`], but a damaged shard gives what it still holds: a file cut mid-way keeps
+/// its whole samples before the cut, a sample whose image does not decode is left out. Each
+/// problem is returned (it names the shard and the entry) for the caller to count and log; only a
+/// shard that cannot be read at all is an error.
+pub fn read_shards_lenient(paths: &[PathBuf]) -> Result<(Vec<Sample>, Vec<DataError>), DataError> {
+    let per_shard = map_ordered(paths, |p| read_shard_lenient(p), &|_| {});
+    let (mut samples, mut problems) = (Vec::new(), Vec::new());
+    for shard in per_shard {
+        let (s, p) = shard?;
+        samples.extend(s);
+        problems.extend(p);
+    }
+    Ok((samples, problems))
+}
+
+/// Reads one WebDataset shard; any damage is an error.
 pub fn read_shard(path: &Path) -> Result<Vec<Sample>, DataError> {
     let bytes = std::fs::read(path).map_err(DataError::io("read", path))?;
+    let (samples, mut problems) = parse_shard(path, &bytes, true);
+    match problems.is_empty() {
+        true => Ok(samples),
+        false => Err(problems.swap_remove(0)),
+    }
+}
+
+/// Reads one WebDataset shard, skipping what is damaged (see [`read_shards_lenient`]).
+pub fn read_shard_lenient(path: &Path) -> Result<(Vec<Sample>, Vec<DataError>), DataError> {
+    let bytes = std::fs::read(path).map_err(DataError::io("read", path))?;
+    Ok(parse_shard(path, &bytes, false))
+}
+
+/// The samples of a shard's bytes and the problems met; `strict` stops at the first problem.
+fn parse_shard(path: &Path, bytes: &[u8], strict: bool) -> (Vec<Sample>, Vec<DataError>) {
     let corrupt = |entry: &str, detail: String| DataError::CorruptShard {
         path: path.to_path_buf(),
         entry: entry.to_string(),
         detail,
     };
+    let mut problems = Vec::new();
+    let (order, mut files, keys) = match tar_files(bytes) {
+        Ok((order, files)) => {
+            let n = order.len();
+            (order, files, n)
+        }
+        Err(cut) => {
+            problems.push(corrupt(&cut.entry, cut.detail));
+            if strict {
+                return (Vec::new(), problems);
+            }
+            (cut.order, cut.files, cut.whole_keys)
+        }
+    };
+    let mut samples = Vec::with_capacity(keys);
+    for key in order.into_iter().take(keys) {
+        let parts = files.remove(&key).expect("every ordered key has files");
+        match to_sample(key.clone(), parts) {
+            Ok(sample) => samples.push(sample),
+            Err((entry, detail)) => {
+                problems.push(corrupt(&entry, detail));
+                if strict {
+                    return (Vec::new(), problems);
+                }
+            }
+        }
+    }
+    (samples, problems)
+}
 
-    // Files of each key, keys in order of first appearance.
+/// Files of one shard's samples by key, keys in order of first appearance.
+type ShardFiles = (Vec<String>, ShardMap);
+
+/// Where a tar stops being readable, and what was read before.
+struct TarCut {
+    order: Vec<String>,
+    files: ShardMap,
+    /// How many keys of `order` are surely whole (WebDataset keeps a key's files together).
+    whole_keys: usize,
+    entry: String,
+    detail: String,
+}
+
+/// The files of a tar by WebDataset key, or where it is cut.
+fn tar_files(bytes: &[u8]) -> Result<ShardFiles, Box<TarCut>> {
     let mut order: Vec<String> = Vec::new();
-    let mut files: HashMap<String, HashMap<String, Vec<u8>>> = HashMap::new();
-    let mut archive = tar::Archive::new(Cursor::new(bytes.as_slice()));
-    let entries = archive
-        .entries()
-        .map_err(|e| corrupt("(start of file)", e.to_string()))?;
+    let mut files: ShardMap = HashMap::new();
+    let mut archive = tar::Archive::new(Cursor::new(bytes));
     let mut last_name = String::from("(start of file)");
     let mut end_of_entries = 0usize;
+    // The cut at `entry`: a key whose file is cut (or unknown) may have lost files.
+    let cut = |order: Vec<String>, files, entry: String, cut_key: Option<&str>, detail| {
+        let last_is_cut = cut_key.is_none_or(|k| order.last().is_some_and(|l| l == k));
+        let whole_keys = order.len() - usize::from(last_is_cut && !order.is_empty());
+        Box::new(TarCut {
+            order,
+            files,
+            whole_keys,
+            entry,
+            detail,
+        })
+    };
+    let entries = match archive.entries() {
+        Ok(e) => e,
+        Err(e) => return Err(cut(order, files, last_name, None, e.to_string())),
+    };
     for entry in entries {
-        let mut entry = entry.map_err(|e| corrupt(&format!("after {last_name}"), e.to_string()))?;
-        let name = entry
-            .path()
-            .map_err(|e| corrupt(&format!("after {last_name}"), e.to_string()))?;
-        let name = name.to_string_lossy().into_owned();
+        let after = format!("after {last_name}");
+        let mut entry = match entry {
+            Ok(e) => e,
+            Err(e) => return Err(cut(order, files, after, None, e.to_string())),
+        };
+        let name = match entry.path() {
+            Ok(n) => n.to_string_lossy().into_owned(),
+            Err(e) => return Err(cut(order, files, after, None, e.to_string())),
+        };
         let size = entry.size();
-        let mut data = Vec::with_capacity(size as usize);
-        entry
-            .read_to_end(&mut data)
-            .map_err(|e| corrupt(&name, e.to_string()))?;
-        if data.len() as u64 != size {
-            return Err(corrupt(
-                &name,
-                format!("{} of {size} bytes present", data.len()),
-            ));
+        let mut data = Vec::with_capacity(size.min(bytes.len() as u64) as usize);
+        let read = entry.read_to_end(&mut data).map_err(|e| e.to_string());
+        let short =
+            (data.len() as u64 != size).then(|| format!("{} of {size} bytes present", data.len()));
+        if let Some(why) = read.err().or(short) {
+            let key = wds_key(&name).map(|(k, _)| k.to_string());
+            return Err(cut(order, files, name, key.as_deref(), why));
         }
         end_of_entries = (entry.raw_file_position() + size.div_ceil(512) * 512) as usize;
         let is_file = entry.header().entry_type().is_file();
@@ -137,54 +221,59 @@ pub fn read_shard(path: &Path) -> Result<Vec<Sample>, DataError> {
         if !is_file {
             continue;
         }
-        // WebDataset: the key is the path up to the first '.' of the file name.
-        let base_start = name.rfind('/').map_or(0, |i| i + 1);
-        let Some(dot) = name[base_start..].find('.').map(|i| base_start + i) else {
+        let Some((key, ext)) = wds_key(&name) else {
             continue;
         };
-        let (key, ext) = (&name[..dot], name[dot + 1..].to_ascii_lowercase());
         if !files.contains_key(key) {
             order.push(key.to_string());
         }
         files.entry(key.to_string()).or_default().insert(ext, data);
     }
-    let tail = bytes.get(end_of_entries..end_of_entries + END_OF_ARCHIVE);
+    let tail = end_of_entries
+        .checked_add(END_OF_ARCHIVE)
+        .and_then(|end| bytes.get(end_of_entries..end));
     if !tail.is_some_and(|t| t.iter().all(|&b| b == 0)) {
-        return Err(corrupt(
-            &format!("after {last_name}"),
-            "the file ends without the tar end-of-archive marker".to_string(),
-        ));
+        let why = "the file ends without the tar end-of-archive marker".to_string();
+        return Err(cut(order, files, format!("after {last_name}"), None, why));
     }
+    Ok((order, files))
+}
 
-    let mut samples = Vec::with_capacity(order.len());
-    for key in order {
-        let parts = files.remove(&key).expect("every ordered key has files");
-        let Some((ext, format)) = SHARD_IMAGE_EXTS
-            .iter()
-            .find(|(ext, _)| parts.contains_key(*ext))
-        else {
-            return Err(corrupt(&key, "the sample has no png image".to_string()));
-        };
-        let image = image::load_from_memory_with_format(&parts[*ext], *format)
-            .map_err(|e| corrupt(&format!("{key}.{ext}"), e.to_string()))?;
-        let captions = parts
-            .get("txt")
-            .map(|t| caption_lines(&String::from_utf8_lossy(t)))
-            .unwrap_or_default();
-        let meta = match parts.get("json") {
-            Some(json) => serde_json::from_slice(json)
-                .map_err(|e| corrupt(&format!("{key}.json"), e.to_string()))?,
-            None => serde_json::Value::Null,
-        };
-        samples.push(Sample {
-            flip_ok: meta.get("flip").and_then(|f| f.as_bool()).unwrap_or(true),
-            image: flatten_on_white(&image.to_rgba8()),
-            key,
-            captions,
-            meta,
-        });
-    }
-    Ok(samples)
+/// WebDataset: the key is the path up to the first '.' of the file name; then the extension.
+fn wds_key(name: &str) -> Option<(&str, String)> {
+    let base_start = name.rfind('/').map_or(0, |i| i + 1);
+    let dot = name[base_start..].find('.').map(|i| base_start + i)?;
+    Some((&name[..dot], name[dot + 1..].to_ascii_lowercase()))
+}
+
+type ShardMap = HashMap<String, HashMap<String, Vec<u8>>>;
+
+/// One sample from its files; on failure, the entry and why.
+fn to_sample(key: String, parts: HashMap<String, Vec<u8>>) -> Result<Sample, (String, String)> {
+    let Some(ext) = SHARD_IMAGE_EXTS
+        .iter()
+        .find(|ext| parts.contains_key(**ext))
+    else {
+        return Err((key, "the sample has no png image".to_string()));
+    };
+    let image = decode_image(&parts[*ext]).map_err(|e| (format!("{key}.{ext}"), e.to_string()))?;
+    let captions = parts
+        .get("txt")
+        .map(|t| caption_lines(&String::from_utf8_lossy(t)))
+        .unwrap_or_default();
+    let meta = match parts.get("json") {
+        Some(json) => {
+            serde_json::from_slice(json).map_err(|e| (format!("{key}.json"), e.to_string()))?
+        }
+        None => serde_json::Value::Null,
+    };
+    Ok(Sample {
+        flip_ok: meta.get("flip").and_then(|f| f.as_bool()).unwrap_or(true),
+        image: flatten_on_white(&image.to_rgba8()),
+        key,
+        captions,
+        meta,
+    })
 }
 
 /// What [`read_folder`] found.
@@ -294,11 +383,7 @@ fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DataError> {
 }
 
 fn decode_any(path: &Path) -> Result<RgbImage, String> {
-    let image = image::ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?
-        .decode()
-        .map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let image = decode_image(&bytes).map_err(|e| e.to_string())?;
     Ok(flatten_on_white(&center_crop_square(&image).to_rgba8()))
 }

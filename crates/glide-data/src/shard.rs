@@ -58,17 +58,40 @@ pub fn tar_bytes(samples: &[ShardSample]) -> Vec<u8> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so readers
-/// never see half a file and an interrupted build leaves the old file in place.
+/// never see half a file: a process killed mid-write (even `kill -9`) or a full disk leaves the
+/// old file in place. A failed write removes its temporary file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(DataError::io("create", &tmp))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(DataError::io("write", &tmp))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(DataError::io("rename into place", path))
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        let (first, rest) = bytes.split_at(bytes.len() / 2);
+        file.write_all(first)?;
+        pause_mid_write();
+        file.write_all(rest)?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        DataError::Write {
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+/// A test hook: `GLIDE_TEST_PAUSE_MID_WRITE_MS` holds every atomic write half-way for that long,
+/// so a test can `kill -9` a training run while its checkpoint is being written.
+fn pause_mid_write() {
+    if let Some(ms) = std::env::var("GLIDE_TEST_PAUSE_MID_WRITE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Deletes shard files of `prefixes` in `dir` that are not in `keep`: leftovers of an earlier,
@@ -116,5 +139,33 @@ mod tests {
         assert_eq!(header.mode().unwrap(), 0o644);
         assert_eq!(header.uid().unwrap(), 0);
         assert_eq!(&*entry.path().unwrap(), Path::new("noto_1f34e.txt"));
+    }
+
+    /// A full disk, for real: the temporary file is a link to Linux's `/dev/full`, whose every
+    /// write fails with ENOSPC. The old file stays, the temporary one goes, the error says what to do.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_full_disk_keeps_the_previous_file() {
+        let dir = std::env::temp_dir().join(format!("glide-full-disk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("checkpoint.safetensors");
+        write_atomic(&path, b"the previous checkpoint").unwrap();
+        let tmp = dir.join("checkpoint.safetensors.tmp");
+        std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+        let err = write_atomic(&path, &[7u8; 1 << 16]).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::Write { .. }), "{msg}");
+        assert!(msg.contains("checkpoint.safetensors") && msg.contains("Free some disk space"));
+        assert_eq!(std::fs::read(&path).unwrap(), b"the previous checkpoint");
+        assert!(
+            std::fs::symlink_metadata(&tmp).is_err(),
+            "the temporary file is left behind"
+        );
+        // A folder that is not there (or not a folder) is the same kind of sentence.
+        let err = write_atomic(&dir.join("checkpoint.safetensors/x"), b"x").unwrap_err();
+        assert!(matches!(err, DataError::Write { .. }), "{err}");
+        write_atomic(&path, b"next").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"next");
     }
 }

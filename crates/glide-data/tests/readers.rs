@@ -248,3 +248,93 @@ fn pack_resizes_pictures_and_keeps_keys_captions_metadata_and_splits() {
         .to_string();
     assert!(err.contains("--size"), "{err}");
 }
+
+/// A valid PNG header that claims `w × h` pixels (its IHDR rewritten, CRC and all), followed by
+/// the 1×1 image's data: a decoder that trusted the header would try to allocate it all.
+fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+    let mut bytes = encode_png(&RgbImage::new(1, 1));
+    // Signature (8), IHDR length (4) and type (4), then width and height.
+    bytes[16..20].copy_from_slice(&w.to_be_bytes());
+    bytes[20..24].copy_from_slice(&h.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn an_image_larger_than_the_limit_is_refused_from_its_header() {
+    use glide_data::imaging::{ImageReadError, decode_image};
+    let err = decode_image(&png_claiming(20_000, 20_000)).unwrap_err();
+    assert!(
+        matches!(err, ImageReadError::TooLarge { width: 20_000, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("20000×20000") && err.to_string().contains("scale it down"));
+    // Long and thin is refused by its side, not only by its area.
+    let err = decode_image(&png_claiming(100_000, 2)).unwrap_err();
+    assert!(matches!(err, ImageReadError::TooLarge { .. }), "{err}");
+    // Within the limits, the same forged header gets as far as the decoder, which finds the data
+    // too short: an error, not an allocation of the claimed size.
+    let err = decode_image(&png_claiming(4_000, 4_000)).unwrap_err();
+    assert!(matches!(err, ImageReadError::Decode(_)), "{err}");
+    assert!(decode_image(&png(7)).is_ok());
+
+    // In a folder of training images it is skipped and counted.
+    let dir = common::temp_dir("folder-huge");
+    std::fs::write(dir.join("huge.png"), png_claiming(20_000, 20_000)).unwrap();
+    std::fs::write(dir.join("ok.png"), png(9)).unwrap();
+    let (samples, summary) = read_folder(&dir).unwrap();
+    assert_eq!((samples.len(), summary.skipped_unreadable), (1, 1));
+}
+
+#[test]
+fn lenient_reading_keeps_the_whole_samples_of_a_damaged_shard_and_names_the_rest() {
+    use glide_data::read_shards_lenient;
+    let dir = common::temp_dir("shard-lenient");
+    let (_, bytes) = write_shard(&dir, "whole.tar");
+    let second_png = bytes
+        .windows(14)
+        .position(|w| w == b"noto_1f431.png")
+        .unwrap();
+    let cut = dir.join("train-000001.tar");
+    std::fs::write(&cut, &bytes[..second_png + 512 + 100]).unwrap();
+    let bad = dir.join("train-000002.tar");
+    let mut broken = png(1);
+    broken.truncate(40);
+    std::fs::write(
+        &bad,
+        tar_bytes(&[
+            sample("a_1", vec![("png", png(3)), ("txt", b"one".to_vec())]),
+            sample("a_2", vec![("png", broken), ("txt", b"two".to_vec())]),
+            sample("a_3", vec![("png", png_claiming(20_000, 20_000))]),
+            sample("a_4", vec![("png", png(4)), ("txt", b"four".to_vec())]),
+        ]),
+    )
+    .unwrap();
+    let (samples, problems) = read_shards_lenient(&[cut.clone(), bad.clone()]).unwrap();
+    let keys: Vec<&str> = samples.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, ["noto_1f34e", "a_1", "a_4"]);
+    let msgs: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert!(msgs[0].contains("train-000001.tar") && msgs[0].contains("noto_1f431.png"));
+    assert!(msgs[1].contains("train-000002.tar") && msgs[1].contains("a_2.png"));
+    assert!(msgs[2].contains("a_3.png") && msgs[2].contains("20000×20000"));
+    // The strict reader still refuses both.
+    assert!(read_shards(std::slice::from_ref(&cut)).is_err());
+    assert!(read_shards(std::slice::from_ref(&bad)).is_err());
+}

@@ -13,6 +13,9 @@ use std::collections::HashMap;
 
 use fancy_regex::Regex;
 
+/// The longest piece (in characters of the byte alphabet) that BPE merges at once.
+const MAX_PIECE_CHARS: usize = 256;
+
 /// GPT-2's pre-tokenisation pattern (`bpe.py`), including the `\s+(?!\S)` look-ahead.
 const PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 
@@ -146,20 +149,27 @@ impl Tokenizer {
 
     /// Token ids of `text`, lower-cased first as GLIDE does. No start or end token is added.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        let text = text.to_lowercase();
+        self.encode_prefix(text, usize::MAX)
+    }
+
+    /// The first `max_tokens` ids of [`Self::encode`]: the model reads only `text_ctx` tokens,
+    /// so a megabyte of prompt costs no more than its first words.
+    pub fn encode_prefix(&self, text: &str, max_tokens: usize) -> Vec<u32> {
+        // No token spans more than MAX_PIECE_CHARS bytes, so this many characters hold more than
+        // `max_tokens` whole tokens before the last (possibly cut) piece; the rest is never read.
+        let budget = max_tokens.saturating_add(2).saturating_mul(MAX_PIECE_CHARS);
+        let head = match text.char_indices().nth(budget) {
+            Some((i, _)) => &text[..i],
+            None => text,
+        };
         let mut ids = Vec::new();
-        for m in self.pat.find_iter(&text) {
-            // The pattern has no catastrophic backtracking; a match error cannot happen on it.
-            let Ok(m) = m else { continue };
-            let token: String = m
-                .as_str()
-                .bytes()
-                .map(|b| self.byte_encoder[b as usize])
-                .collect();
-            for piece in self.bpe(&token) {
-                ids.push(self.encoder[&piece]);
+        for piece in self.pieces(&head.to_lowercase()) {
+            ids.extend(self.bpe(&piece).iter().map(|t| self.encoder[t]));
+            if ids.len() > max_tokens {
+                break;
             }
         }
+        ids.truncate(max_tokens);
         ids
     }
 
@@ -186,7 +196,7 @@ impl Tokenizer {
 
     /// Encodes, truncates and pads `text` in one call.
     pub fn tokens_and_mask(&self, text: &str, text_ctx: usize) -> (Vec<u32>, Vec<bool>) {
-        self.padded_tokens_and_mask(&self.encode(text), text_ctx)
+        self.padded_tokens_and_mask(&self.encode_prefix(text, text_ctx), text_ctx)
     }
 
     /// Rows of the model's token embedding for GPT-2 ids (the identity without a pruned vocab).
@@ -214,14 +224,8 @@ impl Tokenizer {
     pub fn prune<'a>(&self, captions: impl IntoIterator<Item = &'a str>) -> PrunedVocab {
         let mut used = std::collections::BTreeSet::new();
         for caption in captions {
-            let text = caption.to_lowercase();
-            for m in self.pat.find_iter(&text).flatten() {
-                let token: String = m
-                    .as_str()
-                    .bytes()
-                    .map(|b| self.byte_encoder[b as usize])
-                    .collect();
-                self.bpe_traced(&token, Some(&mut used));
+            for piece in self.pieces(&caption.to_lowercase()) {
+                self.bpe_traced(&piece, Some(&mut used));
             }
         }
         let mut ids: Vec<u32> = self
@@ -278,6 +282,25 @@ impl Tokenizer {
         self.rows = Some(rows);
         self.cache.borrow_mut().clear();
         Ok(self)
+    }
+
+    /// The pre-tokens of lower-cased `text` in GPT-2's byte alphabet, each merged by BPE on its
+    /// own. BPE is quadratic in a piece's length, so a very long "word" (no GPT-2 token is longer
+    /// than 128 bytes) is cut into pieces of MAX_PIECE_CHARS: bounded time, every byte kept.
+    fn pieces<'t>(&'t self, text: &'t str) -> impl Iterator<Item = String> + 't {
+        // The pattern has no catastrophic backtracking; a match error cannot happen on it.
+        self.pat.find_iter(text).flatten().flat_map(move |m| {
+            let chars: Vec<char> = m
+                .as_str()
+                .bytes()
+                .map(|b| self.byte_encoder[b as usize])
+                .collect();
+            let pieces: Vec<String> = chars
+                .chunks(MAX_PIECE_CHARS)
+                .map(|c| c.iter().collect())
+                .collect();
+            pieces
+        })
     }
 
     /// Byte-pair merges of one pre-token (`Encoder.bpe`), lowest rank first.

@@ -84,14 +84,22 @@ impl TrainData {
                 Err(glide_data::DataError::NoShards { .. }) => Vec::new(),
                 other => other?,
             };
-            let train = glide_data::read_shards(&train_paths)?;
-            let heldout = glide_data::read_shards(&heldout_paths)?;
+            let (train, mut problems) = glide_data::read_shards_lenient(&train_paths)?;
+            let (heldout, held_problems) = glide_data::read_shards_lenient(&heldout_paths)?;
+            problems.extend(held_problems);
+            for p in &problems {
+                eprintln!("warning: {p} (training goes on without the damaged part)");
+            }
             let summary = format!(
-                "{} training and {} held-out images from {} shards in {}",
+                "{} training and {} held-out images from {} shards in {}{}",
                 train.len(),
                 heldout.len(),
                 train_paths.len() + heldout_paths.len(),
-                dir.display()
+                dir.display(),
+                match problems.len() {
+                    0 => String::new(),
+                    n => format!(" ({n} damaged samples or shard ends skipped, named above)"),
+                }
             );
             (train, heldout, summary)
         } else if let Some(dir) = &cfg.folder {

@@ -274,6 +274,38 @@ fn non_finite_steps_are_skipped_and_a_run_of_them_stops_training_keeping_the_che
     );
 }
 
+/// A disk that fills up mid-run (the checkpoint's temporary file is a link to Linux's
+/// `/dev/full`): the run stops with a sentence and the previous checkpoint still resumes.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_stops_the_run_with_a_sentence_and_keeps_the_last_checkpoint() {
+    let _serial = serial();
+    let mut cfg = smoke_config("full-disk");
+    cfg.steps = 2;
+    cfg.checkpoint_every = 2;
+    train::<B>(cfg.clone(), vec![Default::default()], quiet()).unwrap();
+    let path = checkpoint_path(Path::new(&cfg.out_dir));
+    let before = std::fs::read(&path).unwrap();
+    let tmp = path.with_file_name("checkpoint.safetensors.tmp");
+    std::os::unix::fs::symlink("/dev/full", &tmp).unwrap();
+    cfg.steps = 4;
+    let err = train::<B>(cfg.clone(), vec![Default::default()], resume_quietly()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("checkpoint.safetensors") && msg.contains("Free some disk space"),
+        "{msg}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the checkpoint changed"
+    );
+    assert!(std::fs::symlink_metadata(&tmp).is_err());
+    // With room again, the run resumes from step 2 and finishes.
+    let done = train::<B>(cfg, vec![Default::default()], resume_quietly()).unwrap();
+    assert_eq!(done.step, 4);
+}
+
 #[test]
 fn two_devices_split_the_batch_and_agree_with_one() {
     let _serial = serial();
