@@ -35,6 +35,8 @@ if [ "$mode" = serve ]; then
   exec trunk serve --release
 else
   trunk build --release
+  # The Content-Security-Policy (same origin only), with the hash of trunk's inline script.
+  node scripts/csp.mjs dist/index.html
   # The worker carries burn and the model code: optimise it with binaryen's wasm-opt from npm
   # (Debian's binaryen 108 breaks Rust 1.96 output). 29 MB → 14 MB, ~3 min. The worker is loaded
   # by name, without an integrity hash, so it can be rewritten in place. GLIDE_WASM_OPT=0 skips it.

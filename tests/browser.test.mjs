@@ -7,7 +7,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync, existsSync, statSync, copyFileSync } from "node:fs";
+import { createHash } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join, extname, normalize, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -28,6 +29,9 @@ const MIME = {
 };
 
 let server, port, browser;
+/** What the server answered, in order: `{ path, conditional, status }`. */
+const requests = [];
+const brokenOnce = new Set();
 
 function run(args) {
   const r = spawnSync(GLIDE, args, { encoding: "utf8", cwd: ROOT });
@@ -61,6 +65,9 @@ before(async () => {
   server = createServer((req, res) => {
     const url = new URL(req.url, "http://x");
     let path = decodeURIComponent(url.pathname);
+    // /flaky/X serves /test-weights/X, but its first request breaks off half-way.
+    const flaky = path.startsWith("/flaky/");
+    if (flaky) path = "/test-weights/" + path.slice("/flaky/".length);
     let file = path.startsWith("/test-weights/")
       ? join(TMP, path.slice("/test-weights/".length))
       : join(DIST, normalize(path === "/" ? "/index.html" : path));
@@ -69,10 +76,24 @@ before(async () => {
       return;
     }
     const body = readFileSync(file);
+    const etag = `"${createHash("sha1").update(body).digest("hex")}"`;
+    const log = { path: url.pathname, conditional: !!req.headers["if-none-match"], status: 200 };
+    requests.push(log);
+    if (req.headers["if-none-match"] === etag) {
+      log.status = 304;
+      res.writeHead(304, { etag }).end();
+      return;
+    }
     res.writeHead(200, {
       "content-type": MIME[extname(file)] || "application/octet-stream",
       "content-length": body.length,
+      etag,
     });
+    if (flaky && !brokenOnce.has(path)) {
+      brokenOnce.add(path);
+      res.write(body.subarray(0, body.length >> 1), () => setTimeout(() => res.socket.destroy(), 50));
+      return;
+    }
     res.end(body);
   });
   await new Promise((r) => server.listen(0, "127.0.0.1", r));
@@ -204,6 +225,98 @@ test("missing weights give a readable error in the page", async () => {
   await page.goto(`http://127.0.0.1:${port}/?weights=test-weights/nope.safetensors`);
   await page.waitForSelector("#error", { timeout: 60_000 });
   assert.match(await page.textContent("#error"), /could not be loaded/);
+  await page.close();
+});
+
+test("nothing leaves the machine: every request stays on the page's origin, and the CSP blocks others", async () => {
+  const html = readFileSync(join(DIST, "index.html"), "utf8");
+  const csp = html.match(/<meta http-equiv="Content-Security-Policy" content="([^"]*)"/);
+  assert.ok(csp, "dist/index.html has no Content-Security-Policy (scripts/csp.mjs)");
+  for (const d of ["default-src 'self'", "connect-src 'self'", "worker-src 'self'"]) {
+    assert.ok(csp[1].includes(d), `the CSP lacks ${d}: ${csp[1]}`);
+  }
+  const context = await browser.newContext();
+  const seen = [];
+  context.on("request", (r) => seen.push(r.url()));
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") console.error("page:", m.text()); });
+  await page.goto(`http://127.0.0.1:${port}/?${common}`);
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  await page.fill("#prompt", PROMPT);
+  await page.click("#generate");
+  await page.waitForSelector("body[data-state=done]", { timeout: 300_000 });
+  const appRequests = [...seen];
+  // A request to anywhere else is refused by the page's own policy (a violation is reported).
+  const blocked = await page.evaluate(async () => {
+    const violations = [];
+    document.addEventListener("securitypolicyviolation", (e) => violations.push(e.blockedURI));
+    try { await fetch("https://example.com/track"); } catch { /* refused */ }
+    const img = new Image();
+    img.src = "https://example.com/pixel.png";
+    await new Promise((r) => setTimeout(r, 300));
+    return violations;
+  });
+  assert.ok(blocked.some((u) => u.startsWith("https://example.com")), `no CSP violation: ${blocked}`);
+  const origin = `http://127.0.0.1:${port}`;
+  const foreign = appRequests.filter((u) => !(u.startsWith(origin + "/") || /^(data|blob):/.test(u)));
+  assert.deepEqual(foreign, [], "requests left the page's origin");
+  assert.ok(appRequests.some((u) => u.endsWith(".wasm")) && appRequests.some((u) => u.includes(".safetensors")),
+    `the recorder missed the app's own requests: ${appRequests}`);
+  await context.close();
+});
+
+/** URLs in the worker's Cache Storage. */
+const cachedUrls = (page) =>
+  page.evaluate(async () => (await (await caches.open("glide-weights-v1")).keys()).map((r) => r.url));
+
+test("a download that breaks off half-way keeps nothing, says so, and Retry loads the model", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`http://127.0.0.1:${port}/?${common.replace("test-weights/", "flaky/")}`);
+  await page.waitForSelector("#retry", { timeout: 120_000 });
+  assert.match(await page.textContent("#error"), /stopped at [\d.]+ of [\d.]+ MB.*Nothing was kept/s);
+  assert.deepEqual((await cachedUrls(page)).filter((u) => u.includes("flaky")), [], "half a file was cached");
+  await page.click("#retry");
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  assert.ok((await cachedUrls(page)).some((u) => u.includes("/flaky/model.safetensors")));
+  await context.close();
+});
+
+test("weights replaced at the same URL are noticed (ETag revalidation); unchanged ones are not downloaded again", async () => {
+  copyFileSync(join(TMP, "model.safetensors"), join(TMP, "swap.safetensors"));
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const url = `http://127.0.0.1:${port}/?${common.replace("model.safetensors", "swap.safetensors")}`;
+  const load = async () => {
+    await page.goto(url);
+    await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+    return generate(page, PROMPT);
+  };
+  const first = await load();
+  const before = requests.length;
+  await load();
+  const again = requests.slice(before).filter((r) => r.path.endsWith("swap.safetensors"));
+  assert.deepEqual(again.map((r) => [r.conditional, r.status]), [[true, 304]], "the cached copy was not revalidated");
+  copyFileSync(join(TMP, "zero.safetensors"), join(TMP, "swap.safetensors"));
+  const swapped = await load();
+  assert.ok(maxAbsDiff(first.raw, swapped.raw) > 0.1, "the replaced weights were not used");
+  await context.close();
+});
+
+test("a crashed worker is reported, keeps the prompt, and Retry (on the CPU) starts it again", async () => {
+  const page = await openPage(common);
+  await page.fill("#prompt", "a prompt to keep");
+  await page.evaluate(() => window.__glide.crashWorker());
+  await page.waitForSelector("#retry", { timeout: 60_000 });
+  assert.match(await page.textContent("#error"), /stopped working/);
+  assert.equal(await page.inputValue("#prompt"), "a prompt to keep");
+  const onGpu = (await page.$("#retry-cpu")) !== null;
+  await page.click(onGpu ? "#retry-cpu" : "#retry");
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  assert.equal(await page.evaluate(() => window.__glide.backend), "cpu");
+  await page.click("#generate");
+  await page.waitForSelector("body[data-state=done]", { timeout: 300_000 });
+  assert.equal(await page.inputValue("#prompt"), "a prompt to keep");
   await page.close();
 });
 

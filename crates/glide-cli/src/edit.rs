@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::TensorData;
+use glide_data::imaging::decode_image;
 use glide_diffusion::sampling::Sampler;
 use glide_model::weights::StateDict;
 use glide_pipeline::image::{encode_png, to_rgb8};
@@ -89,10 +90,14 @@ fn side_by_side(before: &[u8], after: &[u8], mask: Option<&UserMask>, w: u32, h:
     out
 }
 
+/// Reads an image file, refusing one larger than `glide_data::imaging::MAX_IMAGE_PIXELS` from its
+/// header, before decoding.
 fn open_image(path: &Path, what: &str) -> Result<image::DynamicImage> {
-    image::open(path).with_context(|| {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the {what} {}; check the path", path.display()))?;
+    decode_image(&bytes).with_context(|| {
         format!(
-            "cannot read the {what} {} as an image; use a PNG, JPEG or WebP file",
+            "cannot use the {what} {}; use a PNG, JPEG or WebP file",
             path.display()
         )
     })

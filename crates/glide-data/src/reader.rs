@@ -110,7 +110,7 @@ pub fn read_shards_lenient(paths: &[PathBuf]) -> Result<(Vec<Sample>, Vec<DataEr
 /// Reads one WebDataset shard; any damage is an error.
 pub fn read_shard(path: &Path) -> Result<Vec<Sample>, DataError> {
     let bytes = std::fs::read(path).map_err(DataError::io("read", path))?;
-    let (samples, mut problems) = parse_shard(path, &bytes, true);
+    let (samples, mut problems) = read_shard_bytes(path, &bytes, true);
     match problems.is_empty() {
         true => Ok(samples),
         false => Err(problems.swap_remove(0)),
@@ -120,11 +120,11 @@ pub fn read_shard(path: &Path) -> Result<Vec<Sample>, DataError> {
 /// Reads one WebDataset shard, skipping what is damaged (see [`read_shards_lenient`]).
 pub fn read_shard_lenient(path: &Path) -> Result<(Vec<Sample>, Vec<DataError>), DataError> {
     let bytes = std::fs::read(path).map_err(DataError::io("read", path))?;
-    Ok(parse_shard(path, &bytes, false))
+    Ok(read_shard_bytes(path, &bytes, false))
 }
 
 /// The samples of a shard's bytes and the problems met; `strict` stops at the first problem.
-fn parse_shard(path: &Path, bytes: &[u8], strict: bool) -> (Vec<Sample>, Vec<DataError>) {
+pub fn read_shard_bytes(path: &Path, bytes: &[u8], strict: bool) -> (Vec<Sample>, Vec<DataError>) {
     let corrupt = |entry: &str, detail: String| DataError::CorruptShard {
         path: path.to_path_buf(),
         entry: entry.to_string(),

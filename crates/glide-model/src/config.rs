@@ -4,6 +4,8 @@
 use burn::config::Config;
 use serde_json::{Value, json};
 
+/// The largest model glide-rs builds from a file's options (GLIDE's released base has 0.39G).
+pub const MAX_PARAMS: u64 = 4_000_000_000;
 /// Options of a GLIDE model, named as in `glide_text2im/model_creation.py`.
 #[derive(Config, Debug, PartialEq)]
 pub struct GlideConfig {
@@ -260,6 +262,42 @@ impl GlideConfig {
                 why,
             })
         };
+        // A file's options decide what is allocated: absurd sizes (a hostile or damaged file) are
+        // refused here, before any tensor exists.
+        let caps = [
+            ("image_size", self.image_size, 1024),
+            ("num_channels", self.num_channels, 2048),
+            ("num_res_blocks", self.num_res_blocks, 16),
+            ("channel_mult", self.channel_mult().len(), 8),
+            (
+                "channel_mult",
+                self.channel_mult().into_iter().max().unwrap_or(1),
+                16,
+            ),
+            ("text_ctx", self.text_ctx, 4096),
+            ("xf_width", self.xf_width, 8192),
+            ("xf_layers", self.xf_layers, 128),
+            ("n_vocab", self.n_vocab, 1 << 20),
+        ];
+        if let Some((key, v, cap)) = caps.iter().find(|(_, v, cap)| v > cap) {
+            return err(
+                key,
+                format!(
+                    "{v} is more than glide-rs builds ({cap}); the file is damaged or not a GLIDE model"
+                ),
+            );
+        }
+        let params = self.approx_params();
+        if params > MAX_PARAMS {
+            return err(
+                "num_channels",
+                format!(
+                    "these options make a model of ~{:.1}G parameters, more than glide-rs builds ({}G)",
+                    params as f64 / 1e9,
+                    MAX_PARAMS / 1_000_000_000
+                ),
+            );
+        }
         if !self.resblock_updown {
             return err(
                 "resblock_updown",
@@ -319,6 +357,22 @@ impl GlideConfig {
             );
         }
         Ok(())
+    }
+
+    /// An upper estimate of the parameter count, from the options alone: 3×3 convolutions of the
+    /// residual blocks at each level's width and the text transformer.
+    pub fn approx_params(&self) -> u64 {
+        let blocks = 3 * self.num_res_blocks as u64 + 3;
+        let unet: u64 = self
+            .channel_mult()
+            .iter()
+            .map(|m| {
+                let w = (m * self.num_channels) as u64;
+                blocks * 20 * w * w
+            })
+            .sum();
+        let (xf, ctx) = (self.xf_width as u64, self.text_ctx as u64);
+        unet + self.xf_layers as u64 * 13 * xf * xf + (self.n_vocab as u64 + ctx) * xf
     }
 
     /// The original options dictionary for this config (inverse of [`Self::from_glide_options`]).

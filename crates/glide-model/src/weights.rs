@@ -279,9 +279,20 @@ pub fn apply_named<B: Backend, M: Module<B>>(
     to_burn: &dyn Fn(&str) -> String,
     to_torch: &dyn Fn(&str) -> String,
 ) -> (M, LoadReport) {
+    // Parameters are floats: an integer or boolean tensor under a parameter's name is a wrong
+    // file, not something to convert silently.
+    let is_float =
+        |d: &TensorData| matches!(d.dtype, DType::F32 | DType::F64 | DType::F16 | DType::BF16);
+    let foreign: Vec<String> = state
+        .tensors
+        .iter()
+        .filter(|(_, d)| !is_float(d))
+        .map(|(k, d)| format!("{k}: dtype {:?}; weights must be F32, F16 or BF16", d.dtype))
+        .collect();
     let snapshots: Vec<TensorSnapshot> = state
         .tensors
         .iter()
+        .filter(|(_, d)| is_float(d))
         .map(|(k, data)| {
             let path = to_burn(k).split('.').map(String::from).collect();
             TensorSnapshot::from_data(
@@ -327,7 +338,7 @@ pub fn apply_named<B: Backend, M: Module<B>>(
             .filter(|p| !applied_as_alias(p))
             .map(|p| torch_name(p))
             .collect(),
-        mismatched: Vec::new(),
+        mismatched: foreign,
     };
     for e in &result.errors {
         report.mismatched.push(match e {

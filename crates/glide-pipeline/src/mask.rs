@@ -33,7 +33,8 @@ impl UserMask {
     /// Reads an RGBA mask. If any pixel is not opaque the alpha channel decides (transparent =
     /// regenerate); otherwise brightness does (white = regenerate, black = keep), split at mid-grey.
     pub fn from_rgba(rgba: &[u8], width: usize, height: usize) -> Result<Self, MaskError> {
-        let want = width * height * 4;
+        let want = width.checked_mul(height).and_then(|n| n.checked_mul(4));
+        let want = want.unwrap_or(usize::MAX);
         if rgba.len() != want {
             return Err(MaskError::Size {
                 width,

@@ -83,7 +83,10 @@ pub enum PipelineError {
     Diffusion(#[from] DiffusionError),
     #[error("steps must be at least 1 (got 0)")]
     NoSteps,
-    #[error("the batch size must be between 1 and 64 (got {0})")]
+    #[error(
+        "one request makes 1 to 64 images (they are sampled as one batch, in memory), not {0}; ask \
+         for fewer (--n), and run again with another seed for more"
+    )]
     BatchSize(usize),
     #[error("the guidance scale must be a finite number ≥ 0 (got {0})")]
     Guidance(f64),

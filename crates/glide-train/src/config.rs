@@ -140,6 +140,8 @@ pub enum ConfigError {
         "`model.num_channels` must be a multiple of 32 (GLIDE's group norm has 32 groups), got {0}"
     )]
     Channels(usize),
+    #[error("`model`: {0}")]
+    Model(#[from] glide_model::config::OptionsError),
 }
 
 impl TrainConfig {
@@ -197,6 +199,7 @@ impl TrainConfig {
         if self.model.num_channels == 0 || !self.model.num_channels.is_multiple_of(32) {
             return Err(ConfigError::Channels(self.model.num_channels));
         }
+        self.model.validate()?;
         if self.batch_size == 0 || !self.batch_size.is_multiple_of(devices.max(1)) {
             return Err(ConfigError::BatchSize(devices));
         }

@@ -55,6 +55,9 @@ pub enum ToWorker {
     Cancel {
         id: u64,
     },
+    /// A test hook: the worker panics, as a crash would (the browser test checks that the page
+    /// says so and can restart it).
+    Crash,
 }
 
 /// A painted mask on the wire: `regenerate` as one byte per pixel (1 = regenerate).

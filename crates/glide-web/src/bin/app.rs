@@ -22,8 +22,8 @@ mod imp {
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use web_sys::{
-        Blob, BlobPropertyBag, CanvasRenderingContext2d, HtmlCanvasElement, HtmlInputElement,
-        HtmlSelectElement, ImageData, MessageEvent, Url, UrlSearchParams, Worker,
+        Blob, BlobPropertyBag, CanvasRenderingContext2d, ErrorEvent, HtmlCanvasElement,
+        HtmlInputElement, HtmlSelectElement, ImageData, MessageEvent, Url, UrlSearchParams, Worker,
     };
     use yew::prelude::*;
 
@@ -79,6 +79,14 @@ mod imp {
         /// Open result `i` in the editor.
         EditResult(usize),
         EditRun,
+        /// The worker died; its error message.
+        WorkerCrashed(String),
+        /// Start a new worker (on the CPU if `cpu`).
+        Restart {
+            cpu: bool,
+        },
+        /// The test hook: crash the worker.
+        CrashWorker,
         Noop,
     }
 
@@ -105,7 +113,10 @@ mod imp {
         results: Vec<Vec<u8>>,
         inpaint_url: String,
         worker: Worker,
-        _on_message: Closure<dyn FnMut(MessageEvent)>,
+        callbacks: WorkerCallbacks,
+        /// The worker crashed or could not load the model: offer Retry.
+        restartable: bool,
+        _test_hook: Closure<dyn FnMut()>,
     }
 
     fn window() -> web_sys::Window {
@@ -179,19 +190,7 @@ mod imp {
                 .get("inpaint_weights")
                 .unwrap_or_else(|| DEFAULT_INPAINT_WEIGHTS.into());
 
-            let worker = Worker::new("./worker_loader.js").expect("the worker script loads");
-            let link = ctx.link().clone();
-            let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
-                if let Some(text) = e.data().as_string() {
-                    match serde_json::from_str::<FromWorker>(&text) {
-                        Ok(m) => link.send_message(Msg::Worker(m)),
-                        Err(e) => link.send_message(Msg::Worker(FromWorker::Error {
-                            message: format!("Unreadable message from the worker: {e}"),
-                        })),
-                    }
-                }
-            });
-            worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+            let (worker, callbacks) = spawn_worker(ctx.link());
             Self {
                 settings,
                 status: Status::Loading {
@@ -214,7 +213,9 @@ mod imp {
                 results: Vec::new(),
                 inpaint_url,
                 worker,
-                _on_message: on_message,
+                callbacks,
+                restartable: false,
+                _test_hook: test_hook(ctx.link()),
             }
         }
 
@@ -281,6 +282,9 @@ mod imp {
                     }
                 }
                 Msg::EditRun => self.run_edit(),
+                Msg::WorkerCrashed(message) => self.on_crash(message),
+                Msg::Restart { cpu } => self.restart(_ctx.link(), cpu),
+                Msg::CrashWorker => send(&self.worker, &ToWorker::Crash),
                 Msg::Noop => return false,
             }
             true
@@ -401,6 +405,7 @@ mod imp {
                         <progress value={progress_value.to_string()} max={progress_max.to_string()}></progress>
                         <div id="status">{ status_text }</div>
                         if let Some(e) = &self.error { <div id="error" class="error">{ e }</div> }
+                        { self.retry_buttons(link) }
                     </section>
                     <section id="results" class="grid">
                         { for self.canvases.iter().enumerate().map(|(i, node)| html! {
@@ -549,6 +554,8 @@ mod imp {
                 FromWorker::Error { message } => {
                     web_sys::console::error_1(&JsValue::from_str(&message));
                     self.error = Some(message);
+                    // The model did not load: offer to try again.
+                    self.restartable = self.backend.is_none();
                     self.status = if self.backend.is_some() {
                         Status::Ready
                     } else {
@@ -566,6 +573,7 @@ mod imp {
     }
 
     include!("app/edit_runs.rs");
+    include!("app/worker_link.rs");
 
     pub fn start() {
         console_error_panic_hook::set_once();

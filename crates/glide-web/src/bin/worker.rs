@@ -14,15 +14,11 @@ mod imp {
     use glide_pipeline::mask::rgb8_to_chw;
     use glide_pipeline::{EditInput, EditRequest, GenerateRequest, Text2Im, UserMask};
     use glide_web::{BackendChoice, FromWorker, ToWorker};
-    use js_sys::{Promise, Reflect, Uint8Array};
+    use js_sys::{Promise, Reflect};
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen_futures::{JsFuture, spawn_local};
-    use web_sys::{
-        Cache, DedicatedWorkerGlobalScope, MessageEvent, ReadableStreamDefaultReader, Response,
-    };
-
-    const CACHE_NAME: &str = "glide-weights-v1";
+    use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
     enum Loaded {
         Gpu(Text2Im<WebGpu>),
@@ -77,92 +73,11 @@ mod imp {
         sleep_ms(0).await;
     }
 
-    /// Weights from Cache Storage, or fetched with progress and stored for the next visit.
-    async fn fetch_weights(url: &str) -> Result<Vec<u8>, String> {
-        let scope = scope();
-        let cache: Option<Cache> = match scope.caches() {
-            Ok(caches) => JsFuture::from(caches.open(CACHE_NAME))
-                .await
-                .ok()
-                .map(|c| c.unchecked_into()),
-            Err(_) => None,
-        };
-        if let Some(cache) = &cache {
-            if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
-                if let Ok(resp) = hit.dyn_into::<Response>() {
-                    let buf = JsFuture::from(resp.array_buffer().map_err(js_err)?)
-                        .await
-                        .map_err(js_err)?;
-                    let bytes = Uint8Array::new(&buf).to_vec();
-                    let n = bytes.len() as u64;
-                    post(&FromWorker::Progress {
-                        loaded: n,
-                        total: n,
-                        cached: true,
-                    });
-                    return Ok(bytes);
-                }
-            }
-        }
-        let resp: Response = JsFuture::from(scope.fetch_with_str(url))
-            .await
-            .map_err(|e| {
-                format!(
-                    "Could not download the weights from {url} ({}). Check that the server is \
-                     running (make serve) and reload.",
-                    js_err(e)
-                )
-            })?
-            .unchecked_into();
-        if !resp.ok() {
-            return Err(format!(
-                "The weights {url} could not be loaded (HTTP {}). Run `make serve`, which writes \
-                 the model file, or pass ?weights=URL pointing at a .safetensors file.",
-                resp.status()
-            ));
-        }
-        let total = resp
-            .headers()
-            .get("content-length")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0);
-        let body = resp.body().ok_or("The weights response has no body.")?;
-        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-        let mut bytes = Vec::with_capacity(total as usize);
-        let mut last_post = 0u64;
-        loop {
-            let chunk = JsFuture::from(reader.read()).await.map_err(js_err)?;
-            if Reflect::get(&chunk, &"done".into())
-                .ok()
-                .and_then(|d| d.as_bool())
-                .unwrap_or(true)
-            {
-                break;
-            }
-            let value: Uint8Array = Reflect::get(&chunk, &"value".into())
-                .map_err(js_err)?
-                .unchecked_into();
-            bytes.extend(value.to_vec());
-            let loaded = bytes.len() as u64;
-            if loaded - last_post > 256 * 1024 || loaded == total {
-                last_post = loaded;
-                post(&FromWorker::Progress {
-                    loaded,
-                    total,
-                    cached: false,
-                });
-            }
-        }
-        if let Some(cache) = &cache {
-            let mut copy = bytes.clone();
-            if let Ok(resp) = Response::new_with_opt_u8_array(Some(&mut copy)) {
-                let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
-            }
-        }
-        Ok(bytes)
+    /// Weights through Cache Storage, revalidated; only whole downloads are kept.
+    mod weights_cache {
+        include!("worker/weights_cache.rs");
     }
+    use weights_cache::fetch_weights;
 
     /// Whether `navigator.gpu` exists and yields an adapter.
     async fn webgpu_adapter() -> Result<(), String> {
@@ -459,6 +374,7 @@ mod imp {
                     post(&FromWorker::Cancelled { id, step });
                 }
             }
+            ToWorker::Crash => panic!("the page asked the worker to crash (a test hook)"),
             ToWorker::Load { url, backend } => {
                 let busy = state.borrow().busy.clone();
                 busy.set(true);

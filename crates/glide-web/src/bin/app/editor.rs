@@ -413,6 +413,11 @@ fn rgb(rgba: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The largest image file the editor decodes.
+const MAX_FILE_BYTES: f64 = 64e6;
+/// The most pixels the editor draws from (as `glide_data::imaging::MAX_IMAGE_PIXELS` natively).
+const MAX_PIXELS: usize = 50_000_000;
+
 /// Decodes an image file with the browser and draws it at `w × h`; returns RGBA and the file's
 /// own size. A file the browser cannot read as an image is a readable error.
 async fn decode(file: &File, w: usize, h: usize) -> Result<(Vec<u8>, (usize, usize)), String> {
@@ -423,6 +428,16 @@ async fn decode(file: &File, w: usize, h: usize) -> Result<(Vec<u8>, (usize, usi
              picture and mask are unchanged."
         )
     };
+    // The browser decodes the whole file before drawing it at 64 px: refuse what would take
+    // hundreds of megabytes first (a 20,000 × 20,000 photo is 1.6 GB decoded).
+    if file.size() > MAX_FILE_BYTES {
+        return Err(format!(
+            "{name:?} is {:.0} MB; the editor reads images up to {} MB (the model sees {w} px): \
+             scale it down first. The current picture and mask are unchanged.",
+            file.size() / 1e6,
+            MAX_FILE_BYTES / 1e6
+        ));
+    }
     let window = web_sys::window().ok_or("no window")?;
     let promise = window
         .create_image_bitmap_with_blob(file)
@@ -432,6 +447,16 @@ async fn decode(file: &File, w: usize, h: usize) -> Result<(Vec<u8>, (usize, usi
         .map_err(|_| bad())?
         .unchecked_into();
     let own = (bitmap.width() as usize, bitmap.height() as usize);
+    if own.0 as u64 * own.1 as u64 > MAX_PIXELS as u64 {
+        bitmap.close();
+        return Err(format!(
+            "{name:?} is {}×{} pixels; the editor reads up to {} megapixels: scale it down first. \
+             The current picture and mask are unchanged.",
+            own.0,
+            own.1,
+            MAX_PIXELS / 1_000_000
+        ));
+    }
     let document = window.document().ok_or("no document")?;
     let canvas: HtmlCanvasElement = document
         .create_element("canvas")
