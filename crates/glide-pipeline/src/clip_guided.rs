@@ -10,35 +10,43 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use glide_diffusion::sampling::{CondFn, ModelFn, Steps};
 use glide_model::clip::{NoisedClip, clip_cond_grad};
+use glide_tokenizer::ClipTokenizer;
 
 use crate::{GenerateRequest, PipelineError, Text2Im};
 
 impl<B: burn::tensor::backend::Backend> Text2Im<B> {
-    /// The caption's normalised CLIP text embedding, repeated `n` times (`[n, n_embd]`). Tokens
-    /// are this pipeline's (GPT-2 BPE), cut to the tower's context; the feature is read at the
-    /// last token.
+    /// The caption's normalised CLIP text embedding, repeated `n` times (`[n, n_embd]`). A tower
+    /// with CLIP's vocabulary (49,408: the released noised CLIP) reads CLIP's BPE as GLIDE feeds
+    /// it (`padded_tokens_and_len`: start and end tokens, zero padding, the length with both);
+    /// any other reads this pipeline's tokens (GPT-2 BPE), cut to its context, at the last token.
     pub fn clip_text_embedding<A: AutodiffBackend<InnerBackend = B>>(
         &self,
         clip: &NoisedClip<A>,
         caption: &str,
         n: usize,
-    ) -> Tensor<B, 2> {
+    ) -> Result<Tensor<B, 2>, PipelineError> {
         let ctx = clip.config.max_text_len;
-        let mut ids: Vec<i64> = self
-            .tokenizer
-            .encode(caption)
-            .into_iter()
-            .take(ctx)
-            .map(i64::from)
-            .collect();
-        let len = ids.len().max(1) as i64;
-        ids.resize(ctx, 0);
+        let (ids, len): (Vec<i64>, usize) = if clip.config.n_vocab == ClipTokenizer::N_VOCAB {
+            let (ids, len) = ClipTokenizer::load()?.padded_tokens_and_len(caption, ctx);
+            (ids.into_iter().map(i64::from).collect(), len)
+        } else {
+            let mut ids: Vec<i64> = self
+                .tokenizer
+                .encode_prefix(caption, ctx)
+                .into_iter()
+                .map(i64::from)
+                .collect();
+            let len = ids.len().max(1);
+            ids.resize(ctx, 0);
+            (ids, len)
+        };
         let device = self.device();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, ctx]), device);
-        let lens = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![len], [1]), device);
-        clip.text_embeddings(Tensor::from_inner(tokens), Tensor::from_inner(lens))
+        let lens = Tensor::<B, 1, Int>::from_data(TensorData::new(vec![len as i64], [1]), device);
+        Ok(clip
+            .text_embeddings(Tensor::from_inner(tokens), Tensor::from_inner(lens))
             .inner()
-            .repeat_dim(0, n)
+            .repeat_dim(0, n))
     }
 
     /// [`Text2Im::generate`] with CLIP guidance of scale `clip_scale` (the paper's s for CLIP).
@@ -59,7 +67,7 @@ impl<B: burn::tensor::backend::Backend> Text2Im<B> {
             return Err(PipelineError::Guidance(clip_scale));
         }
         let b = req.batch_size;
-        let z_t = self.clip_text_embedding(clip, &req.prompt, b);
+        let z_t = self.clip_text_embedding(clip, &req.prompt, b)?;
         let logit_scale = clip.config.logit_scale;
         let cond_fn: CondFn<'m, B> = Box::new(move |x: Tensor<B, 4>, t: &[usize]| {
             clip_cond_grad(&clip.image, logit_scale, z_t.clone(), x, t, clip_scale).0
@@ -86,6 +94,35 @@ mod tests {
         NoisedClip::from_state(config, &state, &Default::default()).unwrap()
     }
 
+    /// A tower with CLIP's vocabulary reads CLIP's BPE with GLIDE's start/end tokens and length
+    /// (the released noised CLIP's case); the tiny fixture's vocabulary reads GPT-2 tokens.
+    #[test]
+    fn a_clip_vocabulary_tower_reads_clip_bpe_with_start_and_end_tokens() {
+        let device = Default::default();
+        let mut config: ClipConfig = clip().config;
+        config.n_vocab = ClipTokenizer::N_VOCAB;
+        config.max_text_len = 8;
+        let tower = NoisedClip::<A> {
+            text: config.text_encoder(&device),
+            image: config.image_encoder(&device),
+            config,
+        };
+        let pipe = Text2Im::new(
+            GlideConfig::tiny().init::<Flex>(&device),
+            GlideConfig::tiny(),
+            device,
+        );
+        let got = pipe.clip_text_embedding(&tower, "A Red Apple", 1).unwrap();
+        // <|startoftext|> a red apple <|endoftext|>, zeros; length 5 (scripts/clip-tokenizer-cases.py).
+        let ids = vec![49406i64, 320, 736, 3055, 49407, 0, 0, 0];
+        let tokens = Tensor::<Flex, 2, Int>::from_data(TensorData::new(ids, [1, 8]), &device);
+        let lens = Tensor::<Flex, 1, Int>::from_data(TensorData::new(vec![5i64], [1]), &device);
+        let want = tower
+            .text_embeddings(Tensor::from_inner(tokens), Tensor::from_inner(lens))
+            .inner();
+        got.into_data().assert_eq(&want.into_data(), true);
+    }
+
     #[test]
     fn clip_guidance_raises_the_clip_similarity_of_the_sample() {
         let config = GlideConfig::tiny()
@@ -105,7 +142,7 @@ mod tests {
         // CLIP's similarity of the final samples at t = 0, for guidance scales 0 and 30.
         let similarity = |scale: f64| {
             let x = pipe.generate_clip_guided(&req, &clip, scale).unwrap().run();
-            let z_t = pipe.clip_text_embedding(&clip, &req.prompt, 2);
+            let z_t = pipe.clip_text_embedding(&clip, &req.prompt, 2).unwrap();
             let z_i = clip
                 .image_embeddings(Tensor::from_inner(x), &[0, 0])
                 .inner();

