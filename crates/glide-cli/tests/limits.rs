@@ -79,7 +79,7 @@ fn an_image_too_large_to_decode_is_refused_from_its_header() {
         .unwrap();
     png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
     png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
-    let crc = crc32(&png[12..29]);
+    let crc = crc32fast::hash(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     let huge = dir.join("huge.png");
     std::fs::write(&huge, &png).unwrap();
@@ -103,19 +103,4 @@ fn an_image_too_large_to_decode_is_refused_from_its_header() {
         err.contains("20000×20000") && err.contains("scale it down"),
         "{err}"
     );
-}
-
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in data {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use fancy_regex::Regex;
 
-use crate::{MAX_PIECE_CHARS, TokenizerError, bytes_to_unicode};
+use crate::{MAX_PIECE_CHARS, TokenizerError, bytes_to_unicode, merge_pairs};
 
 /// CLIP's pre-tokenisation pattern.
 const PATTERN: &str = r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -191,30 +191,7 @@ impl ClipTokenizer {
         if let Some(last) = word.last_mut() {
             last.push_str("</w>");
         }
-        while word.len() > 1 {
-            let best = word
-                .windows(2)
-                .filter_map(|p| {
-                    self.bpe_ranks
-                        .get(&(p[0].clone(), p[1].clone()))
-                        .map(|&r| (r, p))
-                })
-                .min_by_key(|(r, _)| *r);
-            let Some((_, pair)) = best else { break };
-            let (first, second) = (pair[0].clone(), pair[1].clone());
-            let mut merged = Vec::with_capacity(word.len());
-            let mut i = 0;
-            while i < word.len() {
-                if i + 1 < word.len() && word[i] == first && word[i + 1] == second {
-                    merged.push(format!("{first}{second}"));
-                    i += 2;
-                } else {
-                    merged.push(word[i].clone());
-                    i += 1;
-                }
-            }
-            word = merged;
-        }
+        let word = merge_pairs(word, &self.bpe_ranks, None);
         self.cache
             .borrow_mut()
             .insert(token.to_string(), word.clone());

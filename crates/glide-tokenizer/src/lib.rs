@@ -328,38 +328,47 @@ impl Tokenizer {
     fn bpe_traced(
         &self,
         token: &str,
-        mut used: Option<&mut std::collections::BTreeSet<usize>>,
+        used: Option<&mut std::collections::BTreeSet<usize>>,
     ) -> Vec<String> {
-        let mut word: Vec<String> = token.chars().map(String::from).collect();
-        while word.len() > 1 {
-            let best = word
-                .windows(2)
-                .filter_map(|p| {
-                    self.bpe_ranks
-                        .get(&(p[0].clone(), p[1].clone()))
-                        .map(|&r| (r, p))
-                })
-                .min_by_key(|(r, _)| *r);
-            let Some((rank, pair)) = best else { break };
-            if let Some(used) = used.as_deref_mut() {
-                used.insert(rank);
-            }
-            let (first, second) = (pair[0].clone(), pair[1].clone());
-            let mut merged = Vec::with_capacity(word.len());
-            let mut i = 0;
-            while i < word.len() {
-                if i + 1 < word.len() && word[i] == first && word[i + 1] == second {
-                    merged.push(format!("{first}{second}"));
-                    i += 2;
-                } else {
-                    merged.push(word[i].clone());
-                    i += 1;
-                }
-            }
-            word = merged;
-        }
-        word
+        merge_pairs(
+            token.chars().map(String::from).collect(),
+            &self.bpe_ranks,
+            used,
+        )
     }
+}
+
+/// Byte-pair encoding's loop (GPT-2's and CLIP's `bpe`): merge the adjacent pair of lowest rank
+/// until no pair has one; the rank of every merge applied goes into `used`.
+pub(crate) fn merge_pairs(
+    mut word: Vec<String>,
+    ranks: &HashMap<(String, String), usize>,
+    mut used: Option<&mut std::collections::BTreeSet<usize>>,
+) -> Vec<String> {
+    while word.len() > 1 {
+        let best = word
+            .windows(2)
+            .filter_map(|p| ranks.get(&(p[0].clone(), p[1].clone())).map(|&r| (r, p)))
+            .min_by_key(|(r, _)| *r);
+        let Some((rank, pair)) = best else { break };
+        if let Some(used) = used.as_deref_mut() {
+            used.insert(rank);
+        }
+        let (first, second) = (pair[0].clone(), pair[1].clone());
+        let mut merged = Vec::with_capacity(word.len());
+        let mut i = 0;
+        while i < word.len() {
+            if i + 1 < word.len() && word[i] == first && word[i + 1] == second {
+                merged.push(format!("{first}{second}"));
+                i += 2;
+            } else {
+                merged.push(word[i].clone());
+                i += 1;
+            }
+        }
+        word = merged;
+    }
+    word
 }
 
 #[cfg(test)]
