@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use fancy_regex::Regex;
 
-use crate::{MAX_PIECE_CHARS, TokenizerError, bytes_to_unicode, merge_pairs};
+use crate::{TokenizerError, byte_pieces, bytes_to_unicode, merge_pairs, text_head};
 
 /// CLIP's pre-tokenisation pattern.
 const PATTERN: &str = r"(?i)<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+";
@@ -126,12 +126,7 @@ impl ClipTokenizer {
     /// The first `max_tokens` ids of [`Self::encode`], reading only as much text as they need
     /// (a bound, as [`crate::Tokenizer::encode_prefix`]).
     pub fn encode_prefix(&self, text: &str, max_tokens: usize) -> Vec<u32> {
-        let budget = max_tokens.saturating_add(2).saturating_mul(MAX_PIECE_CHARS);
-        let head = match text.char_indices().nth(budget) {
-            Some((i, _)) => &text[..i],
-            None => text,
-        };
-        let text = whitespace_clean(&basic_clean(head)).to_lowercase();
+        let text = whitespace_clean(&basic_clean(text_head(text, max_tokens))).to_lowercase();
         let mut ids = Vec::new();
         for m in self.pat.find_iter(&text).flatten() {
             let s = m.as_str();
@@ -139,9 +134,7 @@ impl ClipTokenizer {
                 ids.push(self.encoder[s]);
                 continue;
             }
-            let chars: Vec<char> = s.bytes().map(|b| self.byte_encoder[b as usize]).collect();
-            for piece in chars.chunks(MAX_PIECE_CHARS) {
-                let piece: String = piece.iter().collect();
+            for piece in byte_pieces(&self.byte_encoder, s) {
                 ids.extend(self.bpe(&piece).iter().map(|t| self.encoder[t]));
             }
             if ids.len() > max_tokens {

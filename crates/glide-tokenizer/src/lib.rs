@@ -164,15 +164,8 @@ impl Tokenizer {
     /// The first `max_tokens` ids of [`Self::encode`]: the model reads only `text_ctx` tokens,
     /// so a megabyte of prompt costs no more than its first words.
     pub fn encode_prefix(&self, text: &str, max_tokens: usize) -> Vec<u32> {
-        // No token spans more than MAX_PIECE_CHARS bytes, so this many characters hold more than
-        // `max_tokens` whole tokens before the last (possibly cut) piece; the rest is never read.
-        let budget = max_tokens.saturating_add(2).saturating_mul(MAX_PIECE_CHARS);
-        let head = match text.char_indices().nth(budget) {
-            Some((i, _)) => &text[..i],
-            None => text,
-        };
         let mut ids = Vec::new();
-        for piece in self.pieces(&head.to_lowercase()) {
+        for piece in self.pieces(&text_head(text, max_tokens).to_lowercase()) {
             ids.extend(self.bpe(&piece).iter().map(|t| self.encoder[t]));
             if ids.len() > max_tokens {
                 break;
@@ -298,18 +291,10 @@ impl Tokenizer {
     /// than 128 bytes) is cut into pieces of MAX_PIECE_CHARS: bounded time, every byte kept.
     fn pieces<'t>(&'t self, text: &'t str) -> impl Iterator<Item = String> + 't {
         // The pattern has no catastrophic backtracking; a match error cannot happen on it.
-        self.pat.find_iter(text).flatten().flat_map(move |m| {
-            let chars: Vec<char> = m
-                .as_str()
-                .bytes()
-                .map(|b| self.byte_encoder[b as usize])
-                .collect();
-            let pieces: Vec<String> = chars
-                .chunks(MAX_PIECE_CHARS)
-                .map(|c| c.iter().collect())
-                .collect();
-            pieces
-        })
+        self.pat
+            .find_iter(text)
+            .flatten()
+            .flat_map(move |m| byte_pieces(&self.byte_encoder, m.as_str()))
     }
 
     /// Byte-pair merges of one pre-token (`Encoder.bpe`), lowest rank first.
@@ -336,6 +321,26 @@ impl Tokenizer {
             used,
         )
     }
+}
+
+/// The start of `text` that holds its first `max_tokens` tokens: no token spans more than
+/// MAX_PIECE_CHARS bytes, so this many characters hold more than `max_tokens` whole tokens before
+/// the last (possibly cut) piece; the rest need never be read.
+pub(crate) fn text_head(text: &str, max_tokens: usize) -> &str {
+    let budget = max_tokens.saturating_add(2).saturating_mul(MAX_PIECE_CHARS);
+    match text.char_indices().nth(budget) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+/// A pre-token in the byte alphabet, cut into pieces of at most MAX_PIECE_CHARS for BPE.
+pub(crate) fn byte_pieces(byte_encoder: &[char; 256], token: &str) -> Vec<String> {
+    let chars: Vec<char> = token.bytes().map(|b| byte_encoder[b as usize]).collect();
+    chars
+        .chunks(MAX_PIECE_CHARS)
+        .map(|c| c.iter().collect())
+        .collect()
 }
 
 /// Byte-pair encoding's loop (GPT-2's and CLIP's `bpe`): merge the adjacent pair of lowest rank
