@@ -133,54 +133,6 @@ pub fn encode_png(img: &RgbImage) -> Vec<u8> {
     out.into_inner()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use image::Rgba;
-
-    #[test]
-    fn flatten_puts_transparent_pixels_on_white() {
-        let mut rgba = RgbaImage::new(2, 1);
-        rgba.put_pixel(0, 0, Rgba([0, 0, 0, 0]));
-        rgba.put_pixel(1, 0, Rgba([200, 0, 0, 255]));
-        let rgb = flatten_on_white(&rgba);
-        assert_eq!(rgb.get_pixel(0, 0), &WHITE);
-        assert_eq!(rgb.get_pixel(1, 0), &Rgb([200, 0, 0]));
-    }
-
-    #[test]
-    fn svg_is_centred_on_white() {
-        let svg = br##"<svg viewBox="0 0 72 36" xmlns="http://www.w3.org/2000/svg">
-            <rect x="0" y="0" width="72" height="36" fill="#000"/></svg>"##;
-        let rgb = rasterize_svg(svg, 64).unwrap();
-        assert_eq!(rgb.get_pixel(32, 2), &WHITE, "letterbox above the drawing");
-        assert_eq!(
-            rgb.get_pixel(32, 32),
-            &Rgb([0, 0, 0]),
-            "drawing in the middle"
-        );
-    }
-
-    #[test]
-    fn padding_and_cropping_make_squares() {
-        let tall = RgbImage::from_pixel(4, 8, Rgb([0, 0, 0]));
-        let padded = pad_to_square(&tall);
-        assert_eq!(padded.dimensions(), (8, 8));
-        assert_eq!(padded.get_pixel(0, 4), &WHITE);
-        let cropped = center_crop_square(&DynamicImage::ImageRgb8(tall));
-        assert_eq!((cropped.width(), cropped.height()), (4, 4));
-    }
-
-    #[test]
-    fn png_round_trips() {
-        let img = RgbImage::from_fn(8, 8, |x, y| Rgb([x as u8 * 30, y as u8 * 30, 7]));
-        let decoded = image::load_from_memory(&encode_png(&img))
-            .unwrap()
-            .to_rgb8();
-        assert_eq!(decoded, img);
-    }
-}
-
 /// The largest image any command reads: 16,384 pixels a side and 50 megapixels (200 MB as RGBA).
 /// The models see 64 px at most; a larger file is refused before it is decoded.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
@@ -231,4 +183,52 @@ pub fn check_image_size(width: u32, height: u32) -> Result<(), ImageReadError> {
         return Err(ImageReadError::TooLarge { width, height });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgba;
+
+    #[test]
+    fn flatten_puts_transparent_pixels_on_white() {
+        let mut rgba = RgbaImage::new(2, 1);
+        rgba.put_pixel(0, 0, Rgba([0, 0, 0, 0]));
+        rgba.put_pixel(1, 0, Rgba([200, 0, 0, 255]));
+        let rgb = flatten_on_white(&rgba);
+        assert_eq!(rgb.get_pixel(0, 0), &WHITE);
+        assert_eq!(rgb.get_pixel(1, 0), &Rgb([200, 0, 0]));
+    }
+
+    #[test]
+    fn svg_is_centred_on_white() {
+        let svg = br##"<svg viewBox="0 0 72 36" xmlns="http://www.w3.org/2000/svg">
+            <rect x="0" y="0" width="72" height="36" fill="#000"/></svg>"##;
+        let rgb = rasterize_svg(svg, 64).unwrap();
+        assert_eq!(rgb.get_pixel(32, 2), &WHITE, "letterbox above the drawing");
+        assert_eq!(
+            rgb.get_pixel(32, 32),
+            &Rgb([0, 0, 0]),
+            "drawing in the middle"
+        );
+    }
+
+    #[test]
+    fn padding_and_cropping_make_squares() {
+        let tall = RgbImage::from_pixel(4, 8, Rgb([0, 0, 0]));
+        let padded = pad_to_square(&tall);
+        assert_eq!(padded.dimensions(), (8, 8));
+        assert_eq!(padded.get_pixel(0, 4), &WHITE);
+        let cropped = center_crop_square(&DynamicImage::ImageRgb8(tall));
+        assert_eq!((cropped.width(), cropped.height()), (4, 4));
+    }
+
+    #[test]
+    fn png_round_trips() {
+        let img = RgbImage::from_fn(8, 8, |x, y| Rgb([x as u8 * 30, y as u8 * 30, 7]));
+        let decoded = image::load_from_memory(&encode_png(&img))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(decoded, img);
+    }
 }

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 /// The largest model glide-rs builds from a file's options (GLIDE's released base has 0.39G).
 pub const MAX_PARAMS: u64 = 4_000_000_000;
+
 /// Options of a GLIDE model, named as in `glide_text2im/model_creation.py`.
 #[derive(Config, Debug, PartialEq)]
 pub struct GlideConfig {
