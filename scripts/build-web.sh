@@ -14,6 +14,9 @@ if [ ! -f www/models/base.safetensors ]; then
   exit 1
 fi
 
+# The model picker's list (and OpenAI's weights, when converted): www/generated/.
+node scripts/web-models.mjs
+
 if rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
   echo "build-web: using rustup's wasm32 target"
   # trunk builds offline: fetch the wasm-only dependencies first.

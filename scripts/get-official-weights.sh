@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Downloads OpenAI's released GLIDE (filtered) checkpoints (the URLs of glide-text2im's
 # download.py, MIT licence) and converts them with `glide convert` into weights/official/:
-# f32 for the CLI (NAME.safetensors) and f16 for the browser (NAME-f16.safetensors).
+# f32 for the CLI (NAME.safetensors), f16 (NAME-f16.safetensors), and for the web page f16 in
+# shards of at most 64 MB with their index (web/NAME.safetensors.index.json; `make serve` offers
+# them in the page's model picker).
 # Downloads resume (curl -C -); SHA-256 sums are printed so a copy can be compared with another.
 # Needs internet access to openaipublic.blob.core.windows.net (our CI and dev machines have none).
 #   usage: scripts/get-official-weights.sh [NAME...]   (default: all six)
@@ -39,6 +41,11 @@ for name in "${NAMES[@]}"; do
   sha256sum "$pt"
   "$GLIDE" convert --from "$pt" --out "$OUT/${name//_/-}.safetensors" --dtype f32
   "$GLIDE" convert --from "$pt" --out "$OUT/${name//_/-}-f16.safetensors" --dtype f16
+  case $name in
+    clip_*) ;; # the page does not run CLIP guidance
+    *) "$GLIDE" convert --from "$pt" --out "$OUT/web/${name//_/-}.safetensors.index.json" \
+         --dtype f16 --shard-mb 64 ;;
+  esac
 done
 echo "converted into $OUT/. Try:"
 echo "  $GLIDE sample --weights $OUT/base.safetensors --upsampler $OUT/upsample.safetensors \\"

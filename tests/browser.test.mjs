@@ -17,6 +17,15 @@ const ROOT = resolve(import.meta.dirname, "..");
 const DIST = join(ROOT, "dist");
 const GLIDE = process.env.GLIDE_BIN || join(ROOT, "target/debug/glide");
 const TMP = mkdtempSync(join(tmpdir(), "glide-browser-"));
+const FIXTURES = resolve(ROOT, "../shared/fixtures/glide-reference");
+/** Picker entries the test server adds to the page's model list. */
+const TEST_MODELS = [
+  { id: "tiny-sharded", label: "tiny (sharded fixture)", weights: "test-weights/sharded/tiny.safetensors.index.json" },
+  {
+    id: "tiny-cascade", label: "tiny cascade", weights: "test-weights/sharded/tiny.safetensors.index.json",
+    upsampler: "test-weights/sharded/up.safetensors.index.json", respacing: "4", upsample_respacing: "3",
+  },
+];
 const PROMPT = "a red apple";
 const SEED = 7;
 const STEPS = 4;
@@ -62,9 +71,21 @@ before(async () => {
   assert.ok(existsSync(GLIDE), `${GLIDE} is missing: run \`cargo build -p glide-cli\` first`);
   run(["init", "--preset", "tiny", "--seed", "1", "--out", join(TMP, "model.safetensors")]);
   run(["init", "--preset", "tiny", "--zero", "--out", join(TMP, "zero.safetensors")]);
+  // OpenAI's code path at a size CI affords: the reference's tiny PyTorch checkpoints, converted
+  // to f16 shards of at most 1 MB as scripts/get-official-weights.sh does with 64 MB.
+  for (const [pt, name] of [["text2im_tiny", "tiny"], ["upsample_tiny", "up"]]) {
+    run(["convert", "--from", join(FIXTURES, "pytorch", `${pt}.pt`), "--options-from", join(FIXTURES, `${pt}.safetensors`),
+      "--dtype", "f16", "--shard-mb", "1", "--out", join(TMP, "sharded", `${name}.safetensors.index.json`)]);
+  }
   server = createServer((req, res) => {
     const url = new URL(req.url, "http://x");
     let path = decodeURIComponent(url.pathname);
+    if (path === "/www/generated/models.json") {
+      const list = JSON.parse(readFileSync(join(DIST, path), "utf8"));
+      list.models.push(...TEST_MODELS);
+      res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(list));
+      return;
+    }
     // /flaky/X serves /test-weights/X, but its first request breaks off half-way.
     const flaky = path.startsWith("/flaky/");
     if (flaky) path = "/test-weights/" + path.slice("/flaky/".length);
@@ -418,4 +439,128 @@ test("editor: paint a mask, inpaint and img2img equal `glide inpaint` / `glide i
     }
     await page.close();
   }
+});
+
+/** `glide sample` on `weights` (a file or a shard index), with optional cascade arguments. */
+function nativeRaw(weights, name, extra = []) {
+  const out = join(TMP, `${name}.safetensors`);
+  run(["sample", "--weights", weights, "--prompt", PROMPT, "--seed", String(SEED), "--sampler", SAMPLER,
+    "--guidance", String(GUIDANCE), "--n", "1", "--out", out + ".png", "--save-raw", out, ...extra]);
+  return readSamples(out);
+}
+
+/** Waits until the worker says model `name` is loaded and ready. */
+async function waitForModel(page, name) {
+  await page.waitForFunction((n) => window.__glide?.model === n && document.body.dataset.state === "ready", name,
+    { timeout: 120_000 });
+}
+
+const shardRequests = () => requests.filter((r) => /\/sharded\/tiny-\d+-of-\d+\.safetensors$/.test(r.path));
+
+test("model picker: a sharded model (converted PyTorch fixture) loads shard by shard, equals `glide sample`, and a reload takes its shards from Cache Storage", async () => {
+  const index = join(TMP, "sharded", "tiny.safetensors.index.json");
+  const native = nativeRaw(index, "native-sharded", ["--steps", String(STEPS)]);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const url = `http://127.0.0.1:${port}/?backend=webgpu&model=tiny-sharded&steps=${STEPS}&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`;
+  const before = shardRequests().length;
+  await page.goto(url);
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  assert.equal(await page.inputValue("#model"), "tiny-sharded");
+  assert.match(await page.textContent("#needs"), /needs about \d+ MB of GPU memory/);
+  const shards = Object.keys(JSON.parse(readFileSync(index, "utf8")).shards);
+  assert.ok(shards.length >= 3, "the fixture should make several shards");
+  assert.equal(shardRequests().length - before, shards.length, "each shard is downloaded once");
+  const cached = await cachedUrls(page);
+  for (const f of shards) assert.ok(cached.some((u) => u.endsWith(`/sharded/${f}`)), `${f} is not in Cache Storage`);
+  const g = await generate(page, PROMPT);
+  console.log(`sharded fixture on webgpu: max |Δ| vs native ${maxAbsDiff(g.raw, native).toExponential(2)}`);
+  assert.ok(maxAbsDiff(g.raw, native) <= 1e-2, "the sharded model's sample differs from glide sample");
+  const again = shardRequests().length;
+  await page.reload();
+  await page.waitForSelector("body[data-state=ready]", { timeout: 120_000 });
+  assert.equal(shardRequests().length, again, "a reload downloaded shards that Cache Storage holds");
+  // the picker switches models: back to the bundled one
+  await page.selectOption("#model", "emoji");
+  await waitForModel(page, "base.safetensors");
+  assert.ok(page.url().includes("model=emoji"));
+  await context.close();
+});
+
+test("model picker: a cascade entry runs the base model then the upsampler and equals `glide sample --upsampler`", async () => {
+  const dir = join(TMP, "sharded");
+  const native = nativeRaw(join(dir, "tiny.safetensors.index.json"), "native-cascade",
+    ["--respacing", "4", "--upsampler", join(dir, "up.safetensors.index.json"), "--upsample-respacing", "3"]);
+  const page = await openPage(`backend=cpu&model=tiny-cascade&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
+  assert.equal(await page.inputValue("#respacing"), "4");
+  assert.equal(await page.inputValue("#up-respacing"), "3");
+  const c = await generate(page, PROMPT);
+  assert.equal(c.raw.length, 3 * 32 * 32, "the cascade's output is the upsampler's 32 px");
+  console.log(`cascade (cpu): max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);
+  assert.ok(maxAbsDiff(c.raw, native) <= 1e-2, "the page's cascade differs from glide sample --upsampler");
+  // base 4 steps guided (2 evaluations each) + upsampler 3 steps (1 each)
+  assert.equal(await page.evaluate(() => window.__glide.evaluations), 4 * 2 + 3);
+  await page.close();
+});
+
+test("weights from this computer: one .safetensors, or an index with its shards; a missing shard is named", async () => {
+  const page = await openPage(`backend=cpu&steps=${STEPS}&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
+  const dir = join(TMP, "sharded");
+  const index = join(dir, "tiny.safetensors.index.json");
+  const shards = Object.keys(JSON.parse(readFileSync(index, "utf8")).shards).map((f) => join(dir, f));
+  await page.setInputFiles("#weights-file", [index, ...shards]);
+  await waitForModel(page, "tiny.safetensors.index.json");
+  const local = await generate(page, PROMPT);
+  const native = nativeRaw(index, "native-local", ["--steps", String(STEPS)]);
+  assert.ok(maxAbsDiff(local.raw, native) <= 1e-2, "the picked shards' sample differs from glide sample");
+  await page.setInputFiles("#weights-file", [join(TMP, "model.safetensors")]);
+  await waitForModel(page, "model.safetensors");
+  const one = await generate(page, PROMPT);
+  const nativeOne = nativeRaw(join(TMP, "model.safetensors"), "native-one", ["--steps", String(STEPS)]);
+  assert.ok(maxAbsDiff(one.raw, nativeOne) <= 1e-2, "the picked file's sample differs from glide sample");
+  await page.setInputFiles("#weights-file", [index, shards[0]]);
+  await page.waitForSelector("#error", { timeout: 60_000 });
+  assert.match(await page.textContent("#error"), /is not among the picked files: pick the index and all \d+ of its shards/);
+  await page.close();
+});
+
+test("a GPU whose buffers are too small gets a sentence, not a crash: for the model before its download, for a batch before it runs", async () => {
+  const before = shardRequests().length;
+  const page = await browser.newPage();
+  await page.goto(`http://127.0.0.1:${port}/?backend=webgpu&model=tiny-sharded&gpu_max_buffer=1000000&steps=${STEPS}`);
+  await page.waitForSelector("#error", { timeout: 120_000 });
+  assert.match(await page.textContent("#error"), /buffers of at most 1 MB \((maxBufferSize|maxStorageBufferBindingSize)\).*weight of 6 MB.*\?backend=cpu/s);
+  assert.equal(shardRequests().length, before, "shards were downloaded for a model that cannot run");
+  await page.close();
+  // 7 MB holds the 6.4 MB token embedding, not 16 guided images' attention
+  const ok = await openPage(`backend=webgpu&model=tiny-sharded&gpu_max_buffer=7000000&steps=2&batch=16`);
+  await ok.click("#generate");
+  await ok.waitForSelector("#error", { timeout: 60_000 });
+  assert.match(await ok.textContent("#error"), /16 images at once need one of \d+ MB\. Generate at most \d+ images at once/);
+  await ok.fill("#batch", "1");
+  await ok.dispatchEvent("#batch", "change");
+  await ok.click("#generate");
+  await ok.waitForSelector("body[data-state=done]", { timeout: 120_000 });
+  await ok.close();
+});
+
+test("a lost GPU device (destroyed as a driver reset would) is reported mid-generation, keeps the prompt, and Retry on the CPU recovers", async () => {
+  const page = await openPage(`backend=webgpu&${common.replace(`steps=${STEPS}`, "steps=400")}`);
+  assert.equal(await page.evaluate(() => window.__glide.backend), "webgpu");
+  await page.fill("#prompt", "a prompt to keep");
+  await page.click("#generate");
+  await page.waitForFunction(() => /Step ([2-9]|\d\d+) \//.test(document.querySelector("#status").textContent), null, { timeout: 120_000 });
+  await page.evaluate(() => window.__glide.loseDevice());
+  await page.waitForSelector("#retry-cpu", { timeout: 60_000 });
+  assert.match(await page.textContent("#error"), /GPU device was lost.*Retry on the CPU/s);
+  assert.equal(await page.inputValue("#prompt"), "a prompt to keep");
+  await page.click("#retry-cpu");
+  await waitForModel(page, "model.safetensors");
+  assert.equal(await page.evaluate(() => window.__glide.backend), "cpu");
+  await page.fill("#steps", String(STEPS));
+  await page.dispatchEvent("#steps", "change");
+  const after = await generate(page, PROMPT);
+  const native = nativeSample(join(TMP, "model.safetensors"), join(TMP, "native-after-loss.safetensors"));
+  assert.ok(maxAbsDiff(after.raw, native) <= 1e-2, "the recovered page's sample differs from glide sample");
+  await page.close();
 });

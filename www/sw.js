@@ -6,7 +6,8 @@ self.addEventListener("activate", (e) => e.waitUntil(self.clients.claim()));
 self.addEventListener("fetch", (e) => {
   const req = e.request;
   if (req.method !== "GET" || new URL(req.url).origin !== self.location.origin) return;
-  if (req.url.endsWith(".safetensors")) return; // the worker manages weights
+  // the worker manages weights: whole files, shards and shard indexes
+  if (/\.safetensors(\.index\.json)?$/.test(new URL(req.url).pathname)) return;
   e.respondWith(
     fetch(req)
       .then((resp) => {

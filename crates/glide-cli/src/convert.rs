@@ -8,7 +8,8 @@ use glide_model::recognize::Recognized;
 use glide_model::weights::StateDict;
 use serde_json::Value;
 
-use crate::{B, device, write};
+use crate::weights_io::write_weights;
+use crate::{B, device};
 
 #[derive(clap::Args)]
 pub struct ConvertArgs {
@@ -21,6 +22,10 @@ pub struct ConvertArgs {
     /// Storage of the written floats.
     #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
     pub dtype: String,
+    /// Write shards of at most this many MB and an index (--out must end in
+    /// .safetensors.index.json), as the web page downloads the released models.
+    #[arg(long)]
+    pub shard_mb: Option<u64>,
     /// Options the shapes cannot show, as JSON with the original names (they win over the
     /// released preset's), e.g. '{"image_size": 64, "num_head_channels": 64}'.
     #[arg(long)]
@@ -34,8 +39,7 @@ pub struct ConvertArgs {
 pub fn run(a: ConvertArgs) -> Result<()> {
     let overrides = overrides(&a)?;
     let conversion = convert_pytorch::<B>(&a.from, &overrides, &device::<B>())?;
-    let bytes = conversion.state.to_safetensors(a.dtype == "f16");
-    write(&a.out, &bytes)?;
+    let written = write_weights(&a.out, &conversion.state, a.dtype == "f16", a.shard_mb)?;
     let what = match &conversion.recognized {
         Recognized::Unet { preset, config } => format!(
             "{preset} ({} px, {} channels)",
@@ -50,7 +54,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         group_thousands(conversion.num_params),
         from.join("+"),
         a.dtype,
-        bytes.len() as f64 / 1e6,
+        written as f64 / 1e6,
         a.out.display()
     );
     Ok(())

@@ -73,6 +73,9 @@ mod data;
 mod distill;
 mod edit;
 mod train;
+mod weights_io;
+
+use weights_io::load_pipeline;
 
 /// Where `glide sample` looks for weights when none are given: the bundled model.
 const DEFAULT_WEIGHTS: &[&str] = &["www/models/base.safetensors"];
@@ -135,6 +138,10 @@ enum Command {
         /// Add or replace a metadata entry: KEY=VALUE, or KEY=@FILE for a file's text.
         #[arg(long)]
         meta: Vec<String>,
+        /// Write shards of at most this many MB and an index (--out must end in
+        /// .safetensors.index.json), as a browser downloads large models.
+        #[arg(long)]
+        shard_mb: Option<u64>,
     },
     /// Convert an OpenAI PyTorch checkpoint (base.pt, upsample.pt, …) to safetensors, without
     /// running its pickle.
@@ -260,7 +267,8 @@ fn main() {
             out,
             f32,
             meta,
-        } => export(&input, &out, !f32, &meta),
+            shard_mb,
+        } => weights_io::export(&input, &out, !f32, shard_mb, &meta),
         Command::Plot { log, out } => plot(&log, &out),
         Command::Convert(args) => convert::run(args),
         Command::Check {
@@ -298,14 +306,6 @@ fn preset(name: &str) -> Result<GlideConfig> {
              tiny-inpaint"
         )
     })
-}
-
-/// Reads a weights file into a text-to-image pipeline.
-fn load_pipeline(path: &Path) -> Result<Text2Im<B>> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("cannot read the weights {}; check the path", path.display()))?;
-    Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
-        .with_context(|| format!("cannot use the weights {}", path.display()))
 }
 
 /// Runs a sampling chain to the end behind a progress bar; prints the time per step.
@@ -509,40 +509,6 @@ fn plot(log: &Path, out: &Path) -> Result<()> {
     glide_train::log::plot_losses(&rows, out, &title).map_err(|e| anyhow::anyhow!(e))
 }
 
-fn export(input: &Path, out: &Path, half: bool, meta: &[String]) -> Result<()> {
-    let bytes = std::fs::read(input).with_context(|| {
-        format!(
-            "cannot read the weights {}; check the path",
-            input.display()
-        )
-    })?;
-    let mut state = StateDict::from_safetensors(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", input.display()))?;
-    for m in meta {
-        let (k, v) = m
-            .split_once('=')
-            .with_context(|| format!("--meta {m:?} is not KEY=VALUE or KEY=@FILE"))?;
-        let v = match v.strip_prefix('@') {
-            Some(file) => std::fs::read_to_string(file)
-                .with_context(|| format!("cannot read {file} for --meta {k}"))?,
-            None => v.to_string(),
-        };
-        state.metadata.insert(k.to_string(), v);
-    }
-    // Refuse files the pipeline could not load later.
-    Text2Im::<B>::from_safetensors(&bytes, &device::<B>())
-        .with_context(|| format!("cannot use the weights {}", input.display()))?;
-    let out_bytes = state.to_safetensors(half);
-    write(out, &out_bytes)?;
-    eprintln!(
-        "wrote {} ({:.1} MB, {})",
-        out.display(),
-        out_bytes.len() as f64 / 1e6,
-        if half { "f16" } else { "f32" }
-    );
-    Ok(())
-}
-
 fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
@@ -556,8 +522,9 @@ fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64) -> Result<()> {
         .with_context(|| format!("cannot read the fixture {}", fixture.display()))?;
     let weights = weights
         .map(|p| {
-            std::fs::read(p)
-                .with_context(|| format!("cannot read the weights {}; check the path", p.display()))
+            glide_model::shards::read_weights_file(p)
+                .map(|state| state.to_safetensors(false))
+                .with_context(|| format!("cannot read the weights {}", p.display()))
         })
         .transpose()?;
     let report = check_fixture_with::<B>(&bytes, weights.as_deref(), &device::<B>())?;
@@ -615,6 +582,12 @@ fn init(name: &str, seed: u64, zero: bool, out: &Path) -> Result<()> {
 
 use burn::module::Module;
 
+/// The base sample's side a super-resolution model upsamples (a quarter of its own, as GLIDE's
+/// 64 → 256 px), or `None` for other models.
+fn config_low_res(config: &GlideConfig) -> Option<usize> {
+    config.super_res.then(|| (config.image_size / 4).max(1))
+}
+
 fn bench(name: &str, steps: usize, n: usize, guidance: f64) -> Result<()> {
     let config = preset(name)?;
     let t0 = Instant::now();
@@ -633,7 +606,19 @@ fn bench(name: &str, steps: usize, n: usize, guidance: f64) -> Result<()> {
         sampler: Sampler::Ddim,
         ..Default::default()
     };
-    let mut it = pipeline.generate(&req)?;
+    let low_side = config_low_res(&pipeline.config);
+    let mut it: Box<dyn Iterator<Item = glide_diffusion::SampleStep<B>>> = match low_side {
+        // an upsampler samples from a (here grey) base sample of a quarter of its side
+        Some(side) => Box::new(pipeline.upsample(
+            Tensor::zeros([n, 3, side, side], &device::<B>()),
+            &req,
+            &glide_pipeline::UpsampleOptions {
+                respacing: (steps + 1).to_string(),
+                ..Default::default()
+            },
+        )?),
+        None => Box::new(pipeline.generate(&req)?),
+    };
     // The first step includes one-off costs (kernel compilation on GPUs): time the rest.
     let first = it.next().context("no steps")?;
     let _ = first.sample.into_data();

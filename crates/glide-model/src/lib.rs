@@ -12,15 +12,19 @@ pub mod check;
 pub mod clip;
 pub mod config;
 pub mod group_norm;
+pub mod memory;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;
 pub mod recognize;
 pub mod resblock;
+pub mod shards;
 pub mod unet;
 pub mod weights;
 pub mod xf;
 
 pub use check::{CheckReport, check_fixture, check_fixture_with};
 pub use config::GlideConfig;
+pub use memory::{GpuFitError, GpuLimits, GpuNeeds, check_gpu_fit};
+pub use shards::{ShardIndex, ShardInfo};
 pub use unet::{ImageCond, Text2ImUNet, TextEmb, timestep_embedding};
 pub use weights::{LoadReport, WeightsError};

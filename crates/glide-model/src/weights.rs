@@ -92,6 +92,8 @@ pub enum WeightsError {
         "the `options` metadata is not JSON ({0}); re-save the file with glide-rs or fix the metadata"
     )]
     OptionsJson(String),
+    #[error("the sharded weights cannot be used: {0}")]
+    Shards(String),
 }
 
 /// What happened when weights were applied.

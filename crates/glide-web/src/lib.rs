@@ -33,13 +33,24 @@ impl BackendChoice {
 #[serde(tag = "type")]
 pub enum ToWorker {
     /// Fetch weights (through Cache Storage) and set up a backend.
+    /// `url` is a safetensors file or a shard index (`*.safetensors.index.json`); with
+    /// `upsampler`, the two run as GLIDE's cascade.
     Load {
         url: String,
         backend: BackendChoice,
+        #[serde(default)]
+        upsampler: Option<String>,
+        /// Treat the adapter as allowing buffers of at most this many bytes (`?gpu_max_buffer=`:
+        /// to see what a smaller GPU would say).
+        #[serde(default)]
+        max_buffer: Option<u64>,
     },
     Generate {
         id: u64,
         request: GenerateRequest,
+        /// The upsampler's respacing in a cascade (default "fast27", the notebook's).
+        #[serde(default)]
+        upsample_respacing: Option<String>,
     },
     /// Edit a picture (inpainting or image-to-image). The picture is RGB at the model's size;
     /// `mask` is what the visitor painted (any size; `None` = change everything). `weights` names
@@ -58,6 +69,9 @@ pub enum ToWorker {
     /// A test hook: the worker panics, as a crash would (the browser test checks that the page
     /// says so and can restart it).
     Crash,
+    /// A test hook: the worker destroys its WebGPU device, which the browser then reports lost
+    /// exactly as after a driver reset or a GPU process crash.
+    LoseDevice,
 }
 
 /// A painted mask on the wire: `regenerate` as one byte per pixel (1 = regenerate).
@@ -101,6 +115,14 @@ pub enum FromWorker {
         total: u64,
         cached: bool,
     },
+    /// What the model will ask of the GPU, before its weights are downloaded (MB).
+    Needs {
+        weights_mb: f64,
+        total_mb: f64,
+        largest_buffer_mb: f64,
+        /// The adapter's largest buffer, when running on WebGPU.
+        limit_mb: Option<f64>,
+    },
     /// Ready to generate. `backend` is "webgpu" or "cpu"; `note` explains a fallback.
     Ready {
         backend: String,
@@ -111,6 +133,9 @@ pub enum FromWorker {
         /// A distilled student's own step count (it ignores the steps setting).
         #[serde(default)]
         student_steps: Option<usize>,
+        /// Side of the finished images (the upsampler's in a cascade; else `image_size`).
+        #[serde(default)]
+        output_size: usize,
     },
     /// One step done; `previews` are RGB bytes of the predicted x₀ per image.
     Step {
@@ -118,6 +143,12 @@ pub enum FromWorker {
         step: usize,
         total: usize,
         previews: Vec<Vec<u8>>,
+        /// 0 = the base model, 1 = the upsampler of a cascade.
+        #[serde(default)]
+        stage: usize,
+        /// Side of the previews.
+        #[serde(default)]
+        size: usize,
     },
     /// Finished: PNG files (with parameters) and the raw samples in [-1, 1] (`[B, 3, H, W]`).
     Done {
@@ -134,6 +165,68 @@ pub enum FromWorker {
     Error {
         message: String,
     },
+    /// The WebGPU device was lost (driver reset, GPU process crash): the worker cannot go on and
+    /// must be restarted (on the same GPU, or the CPU).
+    DeviceLost {
+        message: String,
+    },
+}
+
+/// The message the page sends for weights picked from the visitor's disk. It is a JS object, not
+/// JSON, because it carries `File` handles (read in the worker; nothing is uploaded):
+/// `{ type: "LoadFiles", files: File[], backend: "auto" | "webgpu" | "cpu" }`.
+pub const LOAD_FILES: &str = "LoadFiles";
+
+/// One entry of the page's model picker (`www/models/models.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub id: String,
+    pub label: String,
+    /// The base model: a safetensors file or a shard index, relative to the page.
+    pub weights: String,
+    /// A distilled few-step student of `weights` (the Quality switch).
+    #[serde(default)]
+    pub student: Option<String>,
+    /// The inpainting model the editor uses.
+    #[serde(default)]
+    pub inpaint: Option<String>,
+    /// A super-resolution model: the entry runs as a cascade.
+    #[serde(default)]
+    pub upsampler: Option<String>,
+    /// Default respacing of the base model ("fast27" for the released ones).
+    #[serde(default)]
+    pub respacing: Option<String>,
+    /// Default respacing of the upsampler.
+    #[serde(default)]
+    pub upsample_respacing: Option<String>,
+}
+
+/// The model picker's entries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub models: Vec<ModelEntry>,
+}
+
+impl ModelList {
+    /// The bundled emoji model: the picker's only entry when `models.json` cannot be read.
+    pub fn bundled() -> Self {
+        Self {
+            models: vec![ModelEntry {
+                id: "emoji".into(),
+                label: "emoji (bundled)".into(),
+                weights: "www/models/base.safetensors".into(),
+                student: Some("www/models/student.safetensors".into()),
+                inpaint: Some("www/models/inpaint.safetensors".into()),
+                upsampler: None,
+                respacing: None,
+                upsample_respacing: None,
+            }],
+        }
+    }
+
+    pub fn find(&self, id: &str) -> Option<&ModelEntry> {
+        self.models.iter().find(|m| m.id == id)
+    }
 }
 
 #[cfg(test)]
@@ -148,11 +241,12 @@ mod tests {
                 prompt: "a red apple".into(),
                 ..Default::default()
             },
+            upsample_respacing: None,
         };
         let s = serde_json::to_string(&m).unwrap();
         assert!(s.contains("\"type\":\"Generate\""));
         match serde_json::from_str::<ToWorker>(&s).unwrap() {
-            ToWorker::Generate { id, request } => {
+            ToWorker::Generate { id, request, .. } => {
                 assert_eq!(id, 3);
                 assert_eq!(request.prompt, "a red apple");
             }
@@ -179,5 +273,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(BackendChoice::parse("webgpu"), BackendChoice::Webgpu);
+    }
+
+    #[test]
+    fn the_committed_model_list_parses_and_starts_with_the_bundled_model() {
+        let text = include_str!("../../../www/models/models.json");
+        let list: ModelList = serde_json::from_str(text).unwrap();
+        assert_eq!(list.models[0], ModelList::bundled().models[0]);
+        // an old page's Load message (no upsampler, no limit) still parses
+        let old = r#"{"type":"Load","url":"a.safetensors","backend":"cpu"}"#;
+        assert!(matches!(
+            serde_json::from_str::<ToWorker>(old).unwrap(),
+            ToWorker::Load {
+                upsampler: None,
+                max_buffer: None,
+                ..
+            }
+        ));
     }
 }

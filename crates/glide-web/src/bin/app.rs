@@ -18,7 +18,7 @@ mod imp {
     use glide_pipeline::image::batch_to_rgb8;
     use glide_pipeline::{EditMethod, EditRequest};
     use glide_web::EditMask;
-    use glide_web::{BackendChoice, FromWorker, ToWorker};
+    use glide_web::{BackendChoice, FromWorker, ModelEntry, ModelList, ToWorker};
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use web_sys::{
@@ -28,11 +28,6 @@ mod imp {
     use yew::prelude::*;
 
     const STORAGE_KEY: &str = "glide-settings";
-    /// The page generates with the full base model (Quality, the default); unticked, with its
-    /// distilled few-step student.
-    const STUDENT_WEIGHTS: &str = "www/models/student.safetensors";
-    const TEACHER_WEIGHTS: &str = "www/models/base.safetensors";
-    const DEFAULT_INPAINT_WEIGHTS: &str = "www/models/inpaint.safetensors";
 
     #[derive(Debug, Clone, PartialEq)]
     enum Status {
@@ -45,6 +40,8 @@ mod imp {
             id: u64,
             step: usize,
             total: usize,
+            /// 1 while a cascade's upsampler runs.
+            stage: usize,
         },
         Done {
             ms_per_step: f64,
@@ -85,8 +82,15 @@ mod imp {
         Restart {
             cpu: bool,
         },
-        /// The test hook: crash the worker.
-        CrashWorker,
+        /// A test hook: this message to the worker.
+        TestHook(ToWorker),
+        /// The picker's entries arrived.
+        Models(ModelList),
+        PickModel(String),
+        /// Weights picked on the visitor's disk.
+        Files(js_sys::Array),
+        /// A respacing field changed (`true`: the upsampler's).
+        Respacing(String, bool),
         Noop,
     }
 
@@ -104,8 +108,27 @@ mod imp {
         /// What to load once the worker says it is listening.
         load: ToWorker,
         backend_choice: BackendChoice,
-        /// `?weights=` was given: no quality switch.
+        /// `?weights=` was given: no quality switch, no picker.
         fixed_weights: bool,
+        /// The picker's entries, the picked one, and whether the list has arrived.
+        models: ModelList,
+        model_id: String,
+        models_loaded: bool,
+        /// The worker has said it listens.
+        worker_started: bool,
+        /// Weights picked on the visitor's disk (`File`s), sent instead of `load`.
+        local_files: Option<js_sys::Array>,
+        /// `?gpu_max_buffer=`: treat the GPU as allowing buffers of at most this many bytes.
+        max_buffer: Option<u64>,
+        /// The worker's estimate of the model's GPU needs.
+        needs: Option<String>,
+        /// Respacing of the base model (overrides steps when set) and of the upsampler.
+        respacing: String,
+        up_respacing: String,
+        /// Side of the previews and results (the upsampler's in a cascade).
+        preview_size: usize,
+        /// The last model loaded ran on WebGPU.
+        ran_on_gpu: bool,
         /// The loaded model is a distilled student with this many steps.
         student_steps: Option<usize>,
         editor: Editor,
@@ -116,7 +139,7 @@ mod imp {
         callbacks: WorkerCallbacks,
         /// The worker crashed or could not load the model: offer Retry.
         restartable: bool,
-        _test_hook: Closure<dyn FnMut()>,
+        _test_hooks: Vec<Closure<dyn FnMut()>>,
     }
 
     fn window() -> web_sys::Window {
@@ -178,19 +201,23 @@ mod imp {
             let settings = Settings::from_query(&q, stored);
             let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
             let fixed_weights = q.get("weights");
+            let max_buffer = q.get("gpu_max_buffer").and_then(|v| v.parse().ok());
+            let models = ModelList::bundled();
+            let bundled = models.models[0].clone();
             let url = fixed_weights.clone().unwrap_or_else(|| {
-                if settings.quality {
-                    TEACHER_WEIGHTS
-                } else {
-                    STUDENT_WEIGHTS
+                match (&bundled.student, settings.quality) {
+                    (Some(s), false) => s.clone(),
+                    _ => bundled.weights.clone(),
                 }
-                .into()
             });
             let inpaint_url = q
                 .get("inpaint_weights")
-                .unwrap_or_else(|| DEFAULT_INPAINT_WEIGHTS.into());
+                .or(bundled.inpaint)
+                .unwrap_or_default();
+            let model_id = q.get("model").unwrap_or_else(|| bundled.id.clone());
 
             let (worker, callbacks) = spawn_worker(ctx.link());
+            fetch_models(ctx.link());
             Self {
                 settings,
                 status: Status::Loading {
@@ -205,9 +232,25 @@ mod imp {
                 downloads: Vec::new(),
                 canvases: Vec::new(),
                 next_id: 1,
-                load: ToWorker::Load { url, backend },
+                load: ToWorker::Load {
+                    url,
+                    backend,
+                    upsampler: None,
+                    max_buffer,
+                },
                 backend_choice: backend,
                 fixed_weights: fixed_weights.is_some(),
+                models,
+                model_id,
+                models_loaded: false,
+                worker_started: false,
+                local_files: None,
+                max_buffer,
+                needs: None,
+                respacing: String::new(),
+                up_respacing: String::new(),
+                preview_size: 0,
+                ran_on_gpu: false,
                 student_steps: None,
                 editor: Editor::new(),
                 results: Vec::new(),
@@ -215,7 +258,7 @@ mod imp {
                 worker,
                 callbacks,
                 restartable: false,
-                _test_hook: test_hook(ctx.link()),
+                _test_hooks: test_hooks(ctx.link()),
             }
         }
 
@@ -231,33 +274,51 @@ mod imp {
                 }
                 Msg::Quality(on) => {
                     self.settings.quality = on;
-                    self.persist();
-                    let url = if on { TEACHER_WEIGHTS } else { STUDENT_WEIGHTS };
-                    self.load = ToWorker::Load {
-                        url: url.into(),
-                        backend: self.backend_choice,
-                    };
-                    self.status = Status::Loading {
-                        loaded: 0,
-                        total: 0,
-                    };
-                    send(&self.worker, &self.load);
+                    if let Some(e) = self.entry().cloned() {
+                        self.load = self.load_for(&e);
+                        self.begin_load();
+                    }
+                }
+                Msg::Models(list) => {
+                    self.models = list;
+                    self.models_loaded = true;
+                    let bundled = self.model_id == "emoji";
+                    if !self.fixed_weights && (!bundled || self.entry().is_none()) {
+                        let id = self.model_id.clone();
+                        self.pick_model(&id);
+                    }
+                }
+                Msg::PickModel(id) => self.pick_model(&id),
+                Msg::Files(files) => self.load_files(files),
+                Msg::Respacing(v, up) => {
+                    if up {
+                        self.up_respacing = v;
+                    } else {
+                        self.respacing = v;
+                    }
                 }
                 Msg::Generate => {
                     let id = self.next_id;
                     self.next_id += 1;
                     self.error = None;
                     let total = self.student_steps.unwrap_or(self.settings.steps);
-                    self.status = Status::Generating { id, step: 0, total };
+                    self.status = Status::Generating {
+                        id,
+                        step: 0,
+                        total,
+                        stage: 0,
+                    };
                     for url in self.downloads.drain(..) {
                         let _ = Url::revoke_object_url(&url);
                     }
                     self.previews.clear();
+                    let up = self.up_respacing.trim();
                     send(
                         &self.worker,
                         &ToWorker::Generate {
                             id,
                             request: self.request(),
+                            upsample_respacing: (!up.is_empty()).then(|| up.to_string()),
                         },
                     );
                 }
@@ -284,7 +345,7 @@ mod imp {
                 Msg::EditRun => self.run_edit(),
                 Msg::WorkerCrashed(message) => self.on_crash(message),
                 Msg::Restart { cpu } => self.restart(_ctx.link(), cpu),
-                Msg::CrashWorker => send(&self.worker, &ToWorker::Crash),
+                Msg::TestHook(m) => send(&self.worker, &m),
                 Msg::Noop => return false,
             }
             true
@@ -292,7 +353,7 @@ mod imp {
 
         fn rendered(&mut self, _ctx: &Context<Self>, _first: bool) {
             self.editor.draw();
-            let s = self.image_size;
+            let s = self.preview_size;
             for (img, node) in self.previews.iter().zip(&self.canvases) {
                 let Some(canvas) = node.cast::<HtmlCanvasElement>() else {
                     continue;
@@ -370,6 +431,7 @@ mod imp {
                         </p>
                     </header>
                     <section class="form">
+                        { self.model_picker(link, busy) }
                         <label>{ "Prompt" }{ text_input("prompt", s.prompt.clone(), |s, v| s.prompt = v) }</label>
                         <label>{ "Negative prompt" }{ text_input("negative", s.negative.clone(), |s, v| s.negative = v) }</label>
                         <div class="row">
@@ -389,7 +451,7 @@ mod imp {
                                 </select></label>
                             <label>{ "Images" }{ num_input("batch", s.batch.to_string(), "1", "16", "1", |s, v| s.batch = v.clamp(1.0, 16.0) as usize) }</label>
                         </div>
-                        if !self.fixed_weights {
+                        if !self.fixed_weights && self.local_files.is_none() && self.entry().is_some_and(|e| e.student.is_some()) {
                             <label class="check"><input id="quality" type="checkbox" checked={s.quality} disabled={busy}
                                 onchange={link.callback(|e: Event| Msg::Quality(e.target_unchecked_into::<HtmlInputElement>().checked()))} />
                                 { format!("Quality: the full model with {} guided steps (2 UNet evaluations per step); untick for the distilled few-step model", s.steps) }</label>
@@ -410,10 +472,12 @@ mod imp {
                     <section id="results" class="grid">
                         { for self.canvases.iter().enumerate().map(|(i, node)| html! {
                             <figure>
-                                <canvas ref={node.clone()} width={self.image_size.to_string()} height={self.image_size.to_string()} class="sample"></canvas>
+                                <canvas ref={node.clone()} width={self.preview_size.to_string()} height={self.preview_size.to_string()} class="sample"></canvas>
                                 if let Some(url) = self.downloads.get(i) {
                                     <a class="download" href={url.clone()} download={format!("glide-{}-{}.png", self.settings.seed, i)}>{ "Download PNG" }</a>
-                                    <button class="edit" onclick={link.callback(move |_| Msg::EditResult(i))}>{ "Edit" }</button>
+                                    if self.preview_size == self.image_size {
+                                        <button class="edit" onclick={link.callback(move |_| Msg::EditResult(i))}>{ "Edit" }</button>
+                                    }
                                 }
                             </figure>
                         }) }
@@ -429,151 +493,11 @@ mod imp {
         }
     }
 
-    impl App {
-        /// The line under the progress bar.
-        fn status_text(&self) -> String {
-            match &self.status {
-                Status::Loading { loaded, total } if *total > 0 => format!(
-                    "Loading weights: {:.1} / {:.1} MB",
-                    *loaded as f64 / 1e6,
-                    *total as f64 / 1e6
-                ),
-                Status::Loading { loaded, .. } => {
-                    format!("Loading weights: {:.1} MB", *loaded as f64 / 1e6)
-                }
-                Status::Ready => "Ready.".into(),
-                Status::Generating { step, total, .. } => format!("Step {step} / {total}"),
-                Status::Done {
-                    ms_per_step,
-                    evaluations,
-                } => format!(
-                    "Done: {ms_per_step:.0} ms per step, {evaluations} UNet evaluations per image."
-                ),
-                Status::Cancelled { step } => format!("Cancelled after step {step}."),
-            }
-        }
-
-        /// The progress bar's (value, max).
-        fn progress(&self) -> (f64, f64) {
-            match &self.status {
-                Status::Loading { loaded, total } => (*loaded as f64, (*total).max(1) as f64),
-                Status::Generating { step, total, .. } => (*step as f64, *total as f64),
-                _ => (1.0, 1.0),
-            }
-        }
-
-        /// The form's request; a student's guidance is clamped to the range it was trained for.
-        fn request(&self) -> GenerateRequest {
-            let mut r = self.settings.request();
-            if self.student_steps.is_some() {
-                r.guidance_scale = r.guidance_scale.clamp(
-                    glide_pipeline::STUDENT_GUIDANCE.0,
-                    glide_pipeline::STUDENT_GUIDANCE.1,
-                );
-            }
-            r
-        }
-
-        fn persist(&self) {
-            if let Ok(Some(storage)) = window().local_storage() {
-                if let Ok(text) = serde_json::to_string(&self.settings) {
-                    let _ = storage.set_item(STORAGE_KEY, &text);
-                }
-            }
-            let q = query();
-            self.settings.write_query(&q);
-            let url = format!("?{}", String::from(q.to_string()));
-            if let Ok(h) = window().history() {
-                let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&url));
-            }
-        }
-
-        fn on_worker(&mut self, m: FromWorker) {
-            let Some(m) = self.on_edit_message(m) else {
-                return;
-            };
-            match m {
-                FromWorker::Started => send(&self.worker, &self.load),
-                FromWorker::Progress { loaded, total, .. } => {
-                    self.status = Status::Loading { loaded, total };
-                }
-                FromWorker::Ready {
-                    backend,
-                    note,
-                    image_size,
-                    student_steps,
-                    ..
-                } => {
-                    publish("backend", &JsValue::from_str(&backend));
-                    publish(
-                        "studentSteps",
-                        &student_steps.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64)),
-                    );
-                    self.student_steps = student_steps;
-                    self.backend = Some(backend);
-                    self.note = note;
-                    self.image_size = image_size;
-                    self.editor.set_size(image_size);
-                    self.status = Status::Ready;
-                }
-                FromWorker::Step {
-                    id,
-                    step,
-                    total,
-                    previews,
-                } => {
-                    if matches!(self.status, Status::Generating { id: cur, .. } if cur == id) {
-                        self.status = Status::Generating { id, step, total };
-                        if self.canvases.len() != previews.len() {
-                            self.canvases = previews.iter().map(|_| NodeRef::default()).collect();
-                        }
-                        self.previews = previews;
-                    }
-                }
-                FromWorker::Done {
-                    pngs,
-                    raw,
-                    ms_per_step,
-                    evaluations,
-                    ..
-                } => {
-                    self.downloads = pngs.iter().filter_map(|p| png_url(p)).collect();
-                    let s = self.image_size;
-                    self.results = batch_to_rgb8(&raw, pngs.len(), s, s);
-                    publish("raw", &js_sys::Float32Array::from(raw.as_slice()).into());
-                    publish("msPerStep", &JsValue::from_f64(ms_per_step));
-                    publish("evaluations", &JsValue::from_f64(evaluations as f64));
-                    self.status = Status::Done {
-                        ms_per_step,
-                        evaluations,
-                    };
-                }
-                FromWorker::Cancelled { step, .. } => {
-                    self.status = Status::Cancelled { step };
-                }
-                FromWorker::Error { message } => {
-                    web_sys::console::error_1(&JsValue::from_str(&message));
-                    self.error = Some(message);
-                    // The model did not load: offer to try again.
-                    self.restartable = self.backend.is_none();
-                    self.status = if self.backend.is_some() {
-                        Status::Ready
-                    } else {
-                        Status::Loading {
-                            loaded: 0,
-                            total: 0,
-                        }
-                    };
-                    if let Some(body) = window().document().and_then(|d| d.body()) {
-                        let _ = body.set_attribute("data-error", "1");
-                    }
-                }
-            }
-        }
-    }
+    include!("app/status.rs");
 
     include!("app/edit_runs.rs");
     include!("app/worker_link.rs");
+    include!("app/models.rs");
 
     pub fn start() {
         console_error_panic_hook::set_once();

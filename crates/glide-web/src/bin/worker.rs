@@ -6,24 +6,21 @@ mod imp {
     use std::cell::{Cell, RefCell};
     use std::rc::Rc;
 
-    use burn::backend::Flex;
-    use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
+    use burn::tensor::Tensor;
     use burn::tensor::backend::Backend;
     use glide_diffusion::SampleStep;
+    use glide_model::{GpuLimits, check_gpu_fit};
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_pipeline::mask::rgb8_to_chw;
-    use glide_pipeline::{EditInput, EditRequest, GenerateRequest, Text2Im, UserMask};
-    use glide_web::{BackendChoice, FromWorker, ToWorker};
+    use glide_pipeline::{
+        Cascade, EditInput, EditRequest, GenerateRequest, Text2Im, UpsampleOptions, UserMask,
+    };
+    use glide_web::{BackendChoice, FromWorker, LOAD_FILES, ToWorker};
     use js_sys::{Promise, Reflect};
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use wasm_bindgen_futures::{JsFuture, spawn_local};
     use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
-
-    enum Loaded {
-        Gpu(Text2Im<WebGpu>),
-        Cpu(Text2Im<Flex>),
-    }
 
     #[derive(Default)]
     struct State {
@@ -33,8 +30,12 @@ mod imp {
         edit_model: Option<(String, Rc<Loaded>)>,
         /// The base model runs on WebGPU (the inpainting model then does too).
         gpu: bool,
-        /// WebGPU has been set up (once per worker; a second model reuses it).
-        gpu_initialised: bool,
+        /// WebGPU has been set up (once per worker; a second model reuses it), with these limits.
+        gpu_limits: Option<GpuLimits>,
+        /// `?gpu_max_buffer=`: the limits are treated as at most this.
+        max_buffer: Option<u64>,
+        /// Destroys the WebGPU device (the `LoseDevice` test hook).
+        destroy_gpu: Option<Rc<dyn Fn()>>,
         /// Id of the generation the page cancelled last.
         cancelled: Rc<Cell<u64>>,
         /// Id and finished steps of the running generation.
@@ -77,7 +78,11 @@ mod imp {
     mod weights_cache {
         include!("worker/weights_cache.rs");
     }
-    use weights_cache::fetch_weights;
+
+    mod loading {
+        include!("worker/loading.rs");
+    }
+    use loading::{Loaded, Model, Source};
 
     /// Whether `navigator.gpu` exists and yields an adapter.
     async fn webgpu_adapter() -> Result<(), String> {
@@ -98,40 +103,44 @@ mod imp {
         Ok(())
     }
 
-    /// Sets up a model from safetensors bytes on WebGPU or the CPU.
-    /// `first` sets the GPU up (once per worker).
-    async fn build(bytes: &[u8], use_gpu: bool, url: &str, first: bool) -> Result<Loaded, String> {
-        let bad =
-            |e: glide_pipeline::PipelineError| format!("The weights at {url} cannot be used: {e}");
-        Ok(if use_gpu && !first {
-            Loaded::Gpu(
-                Text2Im::<WebGpu>::from_safetensors(bytes, &WgpuDevice::default()).map_err(bad)?,
-            )
-        } else if use_gpu {
-            let device = WgpuDevice::default();
-            let setup =
-                init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
-            // A lost device (driver reset, GPU process crash) cannot be recovered in place.
-            setup.device.set_device_lost_callback(|reason, message| {
-                post(&FromWorker::Error {
-                    message: format!(
-                        "The GPU device was lost ({reason:?}: {message}). Reload the page, or \
-                         add ?backend=cpu to the address to run on the CPU."
-                    ),
-                });
-            });
-            Loaded::Gpu(Text2Im::<WebGpu>::from_safetensors(bytes, &device).map_err(bad)?)
+    /// The GPU's limits (setting WebGPU up on first use), lowered to `?gpu_max_buffer=`.
+    async fn gpu_limits(state: &Rc<RefCell<State>>) -> GpuLimits {
+        let known = state.borrow().gpu_limits;
+        let limits = match known {
+            Some(l) => l,
+            None => {
+                let (l, destroy) = loading::setup_gpu().await;
+                let mut s = state.borrow_mut();
+                s.gpu_limits = Some(l);
+                s.destroy_gpu = Some(Rc::from(destroy));
+                l
+            }
+        };
+        limits.capped(state.borrow().max_buffer)
+    }
+
+    /// Reads, checks and builds one model on the chosen backend.
+    async fn load_one(
+        state: &Rc<RefCell<State>>,
+        source: &Source,
+        gpu: bool,
+    ) -> Result<Loaded, String> {
+        let limits = if gpu {
+            Some(gpu_limits(state).await)
         } else {
-            Loaded::Cpu(Text2Im::<Flex>::from_safetensors(bytes, &Default::default()).map_err(bad)?)
-        })
+            None
+        };
+        let approve = |cfg: &glide_model::GlideConfig| loading::approve(cfg, limits.as_ref());
+        let weights = loading::read_source(source, &approve).await?;
+        loading::build_one(&weights, gpu, &source.name())
     }
 
     async fn load(
         state: Rc<RefCell<State>>,
-        url: String,
+        source: Source,
+        upsampler: Option<Source>,
         choice: BackendChoice,
     ) -> Result<(), String> {
-        let bytes = fetch_weights(&url).await?;
         let mut note = None;
         let use_gpu = match choice {
             BackendChoice::Cpu => false,
@@ -145,27 +154,21 @@ mod imp {
                 }
             },
         };
-        let first = !state.borrow().gpu_initialised;
-        let loaded = build(&bytes, use_gpu, &url, first).await?;
-        let (image_size, params, student_steps) = match &loaded {
-            Loaded::Gpu(p) => (
-                p.config.image_size,
-                p.model.num_params(),
-                p.config.student_steps,
-            ),
-            Loaded::Cpu(p) => (
-                p.config.image_size,
-                p.model.num_params(),
-                p.config.student_steps,
-            ),
-        };
-        let model = url.rsplit('/').next().unwrap_or(&url).to_string();
+        // Free the previous model before the next one is read.
+        state.borrow_mut().loaded = None;
+        let mut loaded = load_one(&state, &source, use_gpu).await?;
+        let mut model = source.name();
+        if let Some(up) = &upsampler {
+            let up_model = load_one(&state, up, use_gpu).await?;
+            loaded = loading::build_cascade(loaded, up_model)?;
+            model = format!("{model} + {}", up.name());
+        }
+        let (image_size, params, student_steps, output_size) = loaded.summary();
         {
             let mut s = state.borrow_mut();
             s.loaded = Some(Rc::new(loaded));
             s.model_name = model.clone();
             s.gpu = use_gpu;
-            s.gpu_initialised |= use_gpu;
             // Another base model: an inpainting model loaded for the old one stays valid, but
             // drop it so its memory is freed until the next edit asks for it.
             s.edit_model = None;
@@ -177,11 +180,10 @@ mod imp {
             params,
             model,
             student_steps,
+            output_size,
         });
         Ok(())
     }
-
-    use burn::module::Module;
 
     /// What one run needs besides its steps.
     struct Job<'a> {
@@ -195,100 +197,19 @@ mod imp {
         running: &'a Cell<(u64, usize)>,
     }
 
-    /// Drives a sampler: posts every step's preview, then the result (unless cancelled).
-    async fn drive<B: Backend>(
-        steps: impl Iterator<Item = SampleStep<B>>,
-        job: Job<'_>,
-    ) -> Result<(), String> {
-        let (b, s, id) = (job.batch, job.size, job.id);
-        let evals_per_step = job.evals_per_step;
-        let start = js_sys::Date::now();
-        let mut evaluations = 0;
-        let mut done = 0;
-        let mut last = None;
-        for step in steps {
-            evaluations += evals_per_step;
-            done += 1;
-            let x0 =
-                step.pred_xstart.into_data_async().await.map_err(|e| {
-                    format!("The GPU failed while sampling ({e:?}); reload the page.")
-                })?;
-            let x0 = x0.to_vec::<f32>().map_err(|e| format!("{e:?}"))?;
-            post(&FromWorker::Step {
-                id,
-                step: step.step,
-                total: step.total,
-                previews: batch_to_rgb8(&x0, b, s, s),
-            });
-            job.running.set((id, done));
-            last = Some(step.sample);
-            yield_now().await;
-            if job.cancelled.get() == id {
-                // The message handler already told the page (see `handle`).
-                return Ok(());
-            }
-        }
-        let elapsed = js_sys::Date::now() - start;
-        let raw = last
-            .ok_or("the chain has no steps")?
-            .into_data_async()
-            .await
-            .map_err(|e| {
-                format!("The GPU failed while reading the result ({e:?}); reload the page.")
-            })?
-            .to_vec::<f32>()
-            .map_err(|e| format!("{e:?}"))?;
-        if job.cancelled.get() == id {
-            return Ok(());
-        }
-        let pngs = batch_to_rgb8(&raw, b, s, s)
-            .iter()
-            .map(|rgb| encode_png(rgb, s, s, &job.png_text))
-            .collect();
-        post(&FromWorker::Done {
-            id,
-            pngs,
-            raw,
-            ms_per_step: elapsed / done.max(1) as f64,
-            evaluations,
-        });
-        Ok(())
-    }
-
-    async fn run<B: Backend>(
-        p: &Text2Im<B>,
-        id: u64,
-        req: GenerateRequest,
-        model_name: &str,
-        cancelled: &Cell<u64>,
-        running: &Cell<(u64, usize)>,
-    ) -> Result<(), String> {
-        let steps = p.generate(&req).map_err(|e| e.to_string())?;
-        let job = Job {
-            id,
-            batch: req.batch_size,
-            size: p.config.image_size,
-            evals_per_step: p.evaluations_per_step(&req),
-            png_text: req.png_text(model_name),
-            cancelled,
-            running,
-        };
-        drive(steps, job).await
-    }
+    include!("worker/runs.rs");
 
     /// One edit: the picture at the model's size, the painted mask converted to the model's keep
     /// mask (the library's one conversion), then the library's `edit`.
-    #[allow(clippy::too_many_arguments)]
     async fn run_edit<B: Backend>(
         p: &Text2Im<B>,
         id: u64,
         req: EditRequest,
         image: &[u8],
         mask: Option<UserMask>,
-        model_name: &str,
-        cancelled: &Cell<u64>,
-        running: &Cell<(u64, usize)>,
+        ctx: &RunContext<'_>,
     ) -> Result<(), String> {
+        check_batch(p, &req.generate, ctx.limits)?;
         let s = p.config.image_size;
         if image.len() != s * s * 3 {
             return Err(format!(
@@ -300,7 +221,7 @@ mod imp {
             keep: mask.as_ref().map(|m| m.keep_at(s)),
         };
         let steps = p.edit(&req, &input).map_err(|e| e.to_string())?;
-        let mut png_text = req.generate.png_text(model_name);
+        let mut png_text = req.generate.png_text(ctx.model_name);
         png_text.push(("strength".into(), req.strength.to_string()));
         let job = Job {
             id,
@@ -308,8 +229,8 @@ mod imp {
             size: s,
             evals_per_step: p.evaluations_per_step(&req.generate),
             png_text,
-            cancelled,
-            running,
+            cancelled: ctx.cancelled,
+            running: ctx.running,
         };
         drive(steps, job).await
     }
@@ -322,6 +243,7 @@ mod imp {
         busy: Rc<Cell<bool>>,
         running: Rc<Cell<(u64, usize)>>,
         gpu: bool,
+        limits: Option<GpuLimits>,
     }
 
     impl Slot {
@@ -348,7 +270,20 @@ mod imp {
                 busy: s.busy.clone(),
                 running: s.running.clone(),
                 gpu: s.gpu,
+                limits: s
+                    .gpu_limits
+                    .filter(|_| s.gpu)
+                    .map(|l| l.capped(s.max_buffer)),
             })
+        }
+
+        fn context(&self) -> RunContext<'_> {
+            RunContext {
+                model_name: &self.name,
+                cancelled: &self.cancelled,
+                running: &self.running,
+                limits: self.limits,
+            }
         }
 
         /// Waits for a cancelled run to finish its last step, then marks run `id` as going.
@@ -375,15 +310,21 @@ mod imp {
                 }
             }
             ToWorker::Crash => panic!("the page asked the worker to crash (a test hook)"),
-            ToWorker::Load { url, backend } => {
-                let busy = state.borrow().busy.clone();
-                busy.set(true);
-                spawn_local(async move {
-                    if let Err(message) = load(state, url, backend).await {
-                        post(&FromWorker::Error { message });
-                    }
-                    busy.set(false);
-                });
+            ToWorker::LoseDevice => match state.borrow().destroy_gpu.clone() {
+                Some(destroy) => destroy(),
+                None => post(&FromWorker::Error {
+                    message: "There is no GPU device to lose: the model runs on the CPU.".into(),
+                }),
+            },
+            ToWorker::Load {
+                url,
+                backend,
+                upsampler,
+                max_buffer,
+            } => {
+                state.borrow_mut().max_buffer = max_buffer;
+                let up = upsampler.map(Source::Url);
+                start_load(state, Source::Url(url), up, backend);
             }
             ToWorker::Edit {
                 id,
@@ -397,77 +338,36 @@ mod imp {
                 };
                 spawn_local(async move {
                     slot.start(id).await;
-                    let Slot {
-                        loaded: base,
-                        name,
-                        cancelled,
-                        busy,
-                        running,
-                        gpu,
-                    } = slot;
-                    let r = async {
-                        let (model, name) = match weights {
-                            None => (base, name),
-                            Some(url) => {
-                                let file = url.rsplit('/').next().unwrap_or(&url).to_string();
-                                let cached =
-                                    state.borrow().edit_model.clone().filter(|(u, _)| *u == url);
-                                match cached {
-                                    Some((_, m)) => (m, file),
-                                    None => {
-                                        let bytes = fetch_weights(&url).await?;
-                                        let first = !state.borrow().gpu_initialised;
-                                        let m = Rc::new(build(&bytes, gpu, &url, first).await?);
-                                        state.borrow_mut().gpu_initialised |= gpu;
-                                        state.borrow_mut().edit_model = Some((url, m.clone()));
-                                        (m, file)
-                                    }
-                                }
-                            }
-                        };
-                        let mask = match mask {
-                            Some(m) => Some(m.to_user_mask().ok_or_else(|| {
-                                "The mask arrived damaged; paint it again.".to_string()
-                            })?),
-                            None => None,
-                        };
-                        match &*model {
-                            Loaded::Gpu(p) => {
-                                run_edit(p, id, request, &image, mask, &name, &cancelled, &running)
-                                    .await
-                            }
-                            Loaded::Cpu(p) => {
-                                run_edit(p, id, request, &image, mask, &name, &cancelled, &running)
-                                    .await
-                            }
-                        }
-                    }
-                    .await;
-                    busy.set(false);
+                    let r = edit(&state, &slot, id, request, image, mask, weights).await;
+                    slot.busy.set(false);
                     if let Err(message) = r {
                         post(&FromWorker::Error { message });
                     }
                 });
             }
-            ToWorker::Generate { id, request } => {
+            ToWorker::Generate {
+                id,
+                request,
+                upsample_respacing,
+            } => {
                 let Some(slot) = Slot::claim(&state) else {
                     return;
                 };
                 spawn_local(async move {
                     slot.start(id).await;
-                    let Slot {
-                        loaded,
-                        name,
-                        cancelled,
-                        busy,
-                        running,
-                        ..
-                    } = slot;
-                    let r = match &*loaded {
-                        Loaded::Gpu(p) => run(p, id, request, &name, &cancelled, &running).await,
-                        Loaded::Cpu(p) => run(p, id, request, &name, &cancelled, &running).await,
+                    let ctx = slot.context();
+                    let up = upsample_respacing;
+                    let r = match &*slot.loaded {
+                        Loaded::Gpu(Model::One(p)) => run(p, id, request, &ctx).await,
+                        Loaded::Cpu(Model::One(p)) => run(p, id, request, &ctx).await,
+                        Loaded::Gpu(Model::Cascade(c)) => {
+                            run_cascade(c, id, request, up, &ctx).await
+                        }
+                        Loaded::Cpu(Model::Cascade(c)) => {
+                            run_cascade(c, id, request, up, &ctx).await
+                        }
                     };
-                    busy.set(false);
+                    slot.busy.set(false);
                     if let Err(message) = r {
                         post(&FromWorker::Error { message });
                     }
@@ -476,11 +376,97 @@ mod imp {
         }
     }
 
+    /// Loads a model in the background (the worker is busy meanwhile).
+    fn start_load(
+        state: Rc<RefCell<State>>,
+        source: Source,
+        upsampler: Option<Source>,
+        backend: BackendChoice,
+    ) {
+        let busy = state.borrow().busy.clone();
+        busy.set(true);
+        spawn_local(async move {
+            if let Err(message) = load(state, source, upsampler, backend).await {
+                post(&FromWorker::Error { message });
+            }
+            busy.set(false);
+        });
+    }
+
+    /// One edit with the inpainting model at `weights` (loaded on first use and kept), or the
+    /// base model with the replacement trick.
+    async fn edit(
+        state: &Rc<RefCell<State>>,
+        slot: &Slot,
+        id: u64,
+        request: EditRequest,
+        image: Vec<u8>,
+        mask: Option<glide_web::EditMask>,
+        weights: Option<String>,
+    ) -> Result<(), String> {
+        let (model, name) = match weights {
+            None => (slot.loaded.clone(), slot.name.clone()),
+            Some(url) => {
+                let source = Source::Url(url.clone());
+                let cached = state.borrow().edit_model.clone().filter(|(u, _)| *u == url);
+                match cached {
+                    Some((_, m)) => (m, source.name()),
+                    None => {
+                        let m = Rc::new(load_one(state, &source, slot.gpu).await?);
+                        state.borrow_mut().edit_model = Some((url, m.clone()));
+                        (m, source.name())
+                    }
+                }
+            }
+        };
+        let mask = match mask {
+            Some(m) => Some(
+                m.to_user_mask()
+                    .ok_or_else(|| "The mask arrived damaged; paint it again.".to_string())?,
+            ),
+            None => None,
+        };
+        let ctx = RunContext {
+            model_name: &name,
+            ..slot.context()
+        };
+        match &*model {
+            Loaded::Gpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
+            Loaded::Cpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
+        }
+    }
+
+    /// A message that is not JSON: weights the visitor picked (see [`LOAD_FILES`]).
+    fn handle_object(state: Rc<RefCell<State>>, data: &JsValue) {
+        let kind = Reflect::get(data, &"type".into())
+            .ok()
+            .and_then(|t| t.as_string());
+        if kind.as_deref() != Some(LOAD_FILES) {
+            post(&FromWorker::Error {
+                message: "The worker got a message it does not understand; reload the page.".into(),
+            });
+            return;
+        }
+        let backend = Reflect::get(data, &"backend".into())
+            .ok()
+            .and_then(|b| b.as_string())
+            .map_or(BackendChoice::Auto, |b| BackendChoice::parse(&b));
+        let files = loading::files_of(data);
+        if files.is_empty() {
+            post(&FromWorker::Error {
+                message: "No files arrived; pick the weights again.".into(),
+            });
+            return;
+        }
+        start_load(state, Source::Files(files), None, backend);
+    }
+
     pub fn start() {
         console_error_panic_hook::set_once();
         let state = Rc::new(RefCell::new(State::default()));
         let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |e: MessageEvent| {
             let Some(text) = e.data().as_string() else {
+                handle_object(state.clone(), &e.data());
                 return;
             };
             match serde_json::from_str::<ToWorker>(&text) {

@@ -48,7 +48,8 @@ impl App {
         // A masked edit uses the inpainting model unless told otherwise; a whole-picture
         // img2img runs on the base model (as `glide img2img` without --mask does).
         let weights =
-            (e.method != EditMethod::Replace && mask.is_some()).then(|| self.inpaint_url.clone());
+            (e.method != EditMethod::Replace && mask.is_some() && !self.inpaint_url.is_empty())
+                .then(|| self.inpaint_url.clone());
         let s = self.image_size;
         let keep = mask
             .as_ref()
@@ -95,6 +96,7 @@ impl App {
                 step,
                 total,
                 previews,
+                ..
             } if id == eid => {
                 self.editor.step = (step, total);
                 self.editor.notice = None;

@@ -36,19 +36,29 @@ fn spawn_worker(link: &html::Scope<App>) -> (Worker, WorkerCallbacks) {
     (worker, callbacks)
 }
 
-/// `window.__glide.crashWorker()`: the browser test's way to crash the worker (see `ToWorker::Crash`).
-fn test_hook(link: &html::Scope<App>) -> Closure<dyn FnMut()> {
-    let link = link.clone();
-    let hook = Closure::<dyn FnMut()>::new(move || link.send_message(Msg::CrashWorker));
-    publish("crashWorker", hook.as_ref());
-    hook
+/// The browser test's ways in: `window.__glide.crashWorker()` (the worker panics, see
+/// `ToWorker::Crash`) and `window.__glide.loseDevice()` (the worker destroys its WebGPU device,
+/// as a driver reset would, see `ToWorker::LoseDevice`).
+fn test_hooks(link: &html::Scope<App>) -> Vec<Closure<dyn FnMut()>> {
+    [("crashWorker", ToWorker::Crash), ("loseDevice", ToWorker::LoseDevice)]
+        .into_iter()
+        .map(|(name, msg)| {
+            let link = link.clone();
+            let hook = Closure::<dyn FnMut()>::new(move || {
+                link.send_message(Msg::TestHook(msg.clone()))
+            });
+            publish(name, hook.as_ref());
+            hook
+        })
+        .collect()
 }
 
 impl App {
     /// The worker died (a panic, out of memory, a lost GPU device): say so, keep everything the
     /// visitor made, offer to start it again.
     fn on_crash(&mut self, message: String) {
-        let on_gpu = self.backend.as_deref() == Some("webgpu");
+        // (`backend` is already cleared when a panic came before the device-lost report)
+        let on_gpu = self.backend.as_deref() == Some("webgpu") || self.ran_on_gpu;
         self.error = Some(format!(
             "The model stopped working ({message}). Your prompt, settings, picture and mask are \
              kept: Retry starts it again{}.",
@@ -74,6 +84,7 @@ impl App {
         let (worker, callbacks) = spawn_worker(link);
         self.worker = worker;
         self.callbacks = callbacks;
+        self.worker_started = false;
         if cpu {
             self.backend_choice = BackendChoice::Cpu;
         }

@@ -1,0 +1,281 @@
+// Loading models into the worker: weights from a URL (one safetensors file, or a shard index whose
+// shards are downloaded one by one through the cache) or from files the visitor picked (read here,
+// never uploaded); the GPU's needs reported and checked against the adapter's limits before a byte
+// of weights is downloaded; the pipelines built on WebGPU or the CPU.
+
+use burn::backend::Flex;
+use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
+use burn::tensor::backend::Backend;
+use glide_model::shards::INDEX_SUFFIX;
+use glide_model::weights::{StateDict, config_from_metadata};
+use glide_model::{GlideConfig, GpuLimits, ShardIndex, check_gpu_fit};
+use glide_pipeline::{Cascade, Text2Im};
+use glide_web::FromWorker;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::File;
+
+use super::weights_cache::{Check, Report, fetch_checked, fetch_shard, fetch_weights};
+use super::{js_err, post};
+
+/// Where a model's weights come from.
+pub enum Source {
+    Url(String),
+    /// Picked on the visitor's disk: one safetensors file, or a shard index with its shards.
+    Files(Vec<File>),
+}
+
+impl Source {
+    /// The name the page shows (and PNGs record).
+    pub fn name(&self) -> String {
+        match self {
+            Source::Url(url) => url.rsplit('/').next().unwrap_or(url).to_string(),
+            Source::Files(files) => files
+                .iter()
+                .map(|f| f.name())
+                .find(|n| n.ends_with(INDEX_SUFFIX))
+                .or_else(|| files.first().map(|f| f.name()))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// A text-to-image model, or a base model with its upsampler.
+pub enum Model<B: Backend> {
+    One(Text2Im<B>),
+    Cascade(Cascade<B>),
+}
+
+impl<B: Backend> Model<B> {
+    pub fn base(&self) -> &Text2Im<B> {
+        match self {
+            Model::One(p) => p,
+            Model::Cascade(c) => &c.base,
+        }
+    }
+
+    /// Side of the finished images.
+    pub fn output_size(&self) -> usize {
+        match self {
+            Model::One(p) => p.config.image_size,
+            Model::Cascade(c) => c.upsampler.config.image_size,
+        }
+    }
+}
+
+pub enum Loaded {
+    Gpu(Model<WebGpu>),
+    Cpu(Model<Flex>),
+}
+
+impl Loaded {
+    /// (base image size, parameters of all stages, student steps, output size).
+    pub fn summary(&self) -> (usize, usize, Option<usize>, usize) {
+        fn of<B: Backend>(m: &Model<B>) -> (usize, usize, Option<usize>, usize) {
+            use burn::module::Module;
+            let params = match m {
+                Model::One(p) => p.model.num_params(),
+                Model::Cascade(c) => c.base.model.num_params() + c.upsampler.model.num_params(),
+            };
+            let b = m.base();
+            (
+                b.config.image_size,
+                params,
+                b.config.student_steps,
+                m.output_size(),
+            )
+        }
+        match self {
+            Loaded::Gpu(m) => of(m),
+            Loaded::Cpu(m) => of(m),
+        }
+    }
+}
+
+/// Sets WebGPU up (once per worker); returns the device's buffer limits and a function that
+/// destroys the device (the `LoseDevice` test hook).
+pub async fn setup_gpu() -> (GpuLimits, Box<dyn Fn()>) {
+    let device = WgpuDevice::default();
+    let setup = init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+    // A lost device (driver reset, GPU process crash) cannot be recovered in place.
+    setup.device.set_device_lost_callback(|reason, message| {
+        post(&FromWorker::DeviceLost {
+            message: format!("the GPU device was lost: {reason:?}, {message:?}"),
+        });
+    });
+    let limits = setup.device.limits();
+    let device = setup.device.clone();
+    (
+        GpuLimits {
+            max_buffer_size: limits.max_buffer_size,
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+        },
+        Box::new(move || device.destroy()),
+    )
+}
+
+/// Reports what `cfg` asks of the GPU and, on WebGPU (`limits`), refuses a model that cannot fit.
+pub fn approve(cfg: &GlideConfig, limits: Option<&GpuLimits>) -> Result<(), String> {
+    let needs = cfg.gpu_needs(2);
+    post(&FromWorker::Needs {
+        weights_mb: needs.weights as f64 / 1e6,
+        total_mb: needs.total as f64 / 1e6,
+        largest_buffer_mb: needs.largest_weight.max(needs.largest_activation) as f64 / 1e6,
+        limit_mb: limits.map(|l| l.largest_buffer().0 as f64 / 1e6),
+    });
+    match limits {
+        Some(l) => check_gpu_fit(cfg, 1, true, l)
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        None => Ok(()),
+    }
+}
+
+fn unusable(what: &str, e: impl std::fmt::Display) -> String {
+    format!("The weights {what} cannot be used: {e}")
+}
+
+async fn read_file(file: &File) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(file.array_buffer()).await.map_err(|e| {
+        format!(
+            "Could not read {} from your disk ({}); pick it again.",
+            file.name(),
+            js_err(e)
+        )
+    })?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+/// A sharded model: the index approved first, then each shard (`shard(file, report)`) checked
+/// and merged as it arrives.
+async fn read_sharded<F, Fut>(
+    what: &str,
+    index_bytes: &[u8],
+    approve: &dyn Fn(&GlideConfig) -> Result<(), String>,
+    mut shard: F,
+) -> Result<StateDict, String>
+where
+    F: FnMut(ShardIndex, String, Report) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, String>>,
+{
+    let index = ShardIndex::parse(index_bytes).map_err(|e| unusable(what, e))?;
+    let cfg = config_from_metadata(&index.metadata_only()).map_err(|e| unusable(what, e))?;
+    approve(&cfg)?;
+    let total = index.download_bytes();
+    let mut offset = 0;
+    let mut state = index.metadata_only();
+    for file in index.files() {
+        let report = Report::Part { offset, total };
+        let bytes = shard(index.clone(), file.to_string(), report).await?;
+        offset += bytes.len() as u64;
+        let part = index
+            .read_shard(file, &bytes)
+            .map_err(|e| unusable(what, e))?;
+        state.merge(part).map_err(|e| unusable(what, e))?;
+    }
+    Ok(state)
+}
+
+/// The weights of `source`, once `approve` has accepted the model they describe.
+pub async fn read_source(
+    source: &Source,
+    approve: &dyn Fn(&GlideConfig) -> Result<(), String>,
+) -> Result<StateDict, String> {
+    let whole = |what: &str, bytes: &[u8]| -> Result<StateDict, String> {
+        let state = StateDict::from_safetensors(bytes).map_err(|e| unusable(what, e))?;
+        approve(&config_from_metadata(&state).map_err(|e| unusable(what, e))?)?;
+        Ok(state)
+    };
+    match source {
+        Source::Url(url) if url.ends_with(INDEX_SUFFIX) => {
+            let index = fetch_checked(url, Check::Index, Report::Silent).await?;
+            let dir = url
+                .rsplit_once('/')
+                .map_or(String::new(), |(d, _)| format!("{d}/"));
+            read_sharded(url, &index, approve, |index, file, report| {
+                let url = format!("{dir}{file}");
+                async move { fetch_shard(&url, &index, &file, report).await }
+            })
+            .await
+        }
+        Source::Url(url) => whole(url, &fetch_weights(url).await?),
+        Source::Files(files) => {
+            let by_name = |name: &str| files.iter().find(|f| f.name() == name).cloned();
+            if let Some(index_file) = files.iter().find(|f| f.name().ends_with(INDEX_SUFFIX)) {
+                let what = index_file.name();
+                let bytes = read_file(index_file).await?;
+                let n = ShardIndex::parse(&bytes).map_or(0, |i| i.shards.len());
+                read_sharded(&what, &bytes, approve, |_, file, report| {
+                    let picked = by_name(&file);
+                    async move {
+                        let f = picked.ok_or_else(|| {
+                            format!(
+                                "{file} is not among the picked files: pick the index and all \
+                                 {n} of its shards together."
+                            )
+                        })?;
+                        let bytes = read_file(&f).await?;
+                        if let Report::Part { offset, total } = report {
+                            let loaded = offset + bytes.len() as u64;
+                            post(&FromWorker::Progress {
+                                loaded,
+                                total,
+                                cached: false,
+                            });
+                        }
+                        Ok(bytes)
+                    }
+                })
+                .await
+            } else {
+                match files.as_slice() {
+                    [one] if one.name().ends_with(".safetensors") => {
+                        whole(&one.name(), &read_file(one).await?)
+                    }
+                    _ => Err(
+                        "Pick one .safetensors file, or a .safetensors.index.json with all \
+                              of its shards."
+                            .into(),
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// A pipeline from weights on WebGPU (`gpu`, after [`setup_gpu`]) or the CPU.
+pub fn build_one(state: &StateDict, gpu: bool, what: &str) -> Result<Loaded, String> {
+    let bad = |e: glide_pipeline::PipelineError| unusable(what, e);
+    Ok(if gpu {
+        Loaded::Gpu(Model::One(
+            Text2Im::<WebGpu>::from_state_dict(state, &WgpuDevice::default()).map_err(bad)?,
+        ))
+    } else {
+        Loaded::Cpu(Model::One(
+            Text2Im::<Flex>::from_state_dict(state, &Default::default()).map_err(bad)?,
+        ))
+    })
+}
+
+/// The base model and its upsampler as a cascade.
+pub fn build_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
+    let bad = |e: glide_pipeline::PipelineError| format!("These two models are not a cascade: {e}");
+    Ok(match (base, up) {
+        (Loaded::Gpu(Model::One(b)), Loaded::Gpu(Model::One(u))) => {
+            Loaded::Gpu(Model::Cascade(Cascade::new(b, u).map_err(bad)?))
+        }
+        (Loaded::Cpu(Model::One(b)), Loaded::Cpu(Model::One(u))) => {
+            Loaded::Cpu(Model::Cascade(Cascade::new(b, u).map_err(bad)?))
+        }
+        _ => return Err("The base model and the upsampler must run on the same backend.".into()),
+    })
+}
+
+/// The picked files of a `LoadFiles` message (see [`glide_web::LOAD_FILES`]).
+pub fn files_of(message: &wasm_bindgen::JsValue) -> Vec<File> {
+    let files = js_sys::Reflect::get(message, &"files".into()).unwrap_or_default();
+    js_sys::Array::from(&files)
+        .iter()
+        .filter_map(|f| f.dyn_into::<File>().ok())
+        .collect()
+}
