@@ -494,6 +494,8 @@ test("model picker: a cascade entry runs the base model then the upsampler and e
   const page = await openPage(`backend=cpu&model=tiny-cascade&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
   assert.equal(await page.inputValue("#respacing"), "4");
   assert.equal(await page.inputValue("#up-respacing"), "3");
+  // both stages are counted, and on the CPU the line speaks of memory, not GPU memory
+  assert.match(await page.textContent("#needs"), /^Both stages need about \d+ MB of memory on the CPU/);
   const c = await generate(page, PROMPT);
   assert.equal(c.raw.length, 3 * 32 * 32, "the cascade's output is the upsampler's 32 px");
   console.log(`cascade (cpu): max |Δ| vs native ${maxAbsDiff(c.raw, native).toExponential(2)}`);

@@ -112,6 +112,21 @@ impl GlideConfig {
     }
 }
 
+impl GpuNeeds {
+    /// The needs of a cascade: `self`'s stage, then `next`'s, with both stages' weights resident
+    /// and one stage's activations alive at a time.
+    pub fn then(self, next: GpuNeeds) -> GpuNeeds {
+        let activations = (self.total - self.weights).max(next.total - next.weights);
+        let weights = self.weights + next.weights;
+        GpuNeeds {
+            weights,
+            largest_weight: self.largest_weight.max(next.largest_weight),
+            largest_activation: self.largest_activation.max(next.largest_activation),
+            total: weights + activations,
+        }
+    }
+}
+
 /// Why a model does not fit a GPU, as a sentence that says what to do.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum GpuFitError {
@@ -210,6 +225,23 @@ mod tests {
         assert!(
             e.contains("maxBufferSize") && e.contains("?backend=cpu"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_cascade_holds_both_stages_weights_and_one_stages_activations() {
+        let (base, up) = (GlideConfig::base(), GlideConfig::upsample());
+        let (a, b) = (base.gpu_needs(2), up.gpu_needs(2));
+        let both = a.then(b);
+        assert_eq!(both.weights, a.weights + b.weights);
+        assert_eq!(
+            both.total - both.weights,
+            (a.total - a.weights).max(b.total - b.weights)
+        );
+        assert!(both.total > a.total.max(b.total));
+        assert_eq!(
+            both.largest_activation,
+            a.largest_activation.max(b.largest_activation)
         );
     }
 }

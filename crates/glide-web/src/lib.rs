@@ -103,6 +103,10 @@ impl EditMask {
     }
 }
 
+fn one() -> usize {
+    1
+}
+
 /// Worker → page.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -120,8 +124,11 @@ pub enum FromWorker {
         weights_mb: f64,
         total_mb: f64,
         largest_buffer_mb: f64,
-        /// The adapter's largest buffer, when running on WebGPU.
+        /// The adapter's largest buffer, when running on WebGPU (`None` on the CPU).
         limit_mb: Option<f64>,
+        /// Stages counted: 2 for a cascade (both held, run one after the other).
+        #[serde(default = "one")]
+        stages: usize,
     },
     /// Ready to generate. `backend` is "webgpu" or "cpu"; `note` explains a fallback.
     Ready {

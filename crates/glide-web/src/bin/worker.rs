@@ -9,7 +9,7 @@ mod imp {
     use burn::tensor::Tensor;
     use burn::tensor::backend::Backend;
     use glide_diffusion::SampleStep;
-    use glide_model::{GpuLimits, check_gpu_fit};
+    use glide_model::{GpuLimits, GpuNeeds, check_gpu_fit};
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_pipeline::mask::rgb8_to_chw;
     use glide_pipeline::{
@@ -124,13 +124,15 @@ mod imp {
         state: &Rc<RefCell<State>>,
         source: &Source,
         gpu: bool,
+        earlier: &Cell<Option<GpuNeeds>>,
     ) -> Result<Loaded, String> {
         let limits = if gpu {
             Some(gpu_limits(state).await)
         } else {
             None
         };
-        let approve = |cfg: &glide_model::GlideConfig| loading::approve(cfg, limits.as_ref());
+        let approve =
+            |cfg: &glide_model::GlideConfig| loading::approve(cfg, limits.as_ref(), earlier);
         let weights = loading::read_source(source, &approve).await?;
         loading::build_one(&weights, gpu, &source.name())
     }
@@ -156,10 +158,11 @@ mod imp {
         };
         // Free the previous model before the next one is read.
         state.borrow_mut().loaded = None;
-        let mut loaded = load_one(&state, &source, use_gpu).await?;
+        let needs = Cell::new(None);
+        let mut loaded = load_one(&state, &source, use_gpu, &needs).await?;
         let mut model = source.name();
         if let Some(up) = &upsampler {
-            let up_model = load_one(&state, up, use_gpu).await?;
+            let up_model = load_one(&state, up, use_gpu, &needs).await?;
             loaded = loading::build_cascade(loaded, up_model)?;
             model = format!("{model} + {}", up.name());
         }
@@ -412,7 +415,8 @@ mod imp {
                 match cached {
                     Some((_, m)) => (m, source.name()),
                     None => {
-                        let m = Rc::new(load_one(state, &source, slot.gpu).await?);
+                        let m =
+                            Rc::new(load_one(state, &source, slot.gpu, &Cell::new(None)).await?);
                         state.borrow_mut().edit_model = Some((url, m.clone()));
                         (m, source.name())
                     }

@@ -174,14 +174,30 @@ impl App {
         }
     }
 
-    /// The worker's estimate of what the model asks of the GPU, as a line for the page.
-    fn on_needs(&mut self, weights_mb: f64, total_mb: f64, largest_mb: f64, limit_mb: Option<f64>) {
-        let limit = limit_mb.map_or(String::new(), |l| {
-            format!(" (this GPU allows buffers of up to {l:.0} MB)")
+    /// The worker's estimate of what the model asks for, as a line for the page: GPU memory
+    /// and buffers on WebGPU (`limit_mb`), memory on the CPU.
+    fn on_needs(
+        &mut self,
+        weights_mb: f64,
+        total_mb: f64,
+        largest_mb: f64,
+        limit_mb: Option<f64>,
+        stages: usize,
+    ) {
+        let what = if stages > 1 {
+            format!("Both stages need about {total_mb:.0} MB")
+        } else {
+            format!("This model needs about {total_mb:.0} MB")
+        };
+        self.needs = Some(match limit_mb {
+            Some(l) => format!(
+                "{what} of GPU memory ({weights_mb:.0} MB of weights), and buffers of up to \
+                 {largest_mb:.0} MB (this GPU allows buffers of up to {l:.0} MB)."
+            ),
+            None => format!(
+                "{what} of memory on the CPU ({weights_mb:.0} MB of weights); expect a much \
+                 slower run than on a GPU."
+            ),
         });
-        self.needs = Some(format!(
-            "This model needs about {total_mb:.0} MB of GPU memory ({weights_mb:.0} MB of \
-             weights), and buffers of up to {largest_mb:.0} MB{limit}."
-        ));
     }
 }

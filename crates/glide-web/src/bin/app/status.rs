@@ -93,38 +93,12 @@ impl App {
                 total_mb,
                 largest_buffer_mb,
                 limit_mb,
-            } => self.on_needs(weights_mb, total_mb, largest_buffer_mb, limit_mb),
+                stages,
+            } => self.on_needs(weights_mb, total_mb, largest_buffer_mb, limit_mb, stages),
             FromWorker::Progress { loaded, total, .. } => {
                 self.status = Status::Loading { loaded, total };
             }
-            FromWorker::Ready {
-                backend,
-                note,
-                image_size,
-                student_steps,
-                output_size,
-                model,
-                ..
-            } => {
-                publish("backend", &JsValue::from_str(&backend));
-                publish("model", &JsValue::from_str(&model));
-                self.ran_on_gpu = backend == "webgpu";
-                publish(
-                    "studentSteps",
-                    &student_steps.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64)),
-                );
-                self.student_steps = student_steps;
-                self.backend = Some(backend);
-                self.note = note;
-                self.image_size = image_size;
-                self.preview_size = if output_size > 0 {
-                    output_size
-                } else {
-                    image_size
-                };
-                self.editor.set_size(image_size);
-                self.status = Status::Ready;
-            }
+            ready @ FromWorker::Ready { .. } => self.on_ready(ready),
             FromWorker::Step {
                 id,
                 step,
@@ -197,5 +171,39 @@ impl App {
                 }
             }
         }
+    }
+
+    /// The model is loaded: publish what the tests read and size the previews.
+    fn on_ready(&mut self, ready: FromWorker) {
+        let FromWorker::Ready {
+            backend,
+            note,
+            image_size,
+            student_steps,
+            output_size,
+            model,
+            ..
+        } = ready
+        else {
+            return;
+        };
+        publish("backend", &JsValue::from_str(&backend));
+        publish("model", &JsValue::from_str(&model));
+        self.ran_on_gpu = backend == "webgpu";
+        publish(
+            "studentSteps",
+            &student_steps.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64)),
+        );
+        self.student_steps = student_steps;
+        self.backend = Some(backend);
+        self.note = note;
+        self.image_size = image_size;
+        self.preview_size = if output_size > 0 {
+            output_size
+        } else {
+            image_size
+        };
+        self.editor.set_size(image_size);
+        self.status = Status::Ready;
     }
 }

@@ -3,12 +3,14 @@
 // never uploaded); the GPU's needs reported and checked against the adapter's limits before a byte
 // of weights is downloaded; the pipelines built on WebGPU or the CPU.
 
+use std::cell::Cell;
+
 use burn::backend::Flex;
 use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
 use burn::tensor::backend::Backend;
 use glide_model::shards::INDEX_SUFFIX;
 use glide_model::weights::{StateDict, config_from_metadata};
-use glide_model::{GlideConfig, GpuLimits, ShardIndex, check_gpu_fit};
+use glide_model::{GlideConfig, GpuLimits, GpuNeeds, ShardIndex, check_gpu_fit};
 use glide_pipeline::{Cascade, Text2Im};
 use glide_web::FromWorker;
 use wasm_bindgen::JsCast;
@@ -114,15 +116,23 @@ pub async fn setup_gpu() -> (GpuLimits, Box<dyn Fn()>) {
     )
 }
 
-/// Reports what `cfg` asks of the GPU and, on WebGPU (`limits`), refuses a model that cannot fit.
-pub fn approve(cfg: &GlideConfig, limits: Option<&GpuLimits>) -> Result<(), String> {
-    let needs = cfg.gpu_needs(2);
+/// Reports what `cfg` asks of the GPU (with `earlier`, the stages loaded before it: a cascade
+/// holds both) and, on WebGPU (`limits`), refuses a model that cannot fit.
+pub fn approve(
+    cfg: &GlideConfig,
+    limits: Option<&GpuLimits>,
+    earlier: &Cell<Option<GpuNeeds>>,
+) -> Result<(), String> {
+    let stage = cfg.gpu_needs(2);
+    let needs = earlier.get().map_or(stage, |e| e.then(stage));
     post(&FromWorker::Needs {
         weights_mb: needs.weights as f64 / 1e6,
         total_mb: needs.total as f64 / 1e6,
         largest_buffer_mb: needs.largest_weight.max(needs.largest_activation) as f64 / 1e6,
         limit_mb: limits.map(|l| l.largest_buffer().0 as f64 / 1e6),
+        stages: if earlier.get().is_some() { 2 } else { 1 },
     });
+    earlier.set(Some(needs));
     match limits {
         Some(l) => check_gpu_fit(cfg, 1, true, l)
             .map(|_| ())
