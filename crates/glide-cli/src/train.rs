@@ -231,6 +231,18 @@ pub struct EvalArgs {
     /// DDIM steps per sample.
     #[arg(long, default_value_t = 25)]
     steps: usize,
+    /// Draw captions only from these emojibase groups or subgroups (`all` for every one).
+    /// Default: the `data.groups` the weights were trained on (their `training_config`).
+    /// The reference set is always every image.
+    #[arg(long, value_delimiter = ',')]
+    groups: Option<Vec<String>>,
+}
+
+/// The `data.groups` of the run that made these weights, if its config was stored with them.
+fn trained_groups(state: &StateDict) -> Option<Vec<String>> {
+    let cfg: serde_json::Value =
+        serde_json::from_str(state.metadata.get("training_config")?).ok()?;
+    serde_json::from_value(cfg.get("data")?.get("groups")?.clone()).ok()
 }
 
 pub fn eval_emoji(a: EvalArgs) -> Result<()> {
@@ -253,10 +265,32 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
     )?;
     let all: Vec<_> = data.train.iter().chain(&data.heldout).collect();
     let reference = Reference::new(&all, config.image_size);
+    let groups = match a.groups {
+        Some(g) if g.iter().any(|x| x == "all") => None,
+        Some(g) => Some(g),
+        None => trained_groups(&state),
+    };
+    let filter = glide_train::DataConfig::new().with_groups(groups.clone());
+    let kept = |set: &[glide_train::batch::Example]| -> Vec<glide_train::batch::Example> {
+        set.iter()
+            .filter(|e| filter.keeps(&e.meta))
+            .cloned()
+            .collect()
+    };
+    let (train, heldout) = (kept(&data.train), kept(&data.heldout));
+    if let Some(g) = &groups {
+        println!(
+            "Captions from the groups {} ({} training, {} held-out images); reference: all {} images.",
+            g.join(", "),
+            train.len(),
+            heldout.len(),
+            all.len()
+        );
+    }
     println!(
         "| captions | guidance | NN accuracy | chance (shuffled) | n |\n|---|---|---|---|---|"
     );
-    for (name, set) in [("training", &data.train), ("held-out", &data.heldout)] {
+    for (name, set) in [("training", &train), ("held-out", &heldout)] {
         let captions = pick_captions(set, a.n, 0);
         for &s in &a.guidance {
             let score = nn_score(

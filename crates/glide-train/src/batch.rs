@@ -123,6 +123,17 @@ impl TrainData {
         } else {
             return Err(crate::config::ConfigError::NoData.into());
         };
+        train.retain(|s| cfg.keeps(&s.meta));
+        heldout.retain(|s| cfg.keeps(&s.meta));
+        let summary = match &cfg.groups {
+            Some(g) => format!(
+                "{summary}; {} training and {} held-out images kept of the groups {}",
+                train.len(),
+                heldout.len(),
+                g.join(", ")
+            ),
+            None => summary,
+        };
         train.sort_by(|a, b| a.key.cmp(&b.key));
         heldout.sort_by(|a, b| a.key.cmp(&b.key));
         if let Some(limit) = cfg.limit {
@@ -211,6 +222,20 @@ pub fn pixels_to_chw(pixels: &[u8], size: usize, flip: bool, out: &mut Vec<f32>)
     }
 }
 
+/// The examples of each emoji group (`base`), in order of first appearance.
+fn emoji_groups(data: &[Example]) -> Vec<Vec<usize>> {
+    let mut slots = std::collections::HashMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, ex) in data.iter().enumerate() {
+        let slot = *slots.entry(crate::eval::base_of(ex)).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[slot].push(i);
+    }
+    groups
+}
+
 /// Draws the batch of any step from the training examples.
 pub struct BatchMaker {
     data: Arc<Vec<Example>>,
@@ -224,6 +249,8 @@ pub struct BatchMaker {
     seed: u64,
     /// Draw a keep mask per example (inpainting fine-tune).
     inpaint: bool,
+    /// With `data.balance`: the examples of each emoji group; an epoch draws each group once.
+    groups: Option<Vec<Vec<usize>>>,
     epoch: Option<(usize, Vec<usize>)>,
 }
 
@@ -236,7 +263,6 @@ impl BatchMaker {
         num_timesteps: usize,
     ) -> Self {
         Self {
-            data,
             tokenizer,
             size: cfg.model.image_size,
             text_ctx: cfg.model.text_ctx,
@@ -246,21 +272,32 @@ impl BatchMaker {
             flip: cfg.data.flip,
             seed: cfg.seed,
             inpaint: cfg.model.inpaint,
+            groups: cfg.data.balance.then(|| emoji_groups(&data)),
+            data,
             epoch: None,
         }
     }
 
     /// Index of the `i`-th example drawn: epochs are seeded permutations, so every image is seen
     /// once per epoch.
+    /// With `data.balance` the permutation is over emoji groups, and the group's image is drawn
+    /// from `(seed, i)`.
     fn index(&mut self, i: usize) -> usize {
-        let n = self.data.len();
+        let n = self.groups.as_ref().map_or(self.data.len(), Vec::len);
         let epoch = i / n;
         if self.epoch.as_ref().is_none_or(|(e, _)| *e != epoch) {
             let mut perm: Vec<usize> = (0..n).collect();
             perm.shuffle(&mut ChaCha8Rng::seed_from_u64(mix(self.seed, epoch as u64)));
             self.epoch = Some((epoch, perm));
         }
-        self.epoch.as_ref().map(|(_, p)| p[i % n]).unwrap_or(0)
+        let slot = self.epoch.as_ref().map(|(_, p)| p[i % n]).unwrap_or(0);
+        match &self.groups {
+            Some(groups) => {
+                let members = &groups[slot];
+                members[(mix(self.seed ^ 0xba1a, i as u64) % members.len() as u64) as usize]
+            }
+            None => slot,
+        }
     }
 
     /// The batch of step `step` (the same every time it is asked for).
@@ -400,3 +437,6 @@ impl Drop for Prefetcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

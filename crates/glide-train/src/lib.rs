@@ -41,7 +41,9 @@ pub enum TrainError {
         "no training shards (train-*.tar) in {0}; build them with `glide data emoji --out {0}`"
     )]
     NoTrainShards(String),
-    #[error("the data has no training images left; check `data.limit` and the data source")]
+    #[error(
+        "the data has no training images left; check `data.limit`, `data.groups` and the data source"
+    )]
     EmptyData,
     #[error("{0}: {1}; check the path and that the disk is writable")]
     Io(PathBuf, std::io::Error),
