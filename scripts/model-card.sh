@@ -13,13 +13,14 @@ cargo build -q --release -p glide-cli
 G=target/release/glide
 [ -f data/emoji/manifest.json ] || $G data emoji --out data/emoji
 mkdir -p docs/samples
-train=(--prompt "a red apple" --prompt "a cat face, 3d render" --prompt "pizza, noto style"
-  --prompt "a rocket, twemoji style" --prompt "a red heart, glossy 3d" --prompt "a fox")
+# Rows from the groups the bundled model is trained on (food, animals, hearts; data.groups).
+train=(--prompt "a red apple" --prompt "a banana" --prompt "pizza, noto style"
+  --prompt "a fox" --prompt "a red heart, glossy 3d" --prompt "smiling face with heart-eyes")
 # Held out: the first four emoji never appear in training, in any style; the last four appear,
 # but never in the named style (emoji and style are both seen elsewhere).
-heldout=(--prompt "a pineapple" --prompt "a hot dog" --prompt "a ghost" --prompt "a robot"
-  --prompt "ice cream, 3d render" --prompt "a basketball in openmoji style"
-  --prompt "hamburger, noto style" --prompt "a tiger in openmoji style")
+heldout=(--prompt "a pineapple" --prompt "a hot dog" --prompt "a snail" --prompt "a dog"
+  --prompt "ice cream, 3d render" --prompt "hamburger, noto style"
+  --prompt "a tiger in openmoji style" --prompt "a penguin, 3d render")
 for s in 1 3; do
   $G sample --weights "$W" "${train[@]}" --n 8 --sampler ddim --steps "$STEPS" --guidance $s \
     --seed 1 --grid "docs/samples/train-s$s.png"

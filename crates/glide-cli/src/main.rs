@@ -70,6 +70,7 @@ mod convert;
 mod data;
 mod distill;
 mod edit;
+mod eval;
 mod sample;
 mod train;
 mod weights_io;
@@ -117,6 +118,9 @@ enum Command {
     BenchTrain(train::BenchTrainArgs),
     /// Nearest-neighbour accuracy of samples for training and held-out captions.
     EvalEmoji(train::EvalArgs),
+    /// The paper's metrics over held-out captions with an evaluation CLIP: CLIP score, CLIP
+    /// R-precision, Fréchet distance of CLIP embeddings (`glide eval sweep`: trade-off plot).
+    Eval(eval::EvalArgs),
     /// Redraw a run's loss curve (loss.png) from its log.csv.
     Plot {
         #[arg(long)]
@@ -197,6 +201,7 @@ fn main() {
         Command::EvalDistill(args) => distill::eval_distill(args),
         Command::BenchTrain(args) => train::bench_train(args),
         Command::EvalEmoji(args) => train::eval_emoji(args),
+        Command::Eval(args) => eval::run(args),
         Command::Export {
             input,
             out,

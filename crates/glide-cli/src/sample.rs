@@ -166,7 +166,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
 }
 
 /// The noised CLIP for --clip-guidance (on the autodiff backend: its gradient guides sampling).
-fn load_clip(paths: &[PathBuf]) -> Result<Option<NoisedClip<Autodiff<B>>>> {
+pub(crate) fn load_clip(paths: &[PathBuf]) -> Result<Option<NoisedClip<Autodiff<B>>>> {
     if paths.is_empty() {
         return Ok(None);
     }

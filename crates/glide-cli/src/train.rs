@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use glide_model::weights::{StateDict, config_from_metadata, load_state_dict};
 use glide_pipeline::text2im::tokenizer_for;
-use glide_train::batch::TrainData;
+use glide_train::batch::{Example, TrainData};
 use glide_train::eval::{Reference, nn_score, pick_captions};
 use glide_train::{TrainConfig, TrainOptions};
 
@@ -245,6 +245,25 @@ fn trained_groups(state: &StateDict) -> Option<Vec<String>> {
     serde_json::from_value(cfg.get("data")?.get("groups")?.clone()).ok()
 }
 
+/// The groups an evaluation draws its images or captions from: `--groups` (`all`: every one),
+/// else the groups the weights were trained on.
+pub(crate) fn caption_groups(arg: Option<Vec<String>>, state: &StateDict) -> Option<Vec<String>> {
+    match arg {
+        Some(g) if g.iter().any(|x| x == "all") => None,
+        Some(g) => Some(g),
+        None => trained_groups(state),
+    }
+}
+
+/// The examples of `set` in `groups`.
+pub(crate) fn kept(set: &[Example], groups: &Option<Vec<String>>) -> Vec<Example> {
+    let filter = glide_train::DataConfig::new().with_groups(groups.clone());
+    set.iter()
+        .filter(|e| filter.keeps(&e.meta))
+        .cloned()
+        .collect()
+}
+
 pub fn eval_emoji(a: EvalArgs) -> Result<()> {
     let bytes = std::fs::read(&a.weights)
         .with_context(|| format!("cannot read the weights {}", a.weights.display()))?;
@@ -265,19 +284,8 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
     )?;
     let all: Vec<_> = data.train.iter().chain(&data.heldout).collect();
     let reference = Reference::new(&all, config.image_size);
-    let groups = match a.groups {
-        Some(g) if g.iter().any(|x| x == "all") => None,
-        Some(g) => Some(g),
-        None => trained_groups(&state),
-    };
-    let filter = glide_train::DataConfig::new().with_groups(groups.clone());
-    let kept = |set: &[glide_train::batch::Example]| -> Vec<glide_train::batch::Example> {
-        set.iter()
-            .filter(|e| filter.keeps(&e.meta))
-            .cloned()
-            .collect()
-    };
-    let (train, heldout) = (kept(&data.train), kept(&data.heldout));
+    let groups = caption_groups(a.groups, &state);
+    let (train, heldout) = (kept(&data.train, &groups), kept(&data.heldout, &groups));
     if let Some(g) = &groups {
         println!(
             "Captions from the groups {} ({} training, {} held-out images); reference: all {} images.",
@@ -339,6 +347,10 @@ pub struct EvalInpaintArgs {
     /// Rows in the picture.
     #[arg(long, default_value_t = 8)]
     rows: usize,
+    /// Use held-out images of these emojibase groups or subgroups only (`all` for every one).
+    /// Default: the `data.groups` the inpainting weights were trained on.
+    #[arg(long, value_delimiter = ',')]
+    groups: Option<Vec<String>>,
 }
 
 fn load_pipe(path: &PathBuf) -> Result<glide_pipeline::Text2Im<B>> {
@@ -360,13 +372,22 @@ pub fn eval_inpaint(a: EvalInpaintArgs) -> Result<()> {
         &glide_train::DataConfig::new().with_shards(Some(a.data.clone())),
         size,
     )?;
-    if data.heldout.is_empty() {
+    let bytes = std::fs::read(&a.inpaint)
+        .with_context(|| format!("cannot read the weights {}", a.inpaint.display()))?;
+    let groups = caption_groups(a.groups, &StateDict::from_safetensors(&bytes)?);
+    let heldout = kept(&data.heldout, &groups);
+    if heldout.is_empty() {
         bail!(
-            "{} has no held-out shards; build the full dataset with `make data`",
-            a.data
+            "{} has no held-out images{}; build the full dataset with `make data`",
+            a.data,
+            if groups.is_some() {
+                " of these groups"
+            } else {
+                ""
+            }
         );
     }
-    let cases = edit_cases(&data.heldout, a.n, size, 0);
+    let cases = edit_cases(&heldout, a.n, size, 0);
     let by_model = run_edits(&inpaint, &cases, a.guidance, a.steps)?;
     let by_replace = run_edits(&base, &cases, a.guidance, a.steps)?;
     let originals: Vec<Vec<f32>> = cases.iter().map(|c| c.image.clone()).collect();

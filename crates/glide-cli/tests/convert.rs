@@ -430,3 +430,100 @@ fn converted_clip_towers_guide_sampling() {
     let run = glide(&["sample", "--clip-guidance", "3", "--prompt", "x"]);
     assert!(!run.status.success());
 }
+
+/// Twelve captioned 16 px pictures of coloured shapes in `dir` (a `data.folder`).
+fn shapes_folder(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (ci, (name, rgb)) in [("red", [220u8, 30, 30]), ("blue", [40, 60, 220])]
+        .iter()
+        .enumerate()
+    {
+        for (si, shape) in ["circle", "square", "bar"].iter().enumerate() {
+            for variant in 0..2u32 {
+                let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                    let (dx, dy) = (x as f32 - 7.5, y as f32 - 7.5 + variant as f32);
+                    let inside = match si {
+                        0 => dx * dx + dy * dy < 36.0,
+                        1 => dx.abs() < 5.0 && dy.abs() < 5.0,
+                        _ => dy.abs() < 2.0,
+                    };
+                    image::Rgb(if inside { *rgb } else { [255, 255, 255] })
+                });
+                let stem = dir.join(format!("{ci}-{si}-{variant}"));
+                img.save(stem.with_extension("png")).unwrap();
+                std::fs::write(stem.with_extension("txt"), format!("a {name} {shape}")).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn eval_sweep_scores_both_guidance_methods() {
+    // The converted 16 px base model, scored by the reference noised CLIP (one file, both
+    // towers) and guided by its converted towers: a table of both methods and the plot. The same
+    // CLIP scores and guides here, so strong CLIP guidance must raise the CLIP score.
+    let out = out_dir("eval");
+    let convert = |pt: &str, options_from: &str| convert(&out, pt, options_from, &[]).0;
+    let base = convert("text2im_tiny.pt", "text2im_tiny.safetensors");
+    let image = convert(
+        "noised_clip_tiny_image_enc.pt",
+        "noised_clip_tiny.safetensors",
+    );
+    let text = convert(
+        "noised_clip_tiny_text_enc.pt",
+        "noised_clip_tiny.safetensors",
+    );
+    let data = out.join("shapes");
+    shapes_folder(&data);
+    let plot = out.join("tradeoff.png");
+    let eval_clip = fixtures().join("noised_clip_tiny.safetensors");
+    let run = glide(&[
+        "eval",
+        "sweep",
+        "--weights",
+        base.to_str().unwrap(),
+        "--clip",
+        eval_clip.to_str().unwrap(),
+        "--guide-clip",
+        image.to_str().unwrap(),
+        "--guide-clip",
+        text.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--samples",
+        "6",
+        "--guidance",
+        "1,3",
+        "--clip-guidance",
+        "0,200",
+        "--steps",
+        "3",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    // | method | scale | CLIP score | R-precision | Fréchet distance | n |
+    let rows: Vec<Vec<String>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| classifier-free") || l.starts_with("| CLIP |"))
+        .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+        .collect();
+    assert_eq!(rows.len(), 4, "{stdout}");
+    let num = |r: &[String], i: usize| -> f64 { r[i].trim_end_matches('%').parse().unwrap() };
+    for r in &rows {
+        assert!(num(r, 3).abs() <= 100.0, "{stdout}");
+        assert!((0.0..=100.0).contains(&num(r, 4)), "{stdout}");
+        assert!(num(r, 5) >= 0.0 && num(r, 5).is_finite(), "{stdout}");
+        assert_eq!(r[6], "6");
+    }
+    // Every point starts from the same noise: CLIP guidance at 0 is no guidance at all.
+    assert_eq!(rows[0][3..6], rows[2][3..6], "{stdout}");
+    assert!(num(&rows[3], 3) > num(&rows[2], 3) + 1.0, "{stdout}");
+    let png = std::fs::read(&plot).expect("the sweep writes its plot");
+    assert!(png.starts_with(b"\x89PNG"));
+}

@@ -6,6 +6,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod clip_eval;
 pub mod config;
 pub mod distill;
 pub mod distill_eval;
@@ -65,6 +66,13 @@ pub enum TrainError {
     Options(#[from] glide_model::config::OptionsError),
     #[error(transparent)]
     Pipeline(#[from] glide_pipeline::text2im::PipelineError),
+    #[error(
+        "the evaluation CLIP reads {0} px images but the samples are {1} px; use a CLIP trained at \
+         the model's image size"
+    )]
+    ClipSize(usize, usize),
+    #[error("CLIP guidance needs a guiding CLIP: pass --guide-clip FILE (not the evaluation CLIP)")]
+    NoGuideClip,
     #[error("cannot distil: {0}")]
     Distill(String),
     #[error(transparent)]

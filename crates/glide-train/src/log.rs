@@ -133,7 +133,7 @@ const FONT_PATHS: &[&str] = &[
 ];
 
 /// Registers a system font for plot labels; returns false (plots without text) if none is found.
-fn register_font() -> bool {
+pub(crate) fn register_font() -> bool {
     static FONT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FONT.get_or_init(|| {
         for p in FONT_PATHS {
