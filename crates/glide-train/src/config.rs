@@ -194,17 +194,23 @@ impl TrainConfig {
         }
     }
 
-    /// Parses a config, taking model options it lacks from their defaults (files written before
-    /// an option existed keep working).
+    /// Parses a config, taking model and data options it lacks from their defaults (files
+    /// written before an option existed keep working).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let defaults = serde_json::to_value(GlideConfig::new()).map_err(|e| e.to_string())?;
-        if let (Some(model), Some(defaults)) = (
-            v.get_mut("model").and_then(|m| m.as_object_mut()),
-            defaults.as_object(),
-        ) {
-            for (k, d) in defaults {
-                model.entry(k.clone()).or_insert_with(|| d.clone());
+        let defaults = [
+            ("model", serde_json::to_value(GlideConfig::new())),
+            ("data", serde_json::to_value(DataConfig::new())),
+        ];
+        for (section, defaults) in defaults {
+            let defaults = defaults.map_err(|e| e.to_string())?;
+            if let (Some(part), Some(defaults)) = (
+                v.get_mut(section).and_then(|m| m.as_object_mut()),
+                defaults.as_object(),
+            ) {
+                for (k, d) in defaults {
+                    part.entry(k.clone()).or_insert_with(|| d.clone());
+                }
             }
         }
         serde_json::from_value(v).map_err(|e| e.to_string())

@@ -220,7 +220,7 @@ impl ModelList {
         Self {
             models: vec![ModelEntry {
                 id: "emoji".into(),
-                label: "emoji (bundled)".into(),
+                label: "emoji: food, animals, hearts (bundled)".into(),
                 weights: "www/models/base.safetensors".into(),
                 student: Some("www/models/student.safetensors".into()),
                 inpaint: Some("www/models/inpaint.safetensors".into()),

@@ -80,3 +80,15 @@ fn groups_keep_by_group_or_subgroup() {
     assert!(!other.keeps(&meta));
     assert!(!other.keeps(&serde_json::Value::Null));
 }
+
+#[test]
+fn configs_written_before_the_data_options_still_parse() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("configs/emoji32-cpu-v.json")).unwrap();
+    assert!(!text.contains("balance") && !text.contains("groups"));
+    let cfg = TrainConfig::parse(&text).unwrap();
+    assert!(!cfg.data.balance);
+    assert_eq!(cfg.data.groups, None);
+    let gpu = TrainConfig::read(&root.join("configs/emoji32-gpu.json")).unwrap();
+    assert!(gpu.data.balance);
+}
