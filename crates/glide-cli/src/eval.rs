@@ -14,7 +14,7 @@ use glide_train::clip_eval::{
 };
 
 use crate::sample::load_clip;
-use crate::train::{caption_groups, kept};
+use crate::train::{caption_groups, heldout_in};
 use crate::weights_io::load_pipeline;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -104,18 +104,7 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
         source.with_folder(Some(a.data.clone()))
     };
     let data = TrainData::load(&source, size)?;
-    let heldout = kept(&data.heldout, &groups);
-    if heldout.is_empty() {
-        bail!(
-            "{} has no held-out images{}; build the full dataset with `make data`",
-            a.data,
-            if groups.is_some() {
-                " of these groups"
-            } else {
-                ""
-            }
-        );
-    }
+    let heldout = heldout_in(&data, &groups, &a.data)?;
     let set = eval_set(&pipe, &eval_clip, &heldout, a.samples)?;
     println!(
         "{} samples per point from {} held-out images' captions; {} steps of {}",

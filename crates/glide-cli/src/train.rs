@@ -255,6 +255,26 @@ pub(crate) fn caption_groups(arg: Option<Vec<String>>, state: &StateDict) -> Opt
     }
 }
 
+/// The held-out examples of `data` (read from `dir`) in `groups`, or a sentence if there are none.
+pub(crate) fn heldout_in(
+    data: &TrainData,
+    groups: &Option<Vec<String>>,
+    dir: &str,
+) -> Result<Vec<Example>> {
+    let heldout = kept(&data.heldout, groups);
+    if heldout.is_empty() {
+        bail!(
+            "{dir} has no held-out images{}; build the full dataset with `make data`",
+            if groups.is_some() {
+                " of these groups"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(heldout)
+}
+
 /// The examples of `set` in `groups`.
 pub(crate) fn kept(set: &[Example], groups: &Option<Vec<String>>) -> Vec<Example> {
     let filter = glide_train::DataConfig::new().with_groups(groups.clone());
@@ -375,18 +395,7 @@ pub fn eval_inpaint(a: EvalInpaintArgs) -> Result<()> {
     let bytes = std::fs::read(&a.inpaint)
         .with_context(|| format!("cannot read the weights {}", a.inpaint.display()))?;
     let groups = caption_groups(a.groups, &StateDict::from_safetensors(&bytes)?);
-    let heldout = kept(&data.heldout, &groups);
-    if heldout.is_empty() {
-        bail!(
-            "{} has no held-out images{}; build the full dataset with `make data`",
-            a.data,
-            if groups.is_some() {
-                " of these groups"
-            } else {
-                ""
-            }
-        );
-    }
+    let heldout = heldout_in(&data, &groups, &a.data)?;
     let cases = edit_cases(&heldout, a.n, size, 0);
     let by_model = run_edits(&inpaint, &cases, a.guidance, a.steps)?;
     let by_replace = run_edits(&base, &cases, a.guidance, a.steps)?;

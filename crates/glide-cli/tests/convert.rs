@@ -369,21 +369,28 @@ fn converted_base_and_upsampler_run_as_a_cascade() {
     );
 }
 
+/// The tiny base model and the two towers of the tiny noised CLIP, converted into `out`.
+fn converted_base_and_clip(out: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let convert = |pt: &str, options_from: &str| convert(out, pt, options_from, &[]).0;
+    (
+        convert("text2im_tiny.pt", "text2im_tiny.safetensors"),
+        convert(
+            "noised_clip_tiny_image_enc.pt",
+            "noised_clip_tiny.safetensors",
+        ),
+        convert(
+            "noised_clip_tiny_text_enc.pt",
+            "noised_clip_tiny.safetensors",
+        ),
+    )
+}
+
 #[test]
 fn converted_clip_towers_guide_sampling() {
     // The two converted towers of the reference noised CLIP (16 px) guide the converted 16 px
     // base model: with a large CLIP scale the sample differs from the unguided one.
     let out = out_dir("clip-guided");
-    let convert = |pt: &str, options_from: &str| convert(&out, pt, options_from, &[]).0;
-    let base = convert("text2im_tiny.pt", "text2im_tiny.safetensors");
-    let image = convert(
-        "noised_clip_tiny_image_enc.pt",
-        "noised_clip_tiny.safetensors",
-    );
-    let text = convert(
-        "noised_clip_tiny_text_enc.pt",
-        "noised_clip_tiny.safetensors",
-    );
+    let (base, image, text) = converted_base_and_clip(&out);
     let sample = |scale: &str| {
         let raw = out.join(format!("raw-{scale}.safetensors"));
         let run = glide(&[
@@ -463,16 +470,7 @@ fn eval_sweep_scores_both_guidance_methods() {
     // towers) and guided by its converted towers: a table of both methods and the plot. The same
     // CLIP scores and guides here, so strong CLIP guidance must raise the CLIP score.
     let out = out_dir("eval");
-    let convert = |pt: &str, options_from: &str| convert(&out, pt, options_from, &[]).0;
-    let base = convert("text2im_tiny.pt", "text2im_tiny.safetensors");
-    let image = convert(
-        "noised_clip_tiny_image_enc.pt",
-        "noised_clip_tiny.safetensors",
-    );
-    let text = convert(
-        "noised_clip_tiny_text_enc.pt",
-        "noised_clip_tiny.safetensors",
-    );
+    let (base, image, text) = converted_base_and_clip(&out);
     let data = out.join("shapes");
     shapes_folder(&data);
     let plot = out.join("tradeoff.png");

@@ -336,12 +336,7 @@ pub fn plot_tradeoff(points: &[EvalPoint], path: &std::path::Path) -> Result<(),
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
+        crate::log::draw_legend(&mut chart)?;
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())

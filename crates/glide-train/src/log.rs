@@ -223,13 +223,20 @@ pub fn plot_losses(rows: &[LogRow], path: &Path, title: &str) -> Result<(), Stri
         }
     }
     if text {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|x| e(&x))?;
+        draw_legend(&mut chart)?;
     }
     root.present().map_err(|x| e(&x))?;
     Ok(())
+}
+
+/// The series labels of `chart` in a framed box.
+pub(crate) fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|x| x.to_string())
 }
