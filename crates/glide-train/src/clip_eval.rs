@@ -37,7 +37,7 @@ pub fn clip_score(images: &[Vec<f64>], texts: &[Vec<f64>]) -> f64 {
 
 /// The share of images whose own caption (`texts[i]`) is more similar to them than each of
 /// `candidates − 1` other captions of the set (drawn without replacement, seeded; all others when
-/// the set is smaller). Chance is 1 / candidates.
+/// the set is smaller; copies of its own caption do not count). Chance is 1 / candidates.
 pub fn r_precision(images: &[Vec<f64>], texts: &[Vec<f64>], candidates: usize, seed: u64) -> f64 {
     assert_eq!(images.len(), texts.len(), "one caption per image");
     let n = texts.len();
@@ -49,6 +49,9 @@ pub fn r_precision(images: &[Vec<f64>], texts: &[Vec<f64>], candidates: usize, s
             sample(&mut rng, n - 1, others)
                 .into_iter()
                 .map(|j| if j >= i { j + 1 } else { j })
+                // The same caption elsewhere in the set (another style of the emoji) is no
+                // distractor.
+                .filter(|&j| texts[j] != texts[i])
                 .all(|j| cosine(&images[i], &texts[j]) < own)
         })
         .count();
@@ -389,6 +392,9 @@ mod tests {
         // Images that equal their captions: score 100, every question answered.
         assert!((clip_score(&texts, &texts) - 100.0).abs() < 1e-9);
         assert_eq!(r_precision(&texts, &texts, 100, 0), 1.0);
+        // A caption that occurs twice (two styles of one emoji) is not its own distractor.
+        let twice: Vec<Vec<f64>> = texts.iter().chain(&texts).cloned().collect();
+        assert_eq!(r_precision(&twice, &twice, 100, 0), 1.0);
         // Images unrelated to their captions: near chance (1 in 100).
         let images = gaussian_rows(150, 16, 0.0, 1.0, 4);
         let r = r_precision(&images, &texts, 100, 0);
