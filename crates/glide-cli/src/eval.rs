@@ -80,8 +80,8 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
         bail!("--clip-guidance needs a guiding CLIP: pass --guide-clip FILE");
     }
     let pipe = load_pipeline(&a.weights)?;
-    let eval_clip = load_clip(&a.clip)?.context("--clip is required")?;
-    let guide = load_clip(&a.guide_clip)?;
+    let eval_clip = load_clip(&a.clip, &a.weights)?.context("--clip is required")?;
+    let guide = load_clip(&a.guide_clip, &a.weights)?;
     let size = pipe.config.image_size;
     if eval_clip.config.image_size != size {
         bail!(

@@ -73,6 +73,7 @@ mod edit;
 mod eval;
 mod sample;
 mod train;
+mod train_clip;
 mod weights_io;
 
 use sample::{SampleArgs, sample};
@@ -104,6 +105,9 @@ enum Command {
     Img2Img(edit::EditArgs),
     /// Train a model (from scratch, from --init weights, or --resume a run).
     Train(train::TrainArgs),
+    /// Train a CLIP on the data: noised (it guides sampling, GLIDE §2.4) or clean (it scores
+    /// samples in `glide eval`).
+    TrainClip(train_clip::TrainClipArgs),
     /// Fine-tune base weights into an inpainting model (extra input channels start at zero).
     FinetuneInpaint(train::FinetuneInpaintArgs),
     /// Compare an inpainting model with the replacement trick on held-out images and masks.
@@ -195,6 +199,7 @@ fn main() {
         Command::Inpaint(args) => edit::run(args, false),
         Command::Img2Img(args) => edit::run(args, true),
         Command::Train(args) => train::train(args),
+        Command::TrainClip(args) => train_clip::train_clip_cmd(args),
         Command::FinetuneInpaint(args) => train::finetune_inpaint(args),
         Command::EvalInpaint(args) => train::eval_inpaint(args),
         Command::Distill(cmd) => distill::run(cmd),

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::tensor::TensorData;
 use glide_diffusion::sampling::Sampler;
@@ -140,7 +140,7 @@ pub fn sample(a: SampleArgs) -> Result<()> {
         return sample_cascade(&a, &cascade, &[&path, up]);
     }
     let pipeline = load_pipeline(&path)?;
-    let clip = load_clip(&a.clip)?;
+    let clip = load_clip(&a.clip, &path)?;
     let s = pipeline.config.image_size;
     let mut raw = Vec::new();
     for prompt in &a.prompt {
@@ -166,7 +166,12 @@ pub fn sample(a: SampleArgs) -> Result<()> {
 }
 
 /// The noised CLIP for --clip-guidance (on the autodiff backend: its gradient guides sampling).
-pub(crate) fn load_clip(paths: &[PathBuf]) -> Result<Option<NoisedClip<Autodiff<B>>>> {
+/// A CLIP made by `glide train-clip` reads the token ids of the model it was trained for: its
+/// vocabulary must be the one of `model` (the diffusion weights it works with).
+pub(crate) fn load_clip(
+    paths: &[PathBuf],
+    model: &Path,
+) -> Result<Option<NoisedClip<Autodiff<B>>>> {
     if paths.is_empty() {
         return Ok(None);
     }
@@ -183,6 +188,26 @@ pub(crate) fn load_clip(paths: &[PathBuf]) -> Result<Option<NoisedClip<Autodiff<
                 .with_context(|| format!("{} is not a safetensors file", p.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    for (state, p) in states.iter().zip(paths) {
+        let Some(vocab) = state.metadata.get("vocab") else {
+            continue;
+        };
+        let bytes = std::fs::read(model)
+            .with_context(|| format!("cannot read the weights {}", model.display()))?;
+        let model_vocab = StateDict::from_safetensors(&bytes)?
+            .metadata
+            .get("vocab")
+            .cloned();
+        if model_vocab.as_ref() != Some(vocab) {
+            bail!(
+                "the CLIP {} reads another vocabulary than the model {}: train it with \
+                 `\"vocab_from\": \"{}\"` in its config",
+                p.display(),
+                model.display(),
+                model.display()
+            );
+        }
+    }
     Ok(Some(NoisedClip::from_states(&states, &device::<B>())?))
 }
 

@@ -187,12 +187,20 @@ impl StateDict {
 
     /// The parameters of `model` under their original names and layout.
     pub fn from_module<B: Backend>(model: &Text2ImUNet<B>) -> Self {
+        Self::from_named(model, &burn_to_torch)
+    }
+
+    /// The parameters of any module in PyTorch's layout, named `to_torch(module path)`.
+    pub fn from_named<B: Backend, M: Module<B>>(
+        model: &M,
+        to_torch: &dyn Fn(&str) -> String,
+    ) -> Self {
         let snapshots = model.collect(None, Some(Box::new(BurnToPyTorchAdapter)), true);
         let tensors = snapshots
             .into_iter()
             .map(|s| {
                 let data = s.to_data().expect("module tensors are readable");
-                (burn_to_torch(&s.full_path()), data.convert::<f32>())
+                (to_torch(&s.full_path()), data.convert::<f32>())
             })
             .collect();
         Self {

@@ -133,3 +133,33 @@ fn the_guidance_gradient_equals_the_reference_cond_fn() {
         1e-3,
     );
 }
+
+/// What a trained CLIP saves is what the loader reads: every parameter of the fixture comes back
+/// under its original name with its values, and the config rides along.
+#[test]
+fn state_dict_round_trips_the_original_names() {
+    let (clip, state) = clip();
+    let saved = clip.state_dict();
+    let params: Vec<&String> = state
+        .tensors
+        .keys()
+        .filter(|k| k.starts_with("text.") || k.starts_with("image."))
+        .collect();
+    assert!(params.len() > 10);
+    assert_eq!(
+        saved.tensors.len(),
+        params.len(),
+        "{:?}",
+        saved.tensors.keys()
+    );
+    for k in params {
+        let got = saved
+            .tensors
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} not saved"));
+        assert_eq!(got.shape, state.tensors[k].shape, "{k}");
+        assert_eq!(floats(&saved, k), floats(&state, k), "{k}");
+    }
+    let again = NoisedClip::<B>::from_states(&[saved], &Default::default()).unwrap();
+    assert_eq!(again.config, clip.config);
+}

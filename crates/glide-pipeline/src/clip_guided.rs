@@ -18,7 +18,9 @@ impl<B: burn::tensor::backend::Backend> Text2Im<B> {
     /// The caption's normalised CLIP text embedding, repeated `n` times (`[n, n_embd]`). A tower
     /// with CLIP's vocabulary (49,408: the released noised CLIP) reads CLIP's BPE as GLIDE feeds
     /// it (`padded_tokens_and_len`: start and end tokens, zero padding, the length with both);
-    /// any other reads this pipeline's tokens (GPT-2 BPE), cut to its context, at the last token.
+    /// any other reads this pipeline's tokens (GPT-2 BPE; the embedding rows of the model's
+    /// pruned vocabulary, which `glide train-clip` trains with), cut to its context, at the last
+    /// token.
     pub fn clip_text_embedding<A: AutodiffBackend<InnerBackend = B>>(
         &self,
         clip: &NoisedClip<A>,
@@ -30,9 +32,10 @@ impl<B: burn::tensor::backend::Backend> Text2Im<B> {
             let (ids, len) = ClipTokenizer::load()?.padded_tokens_and_len(caption, ctx);
             (ids.into_iter().map(i64::from).collect(), len)
         } else {
+            let ids = self.tokenizer.encode_prefix(caption, ctx);
             let mut ids: Vec<i64> = self
                 .tokenizer
-                .encode_prefix(caption, ctx)
+                .to_rows(&ids)
                 .into_iter()
                 .map(i64::from)
                 .collect();

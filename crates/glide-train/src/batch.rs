@@ -188,6 +188,25 @@ impl Batch {
         self.t.is_empty()
     }
 
+    /// Rows `rows` of one of the batch's images (`x_start` or `noise`) as `[n, 3, S, S]`.
+    pub fn image_rows<B: Backend>(
+        &self,
+        images: &[f32],
+        rows: std::ops::Range<usize>,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        let px = images.len() / self.len();
+        let side = ((px / 3) as f64).sqrt() as usize;
+        let n = rows.len();
+        Tensor::from_data(
+            TensorData::new(
+                images[rows.start * px..rows.end * px].to_vec(),
+                [n, 3, side, side],
+            ),
+            device,
+        )
+    }
+
     /// Caption rows and mask of examples `lo..hi` as tensors `[n, text_ctx]`.
     pub fn text_tensors<B: Backend>(
         &self,
@@ -272,6 +291,28 @@ impl BatchMaker {
             flip: cfg.data.flip,
             seed: cfg.seed,
             inpaint: cfg.model.inpaint,
+            groups: cfg.data.balance.then(|| emoji_groups(&data)),
+            data,
+            epoch: None,
+        }
+    }
+
+    /// Draws for a CLIP run (`cfg.clip`'s size and context): every caption kept, no masks.
+    pub fn for_clip(
+        data: Arc<Vec<Example>>,
+        tokenizer: Tokenizer,
+        cfg: &crate::clip_train::ClipTrainConfig,
+    ) -> Self {
+        Self {
+            tokenizer,
+            size: cfg.clip.image_size,
+            text_ctx: cfg.clip.max_text_len,
+            batch_size: cfg.batch_size,
+            num_timesteps: cfg.clip.n_timesteps,
+            p_uncond: 0.0,
+            flip: cfg.data.flip,
+            seed: cfg.seed,
+            inpaint: false,
             groups: cfg.data.balance.then(|| emoji_groups(&data)),
             data,
             epoch: None,

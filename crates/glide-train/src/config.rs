@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use glide_model::GlideConfig;
 
+use crate::optim::StepSettings;
+
 use serde::{Deserialize, Serialize};
 
 /// Where the training images come from: WebDataset shards or an image folder with `.txt` captions.
@@ -134,6 +136,20 @@ pub struct TrainConfig {
     pub distill: Option<DistillSpec>,
 }
 
+/// Adds each key of `defaults` that `v` lacks, recursing into objects both have.
+pub(crate) fn fill_defaults(v: &mut serde_json::Value, defaults: &serde_json::Value) {
+    if let (Some(v), Some(defaults)) = (v.as_object_mut(), defaults.as_object()) {
+        for (k, d) in defaults {
+            match v.get_mut(k) {
+                Some(own) => fill_defaults(own, d),
+                None => {
+                    v.insert(k.clone(), d.clone());
+                }
+            }
+        }
+    }
+}
+
 /// Prompts the sample grids show: training emoji in several styles.
 pub fn default_prompts() -> Vec<String> {
     [
@@ -167,6 +183,13 @@ pub enum ConfigError {
     Channels(usize),
     #[error("`model`: {0}")]
     Model(#[from] glide_model::config::OptionsError),
+    #[error(
+        "`batch_size` must be divisible by the number of devices ({0}) and give each at least 2 \
+         pairs: the contrastive loss needs another caption to tell apart"
+    )]
+    ContrastiveBatch(usize),
+    #[error("`clip.image_size` ({0}) must be a multiple of `clip.patch_size` ({1})")]
+    Patches(usize, usize),
 }
 
 impl TrainConfig {
@@ -194,25 +217,15 @@ impl TrainConfig {
         }
     }
 
-    /// Parses a config, taking model and data options it lacks from their defaults (files
-    /// written before an option existed keep working).
+    /// Parses a config, taking every option it lacks, at any level, from its default (files
+    /// written before an option existed keep working; burn's `Config` derive applies defaults
+    /// only in `new`, not when deserialising).
     pub fn parse(text: &str) -> Result<Self, String> {
         let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let defaults = [
-            ("model", serde_json::to_value(GlideConfig::new())),
-            ("data", serde_json::to_value(DataConfig::new())),
-        ];
-        for (section, defaults) in defaults {
-            let defaults = defaults.map_err(|e| e.to_string())?;
-            if let (Some(part), Some(defaults)) = (
-                v.get_mut(section).and_then(|m| m.as_object_mut()),
-                defaults.as_object(),
-            ) {
-                for (k, d) in defaults {
-                    part.entry(k.clone()).or_insert_with(|| d.clone());
-                }
-            }
-        }
+        let defaults =
+            serde_json::to_value(TrainConfig::new(GlideConfig::new(), DataConfig::new()))
+                .map_err(|e| e.to_string())?;
+        fill_defaults(&mut v, &defaults);
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
 
@@ -258,16 +271,29 @@ impl TrainConfig {
 
     /// Learning rate at step `step` (from 0): linear warm-up, then constant (as GLIDE).
     pub fn lr_at(&self, step: usize) -> f64 {
-        if self.warmup_steps == 0 {
-            self.lr
-        } else {
-            self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
-        }
+        self.step_settings().lr_at(step)
     }
 
     /// EMA decay for the update after `n` earlier updates.
     pub fn ema_decay_at(&self, n: usize) -> f64 {
-        self.ema_decay.min((1.0 + n as f64) / (10.0 + n as f64))
+        self.step_settings().ema_decay_at(n)
+    }
+
+    /// What an optimisation step needs from this config.
+    pub fn step_settings(&self) -> StepSettings {
+        StepSettings {
+            seed: self.seed,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup_steps: self.warmup_steps,
+            weight_decay: self.weight_decay,
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            epsilon: self.epsilon,
+            grad_clip: self.grad_clip,
+            ema_decay: self.ema_decay,
+            sequential: self.model.dropout > 0.0,
+        }
     }
 }
 

@@ -8,10 +8,12 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use glide_model::Text2ImUNet;
 
-/// The EMA weights, on the live model's inner (non-autodiff) backend.
+/// The EMA weights of any model (the UNet by default), on the live model's inner (non-autodiff)
+/// backend.
 #[derive(Clone)]
-pub struct Ema<B: Backend> {
-    pub model: Text2ImUNet<B>,
+pub struct Ema<B: Backend, M: Module<B> = Text2ImUNet<B>> {
+    pub model: M,
+    backend: std::marker::PhantomData<B>,
 }
 
 struct Collect<B: Backend>(HashMap<ParamId, Tensor<B, 1>>);
@@ -44,17 +46,21 @@ impl<B: Backend> ModuleMapper<B> for Blend<B> {
     }
 }
 
-impl<B: Backend> Ema<B> {
+impl<B: Backend, M: Module<B>> Ema<B, M> {
     /// Starts the average at `model` (which must share parameter ids with the live model: take it
     /// from `live.valid()`).
-    pub fn new(model: Text2ImUNet<B>) -> Self {
-        Self { model }
+    pub fn new(model: M) -> Self {
+        Self {
+            model,
+            backend: std::marker::PhantomData,
+        }
     }
 
     /// ema ← decay·ema + (1 − decay)·live.
-    pub fn update<AB>(&mut self, live: &Text2ImUNet<AB>, decay: f64)
+    pub fn update<AB, L>(&mut self, live: &L, decay: f64)
     where
         AB: AutodiffBackend<InnerBackend = B>,
+        L: AutodiffModule<AB, InnerModule = M>,
     {
         let mut collect = Collect(HashMap::new());
         live.valid().visit(&mut collect);

@@ -22,6 +22,7 @@ use crate::log::{CsvLog, LogRow, plot_losses};
 use crate::optim::optimizer_state;
 use crate::run_state::{Learner, RunState};
 use crate::step::{StepContext, StepStats};
+use crate::trainer::AfterStep;
 
 /// Wall time and images of this invocation (training steps only, not evaluation or sampling).
 pub struct Clock {
@@ -109,17 +110,7 @@ impl Hooks {
         std::fs::write(out.join("config.json"), cfg.to_string())
             .map_err(|e| TrainError::Io(out.join("config.json"), e))?;
         let (start, end) = (state.step, cfg.steps);
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(end as u64)
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} ETA {eta_precise}",
-            )
-            .expect("valid template"),
-        );
+        let bar = progress_bar(end, quiet);
         bar.set_position(start as u64);
         bar.println(format!(
             "{}; {} parameters; vocabulary {} rows; steps {start}..{end}",
@@ -296,6 +287,39 @@ impl Hooks {
         let p = self.out.join("samples").join(format!("step-{step:07}.png"));
         std::fs::write(&p, png).map_err(|e| TrainError::Io(p, e))
     }
+}
+
+impl<B: AutodiffBackend> AfterStep<B, Text2ImUNet<B>> for Hooks {
+    fn after_step(
+        &mut self,
+        step: usize,
+        stats: &StepStats,
+        learner: &Learner<B>,
+        ctx: &StepContext<'_, B>,
+        clock: &Clock,
+    ) -> Result<(), TrainError> {
+        Hooks::after_step(self, step, stats, learner, ctx, clock)
+    }
+
+    fn println(&self, line: String) {
+        self.bar.println(line);
+    }
+}
+
+/// The progress bar of a run of `steps` steps (hidden when `quiet`).
+pub fn progress_bar(steps: usize, quiet: bool) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{elapsed_precise} [{wide_bar}] {pos}/{len} {msg} ETA {eta_precise}",
+        )
+        .expect("valid template"),
+    );
+    bar
 }
 
 /// One PNG grid: a row per prompt, `cols` seeds per row, sampled from `model`.

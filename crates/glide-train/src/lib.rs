@@ -7,6 +7,7 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod clip_eval;
+pub mod clip_train;
 pub mod config;
 pub mod distill;
 pub mod distill_eval;
@@ -81,6 +82,11 @@ pub enum TrainError {
     Tokenizer(#[from] glide_tokenizer::TokenizerError),
     #[error(transparent)]
     OptimState(#[from] optim::OptimStateError),
+    #[error(
+        "{0} has no pruned vocabulary to read captions with; name weights trained by `glide train` \
+         in `vocab_from`, or set it to null to prune GPT-2's vocabulary to the captions"
+    )]
+    NoVocab(PathBuf),
     #[error(
         "the loss or its gradients were not finite ({0}) for {2} steps in a row, up to step {1}; \
          those steps were skipped and the last checkpoint was kept: lower `lr`, enable \

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::record::AdaptorRecord;
 use burn::optim::{
@@ -13,19 +13,54 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use glide_model::Text2ImUNet;
 
-use crate::config::TrainConfig;
+/// The optimiser of a run that trains `M` (the UNet by default).
+pub type Adam<B, M = Text2ImUNet<B>> = OptimizerAdaptor<AdamW, M, B>;
 
-/// The optimiser of a run.
-pub type Adam<B> = OptimizerAdaptor<AdamW, Text2ImUNet<B>, B>;
+/// What one optimisation step needs from any run's config (the diffusion trainer's
+/// `TrainConfig`, the CLIP trainer's `ClipTrainConfig`): AdamW, clipping, the learning-rate
+/// warm-up, the EMA and the seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepSettings {
+    pub seed: u64,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub grad_clip: Option<f64>,
+    pub ema_decay: f64,
+    /// The batch's shares run one after another, not on parallel workers (dropout draws from
+    /// the backend's one seeded RNG, and only a fixed order of draws keeps a resumed run
+    /// bit-identical).
+    pub sequential: bool,
+}
 
-/// burn's AdamW with the run's settings; clipping is global (see [`clip_global_norm`]).
-pub fn adamw<B: AutodiffBackend>(cfg: &TrainConfig) -> Adam<B> {
-    AdamWConfig::new()
-        .with_beta_1(cfg.beta_1 as f32)
-        .with_beta_2(cfg.beta_2 as f32)
-        .with_epsilon(cfg.epsilon as f32)
-        .with_weight_decay(cfg.weight_decay as f32)
-        .init()
+impl StepSettings {
+    /// Learning rate at step `step` (linear warm-up).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if self.warmup_steps == 0 {
+            self.lr
+        } else {
+            self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+        }
+    }
+
+    /// EMA decay for the update after `n` earlier updates.
+    pub fn ema_decay_at(&self, n: usize) -> f64 {
+        self.ema_decay.min((1.0 + n as f64) / (10.0 + n as f64))
+    }
+
+    /// burn's AdamW with these settings; clipping is global (see [`clip_global_norm`]).
+    pub fn adamw<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> Adam<B, M> {
+        AdamWConfig::new()
+            .with_beta_1(self.beta_1 as f32)
+            .with_beta_2(self.beta_2 as f32)
+            .with_epsilon(self.epsilon as f32)
+            .with_weight_decay(self.weight_decay as f32)
+            .init()
+    }
 }
 
 /// Tracks the module path while a visitor walks a model.
@@ -68,8 +103,8 @@ fn params<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, ParamId, Vec<usiz
 
 /// Scales the gradients (summed over devices) so their global L2 norm is at most `max_norm`, as
 /// `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping.
-pub fn clip_global_norm<B: AutodiffBackend>(
-    model: &Text2ImUNet<B>,
+pub fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
     grads: &mut [GradientsParams],
     max_norm: Option<f64>,
 ) -> f64 {
@@ -149,9 +184,9 @@ fn scale_grad<B: AutodiffBackend, const D: usize>(
 }
 
 /// The optimiser state as tensors `optim.<path>.m` / `.v` (f32) and each parameter's step count.
-pub fn optimizer_state<B: AutodiffBackend>(
-    optim: &Adam<B>,
-    model: &Text2ImUNet<B>,
+pub fn optimizer_state<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optim: &Adam<B, M>,
+    model: &M,
 ) -> (BTreeMap<String, TensorData>, BTreeMap<String, usize>) {
     let records = optim.to_record();
     let mut tensors = BTreeMap::new();
@@ -191,14 +226,14 @@ fn moments<B: AutodiffBackend, const D: usize>(
 pub struct OptimStateError(pub String);
 
 /// Loads the state written by [`optimizer_state`] into a fresh optimiser for `model`.
-pub fn load_optimizer_state<B: AutodiffBackend>(
-    optim: Adam<B>,
-    model: &Text2ImUNet<B>,
+pub fn load_optimizer_state<B: AutodiffBackend, M: AutodiffModule<B>>(
+    optim: Adam<B, M>,
+    model: &M,
     tensors: &BTreeMap<String, TensorData>,
     times: &BTreeMap<String, usize>,
-) -> Result<Adam<B>, OptimStateError> {
+) -> Result<Adam<B, M>, OptimStateError> {
     let inner_device = model.devices()[0].clone();
-    let mut records: <Adam<B> as Optimizer<Text2ImUNet<B>, B>>::Record = Default::default();
+    let mut records: <Adam<B, M> as Optimizer<M, B>>::Record = Default::default();
     for (path, id, shape) in params::<B, _>(model) {
         let Some(&time) = times.get(&path) else {
             continue;

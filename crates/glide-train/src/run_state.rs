@@ -19,13 +19,13 @@ use crate::config::TrainOptions;
 use crate::distill::{DistillStage, student_config};
 use crate::ema::Ema;
 use crate::objective::{self, Objective};
-use crate::optim::{Adam, adamw, load_optimizer_state};
+use crate::optim::{Adam, load_optimizer_state};
 
-/// What the optimiser changes: the model, its AdamW state and its EMA.
-pub struct Learner<B: AutodiffBackend> {
-    pub model: Text2ImUNet<B>,
-    pub optim: Adam<B>,
-    pub ema: Ema<B::InnerBackend>,
+/// What the optimiser changes: the model (the UNet by default), its AdamW state and its EMA.
+pub struct Learner<B: AutodiffBackend, M: AutodiffModule<B> = Text2ImUNet<B>> {
+    pub model: M,
+    pub optim: Adam<B, M>,
+    pub ema: Ema<B::InnerBackend, M::InnerModule>,
 }
 
 /// A run's state at its first step.
@@ -223,7 +223,7 @@ impl<B: AutodiffBackend> Learner<B> {
             model = apply(model, &ck.model)?;
         }
         let mut ema = Ema::new(model.valid());
-        let mut optim = adamw::<B>(cfg);
+        let mut optim = cfg.step_settings().adamw::<B, Text2ImUNet<B>>();
         if let Some(ck) = resume {
             let (m, report) = apply_state_dict(ema.model, &ck.ema);
             if !report.is_clean() {

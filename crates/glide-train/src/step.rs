@@ -1,7 +1,7 @@
 //! One optimisation step: each worker's loss and gradients on its share of the batch, global-norm
 //! clipping, the AdamW step and the EMA update; and the held-out evaluation on the same losses.
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, MultiGradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend, DeviceOps};
@@ -10,9 +10,8 @@ use glide_model::Text2ImUNet;
 
 use crate::TrainError;
 use crate::batch::{Batch, mix};
-use crate::config::TrainConfig;
 use crate::objective::Objective;
-use crate::optim::clip_global_norm;
+use crate::optim::{StepSettings, clip_global_norm};
 use crate::run_state::Learner;
 
 /// What one optimisation step reports: the loss terms (means over the batch), the gradient norm
@@ -28,19 +27,19 @@ pub struct StepStats {
     pub lr: f64,
 }
 
-/// What a step needs besides the learner: the config, the devices and the objective.
-pub struct StepContext<'a, B: AutodiffBackend> {
-    pub cfg: &'a TrainConfig,
+/// What a step needs besides the learner: the settings, the devices and the objective.
+pub struct StepContext<'a, B: AutodiffBackend, M: AutodiffModule<B> = Text2ImUNet<B>> {
+    pub settings: StepSettings,
     pub devices: &'a [B::Device],
-    pub objective: &'a dyn Objective<B>,
+    pub objective: &'a dyn Objective<B, M>,
 }
 
-impl<B: AutodiffBackend> Learner<B> {
+impl<B: AutodiffBackend, M: AutodiffModule<B>> Learner<B, M> {
     /// Optimisation step `step` on `batch`: dropout and anything else random is seeded from the
     /// step, so a resumed run repeats it bit for bit.
     pub fn step(
         self,
-        ctx: &StepContext<'_, B>,
+        ctx: &StepContext<'_, B, M>,
         batch: &Batch,
         step: usize,
     ) -> Result<(Self, StepStats), TrainError> {
@@ -49,7 +48,7 @@ impl<B: AutodiffBackend> Learner<B> {
             mut optim,
             mut ema,
         } = self;
-        let cfg = ctx.cfg;
+        let cfg = &ctx.settings;
         B::seed(&ctx.devices[0], mix(cfg.seed ^ 0xd209, step as u64));
         let lr = cfg.lr_at(step);
         let (mut loss, mut mse, mut vb) = (0.0, 0.0, 0.0);
@@ -101,8 +100,8 @@ impl<B: AutodiffBackend> Learner<B> {
     }
 
     /// Held-out (loss, mse, vb) of the live model and the loss of the EMA model.
-    pub fn evaluate(&self, ctx: &StepContext<'_, B>, eval: &Batch) -> ((f64, f64, f64), f64) {
-        let (chunk, device) = (ctx.cfg.batch_size, &ctx.devices[0]);
+    pub fn evaluate(&self, ctx: &StepContext<'_, B, M>, eval: &Batch) -> ((f64, f64, f64), f64) {
+        let (chunk, device) = (ctx.settings.batch_size, &ctx.devices[0]);
         let live = self.model.valid();
         let live = evaluate(eval, chunk, |rows| {
             ctx.objective.heldout_losses(&live, eval, rows, device)
@@ -160,16 +159,16 @@ struct DeviceGradients {
 ///
 /// With dropout the shares run one after another instead: dropout draws from the backend's one
 /// seeded RNG, and only a fixed order of draws keeps a resumed run bit-identical.
-fn device_gradients<B: AutodiffBackend>(
-    model: &Text2ImUNet<B>,
+fn device_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
     devices: &[B::Device],
-    objective: &dyn Objective<B>,
+    objective: &dyn Objective<B, M>,
     batch: &Batch,
-    cfg: &TrainConfig,
+    cfg: &StepSettings,
 ) -> Vec<DeviceGradients> {
     let per_dev = cfg.batch_size / devices.len();
     let scale = 1.0 / cfg.batch_size as f64;
-    let work = |m: Text2ImUNet<B>, d: usize, dev: &B::Device| {
+    let work = |m: M, d: usize, dev: &B::Device| {
         let (lo, hi) = (d * per_dev, (d + 1) * per_dev);
         let terms = objective.losses(&m, batch, lo..hi, dev);
         let mse = scalar(terms.mse.clone().sum().detach());
@@ -188,7 +187,7 @@ fn device_gradients<B: AutodiffBackend>(
     if devices.len() == 1 {
         return vec![work(model.clone(), 0, &devices[0])];
     }
-    if cfg.model.dropout > 0.0 {
+    if cfg.sequential {
         let run = |(d, dev): (usize, &B::Device)| work(model.clone().fork(dev), d, dev);
         return devices.iter().enumerate().map(run).collect();
     }

@@ -1,7 +1,7 @@
 //! The shipped smoke config trains on the CPU: the loss on fixed images, t and noise goes down, a
 //! resumed run equals an uninterrupted one bit for bit, and broken inputs are reported by name.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::backend::{Autodiff, Flex};
 use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
@@ -17,66 +17,22 @@ use glide_train::{TrainConfig, TrainError, TrainOptions, train};
 
 type B = Autodiff<Flex>;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("glide-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Twelve small pictures of coloured shapes with captions (and one corrupt file, skipped).
-fn shapes_folder(dir: &Path) {
-    let colours = [
-        ("red", [220u8, 30, 30]),
-        ("green", [30, 180, 60]),
-        ("blue", [40, 60, 220]),
-    ];
-    for (ci, (name, rgb)) in colours.iter().enumerate() {
-        for (si, shape) in ["circle", "square", "bar", "ring"].iter().enumerate() {
-            let img = image::RgbImage::from_fn(24, 24, |x, y| {
-                let (dx, dy) = (x as f32 - 11.5, y as f32 - 11.5);
-                let r = (dx * dx + dy * dy).sqrt();
-                let inside = match si {
-                    0 => r < 8.0,
-                    1 => dx.abs() < 7.0 && dy.abs() < 7.0,
-                    2 => dy.abs() < 3.0,
-                    _ => (5.0..9.0).contains(&r),
-                };
-                image::Rgb(if inside { *rgb } else { [255, 255, 255] })
-            });
-            let stem = dir.join(format!("{ci}-{si}"));
-            img.save(stem.with_extension("png")).unwrap();
-            std::fs::write(
-                stem.with_extension("txt"),
-                format!("a {name} {shape}\n{name} {shape}, flat"),
-            )
-            .unwrap();
-        }
-    }
-    std::fs::write(dir.join("broken.png"), b"not a png").unwrap();
-}
+mod common;
+use common::{scratch, shapes_folder};
 
 fn smoke_config(name: &str) -> TrainConfig {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/smoke.json");
     let mut cfg = TrainConfig::read(&root).expect("configs/smoke.json loads");
     let dir = scratch(name);
-    shapes_folder(&dir.join("data").tap_mkdir());
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    shapes_folder(&data);
     cfg.data.shards = None;
     cfg.data.folder = Some(dir.join("data").to_string_lossy().into_owned());
     cfg.data.heldout_fraction = 0.2;
     cfg.out_dir = dir.join("run").to_string_lossy().into_owned();
     cfg.sample_every = 0;
     cfg
-}
-
-trait TapMkdir {
-    fn tap_mkdir(self) -> Self;
-}
-impl TapMkdir for PathBuf {
-    fn tap_mkdir(self) -> Self {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
 }
 
 /// burn's backend RNG (initialisation, dropout) is process-wide: tests in parallel threads would

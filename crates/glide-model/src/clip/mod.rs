@@ -8,8 +8,9 @@
 pub mod encoders;
 
 use burn::config::Config;
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 
 pub use encoders::{ImageEncoder, TextEncoder};
 
@@ -129,25 +130,84 @@ fn normalize<B: Backend>(z: Tensor<B, 2>) -> Tensor<B, 2> {
 }
 
 /// Both towers of a noised CLIP.
+#[derive(Module, Debug)]
 pub struct NoisedClip<B: Backend> {
+    #[module(skip)]
     pub config: ClipConfig,
     pub text: TextEncoder<B>,
     pub image: ImageEncoder<B>,
 }
 
+/// A module path of [`NoisedClip`] (`text.…` / `image.…`) → the original key with its tower
+/// prefix, as `noised_clip_tiny` and [`NoisedClip::from_state`] name them.
+fn clip_path_to_torch(path: &str) -> String {
+    match path.split_once('.') {
+        Some((tower, rest)) => format!("{tower}.{}", burn_to_torch(rest)),
+        None => path.to_string(),
+    }
+}
+
 impl<B: Backend> NoisedClip<B> {
+    /// Towers ready to train (burn's default initialisers draw from the backend's seeded RNG):
+    /// token, position and timestep embeddings ~ N(0, 0.02²) (positions 0.01²), the patch
+    /// projection ~ N(0, 1/fan_in), as CLIP initialises them.
+    pub fn init(config: ClipConfig, device: &B::Device) -> Self {
+        let mut text = config.text_encoder(device);
+        let mut image = config.image_encoder(device);
+        let emb = |p: &burn::module::Param<Tensor<B, 2>>, std| {
+            let normal = Distribution::Normal(0.0, std);
+            burn::module::Param::from_tensor(Tensor::random(p.val().dims(), normal, device))
+        };
+        text.input.w_voc = emb(&text.input.w_voc, 0.02);
+        text.input.w_pos = emb(&text.input.w_pos, 0.01);
+        image.input.w_pos = emb(&image.input.w_pos, 0.01);
+        image.input.w_t = emb(&image.input.w_t, 0.02);
+        let [n, c, p, _] = image.input.patch_proj.val().dims();
+        let fan_in = (c * p * p) as f64;
+        let normal = Distribution::Normal(0.0, fan_in.sqrt().recip());
+        image.input.patch_proj =
+            burn::module::Param::from_tensor(Tensor::random([n, c, p, p], normal, device));
+        Self {
+            text,
+            image,
+            config,
+        }
+    }
+
+    /// Both towers under their original names (`text.*`, `image.*`) with the config as
+    /// metadata: what [`Self::from_states`] reads back.
+    pub fn state_dict(&self) -> StateDict {
+        let mut state = StateDict::from_named(self, &clip_path_to_torch);
+        state.metadata.insert(
+            "config".into(),
+            serde_json::to_string(&self.config).expect("a config serialises"),
+        );
+        state
+    }
+
     /// From a state dict holding `text.*` and `image.*` (the original key names after the prefix).
     pub fn from_state(
         config: ClipConfig,
         state: &StateDict,
         device: &B::Device,
     ) -> Result<Self, WeightsError> {
-        let text = load_tower(config.text_encoder(device), &state.strip_prefix("text."))?;
-        let image = load_tower(config.image_encoder(device), &state.strip_prefix("image."))?;
-        Ok(Self {
+        let text = config.text_encoder(device);
+        let image = config.image_encoder(device);
+        Self {
             config,
             text,
             image,
+        }
+        .with_state(state)
+    }
+
+    /// These towers with the parameters of `state` (`text.*`, `image.*`; original names), each
+    /// keeping its parameter id (an EMA or optimiser matched to this model stays matched).
+    pub fn with_state(self, state: &StateDict) -> Result<Self, WeightsError> {
+        Ok(Self {
+            text: load_tower(self.text, &state.strip_prefix("text."))?,
+            image: load_tower(self.image, &state.strip_prefix("image."))?,
+            config: self.config,
         })
     }
 

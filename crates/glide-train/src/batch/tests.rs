@@ -92,3 +92,37 @@ fn configs_written_before_the_data_options_still_parse() {
     let gpu = TrainConfig::read(&root.join("configs/emoji32-gpu.json")).unwrap();
     assert!(gpu.data.balance);
 }
+
+#[test]
+fn a_config_missing_top_level_options_takes_their_defaults() {
+    let mut v: serde_json::Value = serde_json::to_value(TrainConfig::new(
+        glide_model::GlideConfig::new(),
+        DataConfig::new().with_shards(Some("data/emoji".into())),
+    ))
+    .unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in [
+        "min_snr_gamma",
+        "max_nonfinite_steps",
+        "distill",
+        "sample_prompts",
+        "lr",
+    ] {
+        o.remove(k).unwrap();
+    }
+    o.get_mut("model")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("predict_v");
+    let cfg = TrainConfig::parse(&v.to_string()).unwrap();
+    let d = TrainConfig::new(glide_model::GlideConfig::new(), DataConfig::new());
+    assert_eq!(cfg.lr, d.lr);
+    assert_eq!(cfg.sample_prompts, d.sample_prompts);
+    assert_eq!(cfg.min_snr_gamma, None);
+    assert!(cfg.distill.is_none());
+    assert_eq!(cfg.model.predict_v, d.model.predict_v);
+    assert_eq!(cfg.data.shards.as_deref(), Some("data/emoji"));
+    let err = TrainConfig::parse("{\"lr\": \"fast\"}").unwrap_err();
+    assert!(err.contains("lr") || err.contains("invalid type"), "{err}");
+}

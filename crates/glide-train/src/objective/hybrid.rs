@@ -32,17 +32,9 @@ impl Hybrid {
     ) -> LossTerms<B> {
         let diffusion = &self.diffusion;
         let (lo, hi) = (rows.start, rows.end);
-        let n = hi - lo;
-        let px = batch.x_start.len() / batch.len();
-        let side = ((px / 3) as f64).sqrt() as usize;
-        let img = |v: &[f32]| {
-            Tensor::<B, 4>::from_data(
-                TensorData::new(v[lo * px..hi * px].to_vec(), [n, 3, side, side]),
-                device,
-            )
-        };
-        let x_start = img(&batch.x_start);
-        let noise = img(&batch.noise);
+        let x_start = batch.image_rows::<B>(&batch.x_start, lo..hi, device);
+        let noise = batch.image_rows::<B>(&batch.noise, lo..hi, device);
+        let [n, _, side, _] = x_start.dims();
         let t = &batch.t[lo..hi];
         let (tokens, mask) = batch.text_tensors::<B>(lo, hi, device);
         let x_t = diffusion.q_sample(x_start.clone(), t, noise.clone());

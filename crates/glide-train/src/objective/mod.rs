@@ -6,6 +6,7 @@
 //! * [`guidance::GuidanceDistillation`], [`progressive::ProgressiveDistillation`],
 //!   [`trajectory::TrajectoryFineTune`]: the three distillation stages (`crate::distill`).
 
+pub mod contrastive;
 pub mod guidance;
 pub mod hybrid;
 pub mod progressive;
@@ -13,6 +14,7 @@ pub mod trajectory;
 
 use std::ops::Range;
 
+use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use glide_diffusion::losses::LossTerms;
 use glide_diffusion::{GaussianDiffusion, ModelMeanType, NoiseSchedule};
@@ -24,14 +26,15 @@ use crate::batch::{Batch, TrainData};
 use crate::config::TrainConfig;
 use crate::distill::{DistillStage, StudentTargets, TeacherNet, student_losses};
 
-/// A training objective. The student trains on the autodiff backend `B`; held-out losses are
-/// taken on its inner backend (the live model's `valid()` copy and the EMA model).
-pub trait Objective<B: AutodiffBackend>: Sync {
+/// A training objective for a model `M` (the UNet by default). The model trains on the autodiff
+/// backend `B`; held-out losses are taken on its inner backend (the live model's `valid()` copy
+/// and the EMA model).
+pub trait Objective<B: AutodiffBackend, M: AutodiffModule<B> = Text2ImUNet<B>>: Sync {
     /// Per-example loss terms (each `[n]`) of `model` on `batch[rows]`: `loss` is what is
     /// minimised, `mse` and `vb` are logged.
     fn losses(
         &self,
-        model: &Text2ImUNet<B>,
+        model: &M,
         batch: &Batch,
         rows: Range<usize>,
         device: &B::Device,
@@ -40,7 +43,7 @@ pub trait Objective<B: AutodiffBackend>: Sync {
     /// The loss terms reported for the held-out batch.
     fn heldout_losses(
         &self,
-        model: &Text2ImUNet<B::InnerBackend>,
+        model: &M::InnerModule,
         batch: &Batch,
         rows: Range<usize>,
         device: &B::Device,
