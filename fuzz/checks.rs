@@ -56,7 +56,15 @@ pub fn weights(data: &[u8]) {
 /// swaps in a hook that only prints: a panic that escapes still crashes the target.
 pub fn pytorch(data: &[u8]) {
     let n = FILES.fetch_add(1, Ordering::Relaxed);
-    let path = std::env::temp_dir().join(format!("glide-fuzz-{}-{n}.pt", std::process::id()));
+    // burn-store reads zip checkpoints from a path only: a file in memory (tmpfs) where there is
+    // one, so that each input costs no disk write.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = dir.join(format!("glide-fuzz-{}-{n}.pt", std::process::id()));
     std::fs::write(&path, data).unwrap();
     let _ = read_pytorch(&path);
     let _ = std::fs::remove_file(&path);

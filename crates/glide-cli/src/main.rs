@@ -132,7 +132,8 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Copy weights (e.g. a run's ema.safetensors) for shipping: f16 storage, metadata kept.
+    /// Copy weights (a run's ema.safetensors, or a CLIP run's clip.safetensors) for shipping: f16
+    /// storage, metadata kept.
     Export {
         #[arg(long = "in")]
         input: PathBuf,

@@ -77,9 +77,17 @@ pub fn export(
         };
         state.metadata.insert(k.to_string(), v);
     }
-    // Refuse files the pipeline could not load later.
-    Text2Im::<B>::from_state_dict(&state, &device::<B>())
-        .with_context(|| format!("cannot use the weights {}", input.display()))?;
+    // Refuse files the pipeline could not load later (a CLIP of `glide train-clip` or a UNet).
+    if state.metadata.get("format").map(String::as_str) == Some("glide-rs-clip") {
+        glide_model::clip::NoisedClip::<B>::from_states(
+            std::slice::from_ref(&state),
+            &device::<B>(),
+        )
+        .with_context(|| format!("cannot use the CLIP {}", input.display()))?;
+    } else {
+        Text2Im::<B>::from_state_dict(&state, &device::<B>())
+            .with_context(|| format!("cannot use the weights {}", input.display()))?;
+    }
     let written = write_weights(out, &state, half, shard_mb)?;
     eprintln!(
         "wrote {} ({:.1} MB, {})",

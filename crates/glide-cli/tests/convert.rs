@@ -436,6 +436,33 @@ fn converted_clip_towers_guide_sampling() {
     // Without --clip the flag is refused by the argument parser.
     let run = glide(&["sample", "--clip-guidance", "3", "--prompt", "x"]);
     assert!(!run.status.success());
+    // A CLIP trained for another model's vocabulary (`glide train-clip` writes it) is refused.
+    let mut foreign = safetensors(&text);
+    foreign
+        .metadata
+        .insert("vocab".into(), r#"{"ids":[1,2,3]}"#.into());
+    let foreign_path = out.join("foreign-text.safetensors");
+    std::fs::write(&foreign_path, foreign.to_safetensors(false)).unwrap();
+    let run = glide(&[
+        "sample",
+        "--weights",
+        base.to_str().unwrap(),
+        "--clip",
+        image.to_str().unwrap(),
+        "--clip",
+        foreign_path.to_str().unwrap(),
+        "--clip-guidance",
+        "3",
+        "--prompt",
+        "x",
+        "--out",
+        out.join("foreign.png").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && err.contains("another vocabulary") && err.contains("vocab_from"),
+        "{err}"
+    );
 }
 
 /// Twelve captioned 16 px pictures of coloured shapes in `dir` (a `data.folder`).
