@@ -113,6 +113,12 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
         a.steps,
         a.sampler.name()
     );
+    let (real_score, real_precision) = set.real_scores();
+    println!(
+        "real held-out images under their captions: CLIP score {real_score:.2}, R-precision \
+         {:.1}% (the evaluation CLIP's ceiling)",
+        100.0 * real_precision
+    );
     let sampling = EvalSampling {
         sampler: a.sampler,
         steps: a.steps,

@@ -35,6 +35,16 @@ pub struct Example {
     pub meta: serde_json::Value,
 }
 
+impl Example {
+    /// The emoji group (`base` in the shard metadata) an example shows.
+    pub fn base(&self) -> String {
+        self.meta
+            .get("base")
+            .and_then(|v| v.as_str())
+            .map_or_else(|| self.key.clone(), str::to_string)
+    }
+}
+
 /// The training and held-out examples of a run.
 pub struct TrainData {
     pub train: Vec<Example>,
@@ -246,13 +256,28 @@ fn emoji_groups(data: &[Example]) -> Vec<Vec<usize>> {
     let mut slots = std::collections::HashMap::new();
     let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, ex) in data.iter().enumerate() {
-        let slot = *slots.entry(crate::eval::base_of(ex)).or_insert_with(|| {
+        let slot = *slots.entry(ex.base()).or_insert_with(|| {
             groups.push(Vec::new());
             groups.len() - 1
         });
         groups[slot].push(i);
     }
     groups
+}
+
+/// How a run's batches are drawn: image size, caption context, batch size, timesteps, the share
+/// of empty captions, flips, emoji balancing, the seed, and inpainting masks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draws {
+    pub size: usize,
+    pub text_ctx: usize,
+    pub batch_size: usize,
+    pub num_timesteps: usize,
+    pub p_uncond: f64,
+    pub flip: bool,
+    pub balance: bool,
+    pub seed: u64,
+    pub inpaint: bool,
 }
 
 /// Draws the batch of any step from the training examples.
@@ -281,39 +306,33 @@ impl BatchMaker {
         cfg: &TrainConfig,
         num_timesteps: usize,
     ) -> Self {
-        Self {
-            tokenizer,
+        let draws = Draws {
             size: cfg.model.image_size,
             text_ctx: cfg.model.text_ctx,
             batch_size: cfg.batch_size,
             num_timesteps,
             p_uncond: cfg.p_uncond,
             flip: cfg.data.flip,
+            balance: cfg.data.balance,
             seed: cfg.seed,
             inpaint: cfg.model.inpaint,
-            groups: cfg.data.balance.then(|| emoji_groups(&data)),
-            data,
-            epoch: None,
-        }
+        };
+        Self::with_draws(data, tokenizer, draws)
     }
 
-    /// Draws for a CLIP run (`cfg.clip`'s size and context): every caption kept, no masks.
-    pub fn for_clip(
-        data: Arc<Vec<Example>>,
-        tokenizer: Tokenizer,
-        cfg: &crate::clip_train::ClipTrainConfig,
-    ) -> Self {
+    /// Draws from `data` as `draws` says (any run: the CLIP trainer's too).
+    pub fn with_draws(data: Arc<Vec<Example>>, tokenizer: Tokenizer, draws: Draws) -> Self {
         Self {
             tokenizer,
-            size: cfg.clip.image_size,
-            text_ctx: cfg.clip.max_text_len,
-            batch_size: cfg.batch_size,
-            num_timesteps: cfg.clip.n_timesteps,
-            p_uncond: 0.0,
-            flip: cfg.data.flip,
-            seed: cfg.seed,
-            inpaint: false,
-            groups: cfg.data.balance.then(|| emoji_groups(&data)),
+            size: draws.size,
+            text_ctx: draws.text_ctx,
+            batch_size: draws.batch_size,
+            num_timesteps: draws.num_timesteps,
+            p_uncond: draws.p_uncond,
+            flip: draws.flip,
+            seed: draws.seed,
+            inpaint: draws.inpaint,
+            groups: draws.balance.then(|| emoji_groups(&data)),
             data,
             epoch: None,
         }

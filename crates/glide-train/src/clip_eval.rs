@@ -180,6 +180,21 @@ pub struct EvalSet {
     pub real: Vec<Vec<f64>>,
 }
 
+impl EvalSet {
+    /// CLIP score and R-precision of the real held-out images under their own captions (caption
+    /// `i` belongs to image `i mod n`): what the evaluation CLIP can tell apart at best.
+    pub fn real_scores(&self) -> (f64, f64) {
+        let n = self.real.len().max(1);
+        let images: Vec<Vec<f64>> = (0..self.captions.len())
+            .map(|i| self.real[i % n].clone())
+            .collect();
+        (
+            clip_score(&images, &self.text),
+            r_precision(&images, &self.text, R_PRECISION_CANDIDATES, 0),
+        )
+    }
+}
+
 /// Sampling settings shared by every point.
 #[derive(Debug, Clone)]
 pub struct EvalSampling {
@@ -403,5 +418,26 @@ mod tests {
         // With 2 candidates, about half.
         let r2 = r_precision(&images, &texts, 2, 0);
         assert!((0.35..0.65).contains(&r2), "{r2}");
+    }
+
+    #[test]
+    fn real_scores_pair_each_caption_with_its_own_image() {
+        // Three images, five captions cycling over them; each caption embeds as its image.
+        let real = gaussian_rows(3, 8, 0.0, 1.0, 5);
+        let text: Vec<Vec<f64>> = (0..5).map(|i| real[i % 3].clone()).collect();
+        let set = EvalSet {
+            captions: (0..5).map(|i| format!("c{}", i % 3)).collect(),
+            text,
+            real,
+        };
+        let (score, precision) = set.real_scores();
+        assert!((score - 100.0).abs() < 1e-9, "{score}");
+        assert_eq!(precision, 1.0);
+        // Paired with the wrong images, the score falls.
+        let shifted = EvalSet {
+            real: set.real.iter().cycle().skip(1).take(3).cloned().collect(),
+            ..set
+        };
+        assert!(shifted.real_scores().0 < 60.0);
     }
 }

@@ -1,5 +1,5 @@
 //! Distillation (Meng et al. 2023; Salimans & Ho 2022), the parts its three objectives share
-//! (`crate::objective::{guidance, progressive, trajectory}`). The student has the teacher's
+//! (the objectives `guidance`, `progressive` and `trajectory`). The student has the teacher's
 //! architecture plus a guidance embedding, predicts v, starts from the teacher's weights, and is
 //! trained with the x-space loss weighted by max(SNR, 1) ([`student_losses`]) onto per-example
 //! [`Targets`] that the stage's teacher computes without gradients and hands over as plain

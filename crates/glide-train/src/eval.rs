@@ -17,14 +17,6 @@ use crate::batch::Example;
 /// Side of the images compared.
 pub const NN_SIZE: u32 = 16;
 
-/// The emoji group (`base` in the shard metadata) an example shows.
-pub fn base_of(ex: &Example) -> String {
-    ex.meta
-        .get("base")
-        .and_then(|v| v.as_str())
-        .map_or_else(|| ex.key.clone(), str::to_string)
-}
-
 fn shrink(rgb: &[u8], size: usize) -> Vec<f32> {
     let img = image::RgbImage::from_raw(size as u32, size as u32, rgb.to_vec())
         .expect("rgb buffer of the stated size");
@@ -45,7 +37,7 @@ impl Reference {
     pub fn new(examples: &[&Example], size: usize) -> Self {
         Self {
             images: examples.iter().map(|e| shrink(&e.pixels, size)).collect(),
-            bases: examples.iter().map(|e| base_of(e)).collect(),
+            bases: examples.iter().map(|e| e.base()).collect(),
         }
     }
 
@@ -69,7 +61,7 @@ pub fn pick_captions(examples: &[Example], n: usize, seed: u64) -> Vec<(String, 
     let mut seen = std::collections::BTreeMap::new();
     for ex in examples {
         if let Some(c) = ex.captions.first() {
-            seen.entry(base_of(ex)).or_insert_with(|| c.clone());
+            seen.entry(ex.base()).or_insert_with(|| c.clone());
         }
     }
     let mut all: Vec<(String, String)> = seen.into_iter().map(|(b, c)| (c, b)).collect();

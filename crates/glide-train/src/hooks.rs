@@ -2,7 +2,6 @@
 //! checkpoints, the EMA weights and sample grids.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -20,45 +19,9 @@ use crate::config::TrainConfig;
 use crate::inpaint_eval::{EditCase, edit_cases, inpaint_grid};
 use crate::log::{CsvLog, LogRow, plot_losses};
 use crate::optim::optimizer_state;
+use crate::run_loop::{AfterStep, Clock};
 use crate::run_state::{Learner, RunState};
 use crate::step::{StepContext, StepStats};
-use crate::trainer::AfterStep;
-
-/// Wall time and images of this invocation (training steps only, not evaluation or sampling).
-pub struct Clock {
-    t0: Instant,
-    before: f64,
-    train_time: f64,
-    pub images: usize,
-}
-
-impl Clock {
-    /// A clock for a run that has trained `before` seconds in earlier invocations.
-    pub fn start(before: f64) -> Self {
-        Self {
-            t0: Instant::now(),
-            before,
-            train_time: 0.0,
-            images: 0,
-        }
-    }
-
-    /// Counts one step of `images` that took `since.elapsed()`.
-    pub fn count(&mut self, since: Instant, images: usize) {
-        self.train_time += since.elapsed().as_secs_f64();
-        self.images += images;
-    }
-
-    /// Training images per second in this invocation.
-    pub fn images_per_s(&self) -> f64 {
-        self.images as f64 / self.train_time.max(1e-9)
-    }
-
-    /// Wall time of the whole run so far (all invocations), in seconds.
-    pub fn run_seconds(&self) -> f64 {
-        self.before + self.t0.elapsed().as_secs_f64()
-    }
-}
 
 /// The run directory's writers and the fixed evaluation inputs.
 pub struct Hooks {

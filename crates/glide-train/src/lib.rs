@@ -20,6 +20,7 @@ pub mod masks;
 pub mod objective;
 pub mod optim;
 pub mod rounds;
+pub mod run_loop;
 pub mod run_state;
 pub mod step;
 pub mod teacher_data;

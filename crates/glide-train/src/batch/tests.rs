@@ -38,9 +38,7 @@ fn counts(m: &mut BatchMaker, draws: usize) -> BTreeMap<String, usize> {
     let mut by_base = BTreeMap::new();
     for i in 0..draws {
         let idx = m.index(i);
-        *by_base
-            .entry(crate::eval::base_of(&m.data[idx]))
-            .or_insert(0) += 1;
+        *by_base.entry(m.data[idx].base()).or_insert(0) += 1;
     }
     by_base
 }

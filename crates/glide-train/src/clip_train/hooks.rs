@@ -16,13 +16,13 @@ use super::ClipTrainConfig;
 use crate::TrainError;
 use crate::batch::{Batch, TrainData, eval_batch};
 use crate::checkpoint::{Checkpoint, checkpoint_path, write_atomic};
-use crate::hooks::{Clock, progress_bar};
+use crate::hooks::progress_bar;
 use crate::log::{CsvLog, LogRow, plot_losses};
 use crate::objective::contrastive::Contrastive;
 use crate::optim::optimizer_state;
+use crate::run_loop::{AfterStep, Clock};
 use crate::run_state::Learner;
 use crate::step::{StepContext, StepStats};
-use crate::trainer::AfterStep;
 
 /// Held-out image → caption retrieval accuracy of the EMA towers: the share of held-out images
 /// whose most similar caption, among the held-out batch's captions, is their own.

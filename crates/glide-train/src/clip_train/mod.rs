@@ -24,17 +24,16 @@ pub use config::ClipTrainConfig;
 pub use hooks::Retrieval;
 
 use crate::TrainError;
-use crate::batch::{BatchMaker, Prefetcher, TrainData, mix};
+use crate::batch::{BatchMaker, Draws, Prefetcher, TrainData, mix};
 use crate::checkpoint::{Checkpoint, checkpoint_path};
 use crate::config::TrainOptions;
 use crate::ema::Ema;
-use crate::hooks::Clock;
 use crate::log::LogRow;
 use crate::objective::contrastive::Contrastive;
 use crate::optim::load_optimizer_state;
+use crate::run_loop::{Budget, Clock, run_steps};
 use crate::run_state::Learner;
 use crate::step::StepContext;
-use crate::trainer::{Budget, run_steps};
 
 /// How a CLIP run ended.
 #[derive(Debug, Clone)]
@@ -96,7 +95,19 @@ pub fn train_clip<B: AutodiffBackend>(
         },
         cfg.steps
     ));
-    let maker = BatchMaker::for_clip(Arc::new(data.train), tokenizer, &cfg);
+    // Every caption kept, no masks.
+    let draws = Draws {
+        size: cfg.clip.image_size,
+        text_ctx: cfg.clip.max_text_len,
+        batch_size: cfg.batch_size,
+        num_timesteps: cfg.clip.n_timesteps,
+        p_uncond: 0.0,
+        flip: cfg.data.flip,
+        balance: cfg.data.balance,
+        seed: cfg.seed,
+        inpaint: false,
+    };
+    let maker = BatchMaker::with_draws(Arc::new(data.train), tokenizer, draws);
     let mut batches = Prefetcher::start(maker, start, cfg.steps, 4);
     let mut clock = Clock::start(resume.as_ref().map_or(0.0, |c| c.elapsed_s));
     let ctx = StepContext {

@@ -1,5 +1,5 @@
 //! Training objectives, one type per file: what the loss of a batch is. The loop
-//! ([`crate::trainer::train`]) only calls [`Objective::losses`] and never knows which one runs.
+//! only calls [`Objective::losses`] and never knows which one runs.
 //!
 //! * [`hybrid::Hybrid`]: GLIDE's diffusion loss (ε MSE + VLB, or the v MSE), optionally
 //!   min-SNR-γ weighted; plain or inpainting (the batch's keep masks).
