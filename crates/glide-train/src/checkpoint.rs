@@ -36,6 +36,19 @@ pub fn checkpoint_path(out: &Path) -> std::path::PathBuf {
 }
 
 impl Checkpoint {
+    /// The checkpoint of run directory `out` when resuming (`None` otherwise); resuming a run
+    /// that has none is an error that says so.
+    pub fn for_resume(out: &Path, resume: bool) -> Result<Option<Self>, TrainError> {
+        if !resume {
+            return Ok(None);
+        }
+        let path = checkpoint_path(out);
+        if !path.exists() {
+            return Err(TrainError::NoCheckpoint(path));
+        }
+        Self::load(&path).map(Some)
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut all = StateDict::default();
         for (prefix, sd) in [("model.", &self.model), ("ema.", &self.ema)] {

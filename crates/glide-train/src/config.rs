@@ -136,8 +136,20 @@ pub struct TrainConfig {
     pub distill: Option<DistillSpec>,
 }
 
+/// A config of type `T` from JSON text, every option the text lacks, at any level, taken from
+/// `defaults`.
+pub(crate) fn parse_filled<T: Serialize + serde::de::DeserializeOwned>(
+    text: &str,
+    defaults: &T,
+) -> Result<T, String> {
+    let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let defaults = serde_json::to_value(defaults).map_err(|e| e.to_string())?;
+    fill_defaults(&mut v, &defaults);
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
 /// Adds each key of `defaults` that `v` lacks, recursing into objects both have.
-pub(crate) fn fill_defaults(v: &mut serde_json::Value, defaults: &serde_json::Value) {
+fn fill_defaults(v: &mut serde_json::Value, defaults: &serde_json::Value) {
     if let (Some(v), Some(defaults)) = (v.as_object_mut(), defaults.as_object()) {
         for (k, d) in defaults {
             match v.get_mut(k) {
@@ -221,18 +233,12 @@ impl TrainConfig {
     /// written before an option existed keep working; burn's `Config` derive applies defaults
     /// only in `new`, not when deserialising).
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let defaults =
-            serde_json::to_value(TrainConfig::new(GlideConfig::new(), DataConfig::new()))
-                .map_err(|e| e.to_string())?;
-        fill_defaults(&mut v, &defaults);
-        serde_json::from_value(v).map_err(|e| e.to_string())
+        parse_filled(text, &Self::new(GlideConfig::new(), DataConfig::new()))
     }
 
     /// [`Self::parse`] of a file.
     pub fn read(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        Self::parse(&text)
+        Self::parse(&std::fs::read_to_string(path).map_err(|e| e.to_string())?)
     }
 
     /// Checks the settings that do not depend on the data.

@@ -97,64 +97,6 @@ impl Hooks {
         })
     }
 
-    /// After step `step` (1-based count of steps done): progress, the log row with the held-out
-    /// losses every `eval_every` steps, a checkpoint every `checkpoint_every`, samples every
-    /// `sample_every`.
-    pub fn after_step<B: AutodiffBackend>(
-        &mut self,
-        step: usize,
-        stats: &StepStats,
-        learner: &Learner<B>,
-        ctx: &StepContext<'_, B>,
-        clock: &Clock,
-    ) -> Result<(), TrainError> {
-        let cfg = &self.cfg;
-        let ips = clock.images_per_s();
-        self.bar.set_position(step as u64);
-        self.bar.set_message(format!(
-            "loss {:.4} | {:.2} it/s | {ips:.1} img/s",
-            stats.loss,
-            ips / cfg.batch_size as f64
-        ));
-        let mut row = LogRow {
-            step,
-            loss: stats.loss,
-            mse: stats.mse,
-            vb: stats.vb,
-            grad_norm: stats.grad_norm,
-            lr: stats.lr,
-            images_per_s: ips,
-            ..Default::default()
-        };
-        let is_eval = step.is_multiple_of(cfg.eval_every) || step == cfg.steps;
-        if is_eval && let Some(eb) = &self.eval {
-            let ((l, m, v), el) = learner.evaluate(ctx, eb);
-            row.heldout_loss = Some(l);
-            row.heldout_mse = Some(m);
-            row.heldout_vb = Some(v);
-            row.ema_heldout_loss = Some(el);
-            self.bar.println(format!(
-                "step {step}: train loss {:.4}, held-out loss {l:.4} (EMA {el:.4})",
-                stats.loss
-            ));
-        }
-        if is_eval || step.is_multiple_of(cfg.log_every) {
-            self.log.push(row)?;
-        }
-        if step.is_multiple_of(cfg.checkpoint_every) {
-            self.save(step, learner, clock.run_seconds())?;
-            let _ = plot_losses(
-                &self.log.rows,
-                &self.out.join("loss.png"),
-                &self.cfg.loss_name(),
-            );
-        }
-        if cfg.sample_every > 0 && step.is_multiple_of(cfg.sample_every) {
-            self.write_samples(step, learner, &ctx.devices[0])?;
-        }
-        Ok(())
-    }
-
     /// The last checkpoint, samples and loss plot of this invocation.
     pub fn finish<B: AutodiffBackend>(
         &mut self,
@@ -253,6 +195,9 @@ impl Hooks {
 }
 
 impl<B: AutodiffBackend> AfterStep<B, Text2ImUNet<B>> for Hooks {
+    /// After step `step` (1-based count of steps done): progress, the log row with the held-out
+    /// losses every `eval_every` steps, a checkpoint every `checkpoint_every`, samples every
+    /// `sample_every`.
     fn after_step(
         &mut self,
         step: usize,
@@ -261,7 +206,51 @@ impl<B: AutodiffBackend> AfterStep<B, Text2ImUNet<B>> for Hooks {
         ctx: &StepContext<'_, B>,
         clock: &Clock,
     ) -> Result<(), TrainError> {
-        Hooks::after_step(self, step, stats, learner, ctx, clock)
+        let cfg = &self.cfg;
+        let ips = clock.images_per_s();
+        self.bar.set_position(step as u64);
+        self.bar.set_message(format!(
+            "loss {:.4} | {:.2} it/s | {ips:.1} img/s",
+            stats.loss,
+            ips / cfg.batch_size as f64
+        ));
+        let mut row = LogRow {
+            step,
+            loss: stats.loss,
+            mse: stats.mse,
+            vb: stats.vb,
+            grad_norm: stats.grad_norm,
+            lr: stats.lr,
+            images_per_s: ips,
+            ..Default::default()
+        };
+        let is_eval = step.is_multiple_of(cfg.eval_every) || step == cfg.steps;
+        if is_eval && let Some(eb) = &self.eval {
+            let ((l, m, v), el) = learner.evaluate(ctx, eb);
+            row.heldout_loss = Some(l);
+            row.heldout_mse = Some(m);
+            row.heldout_vb = Some(v);
+            row.ema_heldout_loss = Some(el);
+            self.bar.println(format!(
+                "step {step}: train loss {:.4}, held-out loss {l:.4} (EMA {el:.4})",
+                stats.loss
+            ));
+        }
+        if is_eval || step.is_multiple_of(cfg.log_every) {
+            self.log.push(row)?;
+        }
+        if step.is_multiple_of(cfg.checkpoint_every) {
+            self.save(step, learner, clock.run_seconds())?;
+            let _ = plot_losses(
+                &self.log.rows,
+                &self.out.join("loss.png"),
+                &self.cfg.loss_name(),
+            );
+        }
+        if cfg.sample_every > 0 && step.is_multiple_of(cfg.sample_every) {
+            self.write_samples(step, learner, &ctx.devices[0])?;
+        }
+        Ok(())
     }
 
     fn println(&self, line: String) {

@@ -50,14 +50,7 @@ impl<B: AutodiffBackend> RunState<B> {
         opts: &TrainOptions,
     ) -> Result<(Self, TrainData), TrainError> {
         let ckpt_path = checkpoint_path(Path::new(&cfg.out_dir));
-        let resume = if opts.resume {
-            if !ckpt_path.exists() {
-                return Err(TrainError::NoCheckpoint(ckpt_path));
-            }
-            Some(Checkpoint::load(&ckpt_path)?)
-        } else {
-            None
-        };
+        let resume = Checkpoint::for_resume(Path::new(&cfg.out_dir), opts.resume)?;
         let mut init = match &opts.init {
             Some(p) if resume.is_none() => {
                 let bytes = std::fs::read(p).map_err(|e| TrainError::Io(p.clone(), e))?;

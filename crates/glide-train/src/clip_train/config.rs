@@ -3,7 +3,7 @@
 use burn::config::Config;
 use glide_model::clip::ClipConfig;
 
-use crate::config::{ConfigError, DataConfig, fill_defaults};
+use crate::config::{ConfigError, DataConfig, parse_filled};
 use crate::optim::StepSettings;
 
 /// How `glide train-clip` trains a CLIP on (image, caption) pairs with the contrastive loss.
@@ -66,17 +66,12 @@ pub struct ClipTrainConfig {
 impl ClipTrainConfig {
     /// Parses a config, taking every option it lacks from its default.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let mut v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let defaults = serde_json::to_value(Self::new(ClipConfig::new(), DataConfig::new()))
-            .map_err(|e| e.to_string())?;
-        fill_defaults(&mut v, &defaults);
-        serde_json::from_value(v).map_err(|e| e.to_string())
+        parse_filled(text, &Self::new(ClipConfig::new(), DataConfig::new()))
     }
 
     /// [`Self::parse`] of a file.
     pub fn read(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
-        Self::parse(&text)
+        Self::parse(&std::fs::read_to_string(path).map_err(|e| e.to_string())?)
     }
 
     /// Checks the settings that do not depend on the data: each worker's share of the batch

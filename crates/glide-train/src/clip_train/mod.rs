@@ -58,14 +58,7 @@ pub fn train_clip<B: AutodiffBackend>(
     cfg.validate(devices.len())?;
     let device = &devices[0];
     let ckpt_path = checkpoint_path(Path::new(&cfg.out_dir));
-    let resume = if opts.resume {
-        if !ckpt_path.exists() {
-            return Err(TrainError::NoCheckpoint(ckpt_path));
-        }
-        Some(Checkpoint::load(&ckpt_path)?)
-    } else {
-        None
-    };
+    let resume = Checkpoint::for_resume(Path::new(&cfg.out_dir), opts.resume)?;
     let data = TrainData::load(&cfg.data, cfg.clip.image_size)?;
     let vocab = clip_vocab(&cfg, &data, resume.as_ref(), &ckpt_path)?;
     cfg.clip.n_vocab = vocab.ids.len();
