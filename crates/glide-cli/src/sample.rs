@@ -141,6 +141,9 @@ pub fn sample(a: SampleArgs) -> Result<()> {
     }
     let pipeline = load_pipeline(&path)?;
     let clip = load_clip(&a.clip, &path)?;
+    if a.clip_guidance.is_some() && a.sampler == Sampler::Ddim {
+        eprintln!("{}", crate::eval::DDIM_CLIP_WARNING);
+    }
     let s = pipeline.config.image_size;
     let mut raw = Vec::new();
     for prompt in &a.prompt {
