@@ -191,17 +191,19 @@ pub(crate) fn load_clip(
                 .with_context(|| format!("{} is not a safetensors file", p.display()))
         })
         .collect::<Result<Vec<_>>>()?;
+    // The model's vocabulary, read once and only when a tower names one.
+    let mut model_vocab: Option<Option<String>> = None;
     for (state, p) in states.iter().zip(paths) {
         let Some(vocab) = state.metadata.get("vocab") else {
             continue;
         };
-        let bytes = std::fs::read(model)
-            .with_context(|| format!("cannot read the weights {}", model.display()))?;
-        let model_vocab = StateDict::from_safetensors(&bytes)?
-            .metadata
-            .get("vocab")
-            .cloned();
-        if model_vocab.as_ref() != Some(vocab) {
+        if model_vocab.is_none() {
+            let bytes = std::fs::read(model)
+                .with_context(|| format!("cannot read the weights {}", model.display()))?;
+            let state = StateDict::from_safetensors(&bytes)?;
+            model_vocab = Some(state.metadata.get("vocab").cloned());
+        }
+        if model_vocab.as_ref().and_then(Option::as_ref) != Some(vocab) {
             bail!(
                 "the CLIP {} reads another vocabulary than the model {}: train it with \
                  `\"vocab_from\": \"{}\"` in its config",
