@@ -2,6 +2,7 @@
 # Distils the bundled base model into a few-step student (Meng et al. 2023, then Salimans & Ho
 # 2022) and exports it as www/models/student.safetensors (the web page's default model).
 #   scripts/distill.sh [minutes for stage 1] [minutes per progressive round] [minutes per chain fine-tune]
+#                      [teacher samples per process] [teacher chains per process]
 # The students train on the teacher's own samples (data/teacher-samples, `glide distill samples`):
 # stage 1 (guidance) writes runs/distill/guidance; rounds 64→32→16→8→4 write runs/distill/steps-N;
 # then the 8- and 4-step students are fine-tuned on the teacher's stored guided chains
@@ -12,6 +13,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 stage1=${1:-35}
 round=${2:-10}
 chains=${3:-30}
+n_samples=${4:-512}
+n_chains=${5:-320}
 cargo build --release -p glide-cli
 G=target/release/glide
 [ -d data/emoji ] || $G data emoji --out data/emoji
@@ -25,14 +28,14 @@ for d in data/teacher-samples data/teacher-trajectories; do
 done
 if [ ! -d data/teacher-samples ]; then
   # two processes: one sampling chain keeps about one core busy
-  $G distill samples --n 512 --seed 0 --out data/teacher-samples/part-0 &
-  $G distill samples --n 512 --seed 1 --out data/teacher-samples/part-1
+  $G distill samples --n "$n_samples" --seed 0 --out data/teacher-samples/part-0 &
+  $G distill samples --n "$n_samples" --seed 1 --out data/teacher-samples/part-1
   wait
   echo "$teacher_id" > data/teacher-samples.teacher
 fi
 if [ ! -d data/teacher-trajectories ]; then
-  $G distill trajectories --n 320 --seed 0 --out data/teacher-trajectories/part-0 &
-  $G distill trajectories --n 320 --seed 1 --out data/teacher-trajectories/part-1
+  $G distill trajectories --n "$n_chains" --seed 0 --out data/teacher-trajectories/part-0 &
+  $G distill trajectories --n "$n_chains" --seed 1 --out data/teacher-trajectories/part-1
   wait
   echo "$teacher_id" > data/teacher-trajectories.teacher
 fi

@@ -241,6 +241,35 @@ test("the page generates with the full base model by default; unticking Quality 
   await page.close();
 });
 
+test("CLIP guidance in the page (the bundled noised CLIP's gradient, DDPM) equals `glide sample --clip-guidance` on WebGPU and the CPU", async () => {
+  const steps = 3;
+  const clipScale = 16;
+  const out = join(TMP, "clip-guided.safetensors");
+  run(["sample", "--weights", "www/models/base.safetensors", "--clip", "www/models/clip-noised.safetensors",
+    "--clip-guidance", String(clipScale), "--prompt", PROMPT, "--seed", String(SEED), "--steps", String(steps),
+    "--sampler", "ddpm", "--guidance", String(GUIDANCE), "--n", "1", "--out", out + ".png", "--save-raw", out]);
+  const native = readSamples(out);
+  const plainOut = join(TMP, "clip-unguided.safetensors");
+  run(["sample", "--weights", "www/models/base.safetensors", "--prompt", PROMPT, "--seed", String(SEED),
+    "--steps", String(steps), "--sampler", "ddpm", "--guidance", String(GUIDANCE), "--n", "1",
+    "--out", plainOut + ".png", "--save-raw", plainOut]);
+  assert.ok(maxAbsDiff(native, readSamples(plainOut)) > 0.05, "CLIP guidance did not change the native sample");
+  for (const backend of ["webgpu", "cpu"]) {
+    const page = await openPage(`backend=${backend}&steps=${steps}&seed=${SEED}&sampler=ddim&guidance=${GUIDANCE}&batch=1&quality=1&clip_guidance=${clipScale}`);
+    // DDIM with CLIP guidance is warned about; DDPM is what the CLI compares with.
+    assert.match(await page.textContent("#clip-note"), /pick DDPM/);
+    await page.selectOption("#sampler", "ddpm");
+    await page.waitForSelector("#clip-note", { state: "detached" });
+    assert.equal(await page.inputValue("#clip-guidance"), String(clipScale));
+    const g = await generate(page, PROMPT);
+    const d = maxAbsDiff(g.raw, native);
+    console.log(`CLIP guidance ${clipScale} (base model, ${steps} DDPM steps), ${backend}: ${g.msPerStep.toFixed(1)} ms/step, max |Δ| vs native ${d.toExponential(2)}`);
+    assert.ok(d <= 1e-2, `the page's CLIP-guided sample on ${backend} differs from glide sample by ${d}`);
+    assert.match(await page.textContent("#status"), /Done/);
+    await page.close();
+  }
+});
+
 test("missing weights give a readable error in the page", async () => {
   const page = await browser.newPage();
   await page.goto(`http://127.0.0.1:${port}/?weights=test-weights/nope.safetensors`);

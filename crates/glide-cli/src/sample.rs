@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 use burn::tensor::TensorData;
 use glide_diffusion::sampling::Sampler;
 use glide_model::clip::NoisedClip;
 use glide_model::weights::StateDict;
+use glide_pipeline::clip_guided::load_noised_clip;
 use glide_pipeline::{Cascade, GenerateRequest, UpsampleOptions};
 
 use crate::weights_io::load_pipeline;
@@ -191,29 +192,30 @@ pub(crate) fn load_clip(
                 .with_context(|| format!("{} is not a safetensors file", p.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    // The model's vocabulary, read once and only when a tower names one.
-    let mut model_vocab: Option<Option<String>> = None;
-    for (state, p) in states.iter().zip(paths) {
-        let Some(vocab) = state.metadata.get("vocab") else {
-            continue;
-        };
-        if model_vocab.is_none() {
-            let bytes = std::fs::read(model)
-                .with_context(|| format!("cannot read the weights {}", model.display()))?;
-            let state = StateDict::from_safetensors(&bytes)?;
-            model_vocab = Some(state.metadata.get("vocab").cloned());
-        }
-        if model_vocab.as_ref().and_then(Option::as_ref) != Some(vocab) {
-            bail!(
-                "the CLIP {} reads another vocabulary than the model {}: train it with \
-                 `\"vocab_from\": \"{}\"` in its config",
-                p.display(),
-                model.display(),
+    // The model's vocabulary, read only when a tower names one.
+    let model_vocab = if states.iter().any(|s| s.metadata.contains_key("vocab")) {
+        let bytes = std::fs::read(model)
+            .with_context(|| format!("cannot read the weights {}", model.display()))?;
+        StateDict::from_safetensors(&bytes)?
+            .metadata
+            .get("vocab")
+            .cloned()
+    } else {
+        None
+    };
+    let clip =
+        load_noised_clip(&states, model_vocab.as_deref(), &device::<B>()).with_context(|| {
+            format!(
+                "the CLIP {} does not fit the model {}",
+                paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 model.display()
-            );
-        }
-    }
-    Ok(Some(NoisedClip::from_states(&states, &device::<B>())?))
+            )
+        })?;
+    Ok(Some(clip))
 }
 
 /// The base model, then the upsampler (GLIDE's 64 → 256 cascade): `--out` gets the upsampled

@@ -122,7 +122,7 @@ fn the_guidance_gradient_equals_the_reference_cond_fn() {
         clip_cond_grad(&clip.image, config.logit_scale, z_t, x, &t, grad_scale);
     assert_close(
         "similarity",
-        vec![similarity],
+        similarity.into_data().convert::<f32>().to_vec().unwrap(),
         &floats(&g, "out.similarity"),
         1e-4,
     );

@@ -10,9 +10,29 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Int, Tensor, TensorData};
 use glide_diffusion::sampling::{CondFn, ModelFn, Steps};
 use glide_model::clip::{NoisedClip, clip_cond_grad};
+use glide_model::weights::StateDict;
 use glide_tokenizer::ClipTokenizer;
 
 use crate::{GenerateRequest, PipelineError, Text2Im};
+
+/// A noised CLIP from its weights (one file, or the two `glide convert` writes for the released
+/// towers) for a diffusion model whose `vocab` metadata is `model_vocab`. A CLIP trained by
+/// `glide train-clip` reads the token ids of the model it was trained for and names their
+/// vocabulary; one that names another is refused ([`PipelineError::ClipVocab`]).
+pub fn load_noised_clip<A: burn::tensor::backend::Backend>(
+    states: &[StateDict],
+    model_vocab: Option<&str>,
+    device: &A::Device,
+) -> Result<NoisedClip<A>, PipelineError> {
+    for state in states {
+        if let Some(vocab) = state.metadata.get("vocab")
+            && Some(vocab.as_str()) != model_vocab
+        {
+            return Err(PipelineError::ClipVocab);
+        }
+    }
+    Ok(NoisedClip::from_states(states, device)?)
+}
 
 impl<B: burn::tensor::backend::Backend> Text2Im<B> {
     /// The caption's normalised CLIP text embedding, repeated `n` times (`[n, n_embd]`). A tower

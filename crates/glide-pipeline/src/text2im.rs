@@ -111,6 +111,11 @@ pub enum PipelineError {
     )]
     ClipSize { clip: usize, model: usize },
     #[error(
+        "this CLIP reads another vocabulary than the diffusion model; train it for this model \
+         (`\"vocab_from\"`: the model's weights, in the `glide train-clip` config)"
+    )]
+    ClipVocab,
+    #[error(
         "these weights are not an inpainting model; use the replacement method (--method replace) \
          or inpainting weights (www/models/inpaint.safetensors)"
     )]

@@ -51,6 +51,9 @@ pub enum ToWorker {
         /// The upsampler's respacing in a cascade (default "fast27", the notebook's).
         #[serde(default)]
         upsample_respacing: Option<String>,
+        /// CLIP guidance (GLIDE §2.4) with a noised CLIP, loaded on first use.
+        #[serde(default)]
+        clip: Option<ClipGuidance>,
     },
     /// Edit a picture (inpainting or image-to-image). The picture is RGB at the model's size;
     /// `mask` is what the visitor painted (any size; `None` = change everything). `weights` names
@@ -72,6 +75,15 @@ pub enum ToWorker {
     /// A test hook: the worker destroys its WebGPU device, which the browser then reports lost
     /// exactly as after a driver reset or a GPU process crash.
     LoseDevice,
+}
+
+/// CLIP guidance for one generation: the noised CLIP's weights (a safetensors file relative to
+/// the page) and the guidance scale (the paper's s for CLIP; combines with classifier-free
+/// guidance).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClipGuidance {
+    pub url: String,
+    pub scale: f64,
 }
 
 /// A painted mask on the wire: `regenerate` as one byte per pixel (1 = regenerate).
@@ -200,6 +212,9 @@ pub struct ModelEntry {
     /// A super-resolution model: the entry runs as a cascade.
     #[serde(default)]
     pub upsampler: Option<String>,
+    /// A noised CLIP trained for `weights` (CLIP guidance).
+    #[serde(default)]
+    pub clip: Option<String>,
     /// Default respacing of the base model ("fast27" for the released ones).
     #[serde(default)]
     pub respacing: Option<String>,
@@ -225,6 +240,7 @@ impl ModelList {
                 student: Some("www/models/student.safetensors".into()),
                 inpaint: Some("www/models/inpaint.safetensors".into()),
                 upsampler: None,
+                clip: Some("www/models/clip-noised.safetensors".into()),
                 respacing: None,
                 upsample_respacing: None,
             }],
@@ -249,13 +265,20 @@ mod tests {
                 ..Default::default()
             },
             upsample_respacing: None,
+            clip: Some(ClipGuidance {
+                url: "www/models/clip-noised.safetensors".into(),
+                scale: 8.0,
+            }),
         };
         let s = serde_json::to_string(&m).unwrap();
         assert!(s.contains("\"type\":\"Generate\""));
         match serde_json::from_str::<ToWorker>(&s).unwrap() {
-            ToWorker::Generate { id, request, .. } => {
+            ToWorker::Generate {
+                id, request, clip, ..
+            } => {
                 assert_eq!(id, 3);
                 assert_eq!(request.prompt, "a red apple");
+                assert_eq!(clip.unwrap().scale, 8.0);
             }
             other => panic!("{other:?}"),
         }

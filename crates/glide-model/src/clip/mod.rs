@@ -279,10 +279,11 @@ fn image_embeddings<B: Backend>(
 /// `CLIPModel.cond_fn`: `grad_scale · ∇ₓ logit_scale · Σ ⟨z_t, z_i(x, t)⟩` for normalised text
 /// embeddings `z_t` (computed once per prompt), through the image tower on the autodiff backend
 /// `A`; `x` and the result live on its inner backend. Also returns the similarity before the
-/// gradient (`logit_scale · Σ ⟨z_t, z_i⟩`).
+/// gradient (`logit_scale · Σ ⟨z_t, z_i⟩`) as a tensor, unread: a WebGPU worker can only read
+/// data asynchronously, and sampling never needs it.
 ///
 /// # Shapes
-/// - z_t: `[B, n_embd]`, x: `[B, 3, S, S]` → `[B, 3, S, S]`
+/// - z_t: `[B, n_embd]`, x: `[B, 3, S, S]` → (`[B, 3, S, S]`, `[1]`)
 pub fn clip_cond_grad<A: AutodiffBackend>(
     image: &ImageEncoder<A>,
     logit_scale: f64,
@@ -290,16 +291,11 @@ pub fn clip_cond_grad<A: AutodiffBackend>(
     x: Tensor<A::InnerBackend, 4>,
     t: &[usize],
     grad_scale: f64,
-) -> (Tensor<A::InnerBackend, 4>, f32) {
+) -> (Tensor<A::InnerBackend, 4>, Tensor<A::InnerBackend, 1>) {
     let x_var = Tensor::<A, 4>::from_inner(x).require_grad();
     let z_i = image_embeddings(image, x_var.clone(), t);
     let similarity = (Tensor::<A, 2>::from_inner(z_t) * z_i).sum() * logit_scale;
-    let value = similarity
-        .clone()
-        .into_data()
-        .convert::<f32>()
-        .to_vec::<f32>()
-        .expect("f32")[0];
+    let value = similarity.clone().inner();
     let grads = similarity.backward();
     let grad = x_var
         .grad(&grads)

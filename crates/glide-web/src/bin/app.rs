@@ -18,7 +18,7 @@ mod imp {
     use glide_pipeline::image::batch_to_rgb8;
     use glide_pipeline::{EditMethod, EditRequest};
     use glide_web::EditMask;
-    use glide_web::{BackendChoice, FromWorker, ModelEntry, ModelList, ToWorker};
+    use glide_web::{BackendChoice, ClipGuidance, FromWorker, ModelEntry, ModelList, ToWorker};
     use wasm_bindgen::JsCast;
     use wasm_bindgen::prelude::*;
     use web_sys::{
@@ -135,6 +135,8 @@ mod imp {
         /// RGB of the last results (the editor opens them).
         results: Vec<Vec<u8>>,
         inpaint_url: String,
+        /// The noised CLIP for CLIP guidance (empty: the model has none).
+        clip_url: String,
         worker: Worker,
         callbacks: WorkerCallbacks,
         /// The worker crashed or could not load the model: offer Retry.
@@ -214,6 +216,9 @@ mod imp {
                 .get("inpaint_weights")
                 .or(bundled.inpaint)
                 .unwrap_or_default();
+            // `?weights=` names another model: the bundled CLIP reads the bundled model's tokens.
+            let bundled_clip = bundled.clip.filter(|_| fixed_weights.is_none());
+            let clip_url = q.get("clip_weights").or(bundled_clip).unwrap_or_default();
             let model_id = q.get("model").unwrap_or_else(|| bundled.id.clone());
 
             let (worker, callbacks) = spawn_worker(ctx.link());
@@ -255,6 +260,7 @@ mod imp {
                 editor: Editor::new(),
                 results: Vec::new(),
                 inpaint_url,
+                clip_url,
                 worker,
                 callbacks,
                 restartable: false,
@@ -319,6 +325,7 @@ mod imp {
                             id,
                             request: self.request(),
                             upsample_respacing: (!up.is_empty()).then(|| up.to_string()),
+                            clip: self.clip_guidance(),
                         },
                     );
                 }
@@ -450,7 +457,13 @@ mod imp {
                                     <option value="ddim" selected={s.sampler == Sampler::Ddim}>{ "DDIM" }</option>
                                 </select></label>
                             <label>{ "Images" }{ num_input("batch", s.batch.to_string(), "1", "16", "1", |s, v| s.batch = v.clamp(1.0, 16.0) as usize) }</label>
+                            if self.clip_available() {
+                                <label title="GLIDE's CLIP guidance with the model's noised CLIP (0 = off); combines with Guidance">{ "CLIP guidance" }{ num_input("clip-guidance", s.clip_guidance.to_string(), "0", "100", "1", |s, v| s.clip_guidance = v.max(0.0)) }</label>
+                            }
                         </div>
+                        if self.clip_guidance().is_some() && s.sampler == Sampler::Ddim {
+                            <p id="clip-note" class="note">{ "CLIP guidance with DDIM over-saturates the picture (measured: docs/samples/guidance-tradeoff.png); pick DDPM." }</p>
+                        }
                         if !self.fixed_weights && self.local_files.is_none() && self.entry().is_some_and(|e| e.student.is_some()) {
                             <label class="check"><input id="quality" type="checkbox" checked={s.quality} disabled={busy}
                                 onchange={link.callback(|e: Event| Msg::Quality(e.target_unchecked_into::<HtmlInputElement>().checked()))} />

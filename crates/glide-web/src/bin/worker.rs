@@ -7,8 +7,9 @@ mod imp {
     use std::rc::Rc;
 
     use burn::tensor::Tensor;
-    use burn::tensor::backend::Backend;
+    use burn::tensor::backend::{AutodiffBackend, Backend};
     use glide_diffusion::SampleStep;
+    use glide_model::clip::NoisedClip;
     use glide_model::{GpuLimits, GpuNeeds, check_gpu_fit};
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_pipeline::mask::rgb8_to_chw;
@@ -28,6 +29,10 @@ mod imp {
         model_name: String,
         /// The inpainting model, loaded on the first edit that asks for it: (url, model).
         edit_model: Option<(String, Rc<Loaded>)>,
+        /// The noised CLIP, loaded on the first generation with CLIP guidance: (url, model).
+        clip: Option<(String, Rc<LoadedClip>)>,
+        /// The loaded model's `vocab` metadata (a CLIP must read the same).
+        vocab: Option<String>,
         /// The base model runs on WebGPU (the inpainting model then does too).
         gpu: bool,
         /// WebGPU has been set up (once per worker; a second model reuses it), with these limits.
@@ -82,7 +87,7 @@ mod imp {
     mod loading {
         include!("worker/loading.rs");
     }
-    use loading::{Loaded, Model, Source};
+    use loading::{Loaded, LoadedClip, Model, Source};
 
     /// Whether `navigator.gpu` exists and yields an adapter.
     async fn webgpu_adapter() -> Result<(), String> {
@@ -125,7 +130,7 @@ mod imp {
         source: &Source,
         gpu: bool,
         earlier: &Cell<Option<GpuNeeds>>,
-    ) -> Result<Loaded, String> {
+    ) -> Result<(Loaded, Option<String>), String> {
         let limits = if gpu {
             Some(gpu_limits(state).await)
         } else {
@@ -134,7 +139,8 @@ mod imp {
         let approve =
             |cfg: &glide_model::GlideConfig| loading::approve(cfg, limits.as_ref(), earlier);
         let weights = loading::read_source(source, &approve).await?;
-        loading::build_one(&weights, gpu, &source.name())
+        let vocab = weights.metadata.get("vocab").cloned();
+        Ok((loading::build_one(&weights, gpu, &source.name())?, vocab))
     }
 
     async fn load(
@@ -159,10 +165,10 @@ mod imp {
         // Free the previous model before the next one is read.
         state.borrow_mut().loaded = None;
         let needs = Cell::new(None);
-        let mut loaded = load_one(&state, &source, use_gpu, &needs).await?;
+        let (mut loaded, vocab) = load_one(&state, &source, use_gpu, &needs).await?;
         let mut model = source.name();
         if let Some(up) = &upsampler {
-            let up_model = load_one(&state, up, use_gpu, &needs).await?;
+            let (up_model, _) = load_one(&state, up, use_gpu, &needs).await?;
             loaded = loading::build_cascade(loaded, up_model)?;
             model = format!("{model} + {}", up.name());
         }
@@ -173,8 +179,11 @@ mod imp {
             s.model_name = model.clone();
             s.gpu = use_gpu;
             // Another base model: an inpainting model loaded for the old one stays valid, but
-            // drop it so its memory is freed until the next edit asks for it.
+            // drop it so its memory is freed until the next edit asks for it. A CLIP belongs to
+            // its model's vocabulary and backend: load it again when asked.
             s.edit_model = None;
+            s.clip = None;
+            s.vocab = vocab;
         }
         post(&FromWorker::Ready {
             backend: if use_gpu { "webgpu" } else { "cpu" }.into(),
@@ -352,6 +361,7 @@ mod imp {
                 id,
                 request,
                 upsample_respacing,
+                clip,
             } => {
                 let Some(slot) = Slot::claim(&state) else {
                     return;
@@ -360,13 +370,14 @@ mod imp {
                     slot.start(id).await;
                     let ctx = slot.context();
                     let up = upsample_respacing;
-                    let r = match &*slot.loaded {
-                        Loaded::Gpu(Model::One(p)) => run(p, id, request, &ctx).await,
-                        Loaded::Cpu(Model::One(p)) => run(p, id, request, &ctx).await,
-                        Loaded::Gpu(Model::Cascade(c)) => {
+                    let r = match (&*slot.loaded, clip) {
+                        (_, Some(g)) => generate_clip_guided(&state, &slot, id, request, g).await,
+                        (Loaded::Gpu(Model::One(p)), None) => run(p, id, request, &ctx).await,
+                        (Loaded::Cpu(Model::One(p)), None) => run(p, id, request, &ctx).await,
+                        (Loaded::Gpu(Model::Cascade(c)), None) => {
                             run_cascade(c, id, request, up, &ctx).await
                         }
-                        Loaded::Cpu(Model::Cascade(c)) => {
+                        (Loaded::Cpu(Model::Cascade(c)), None) => {
                             run_cascade(c, id, request, up, &ctx).await
                         }
                     };
@@ -415,8 +426,8 @@ mod imp {
                 match cached {
                     Some((_, m)) => (m, source.name()),
                     None => {
-                        let m =
-                            Rc::new(load_one(state, &source, slot.gpu, &Cell::new(None)).await?);
+                        let (m, _) = load_one(state, &source, slot.gpu, &Cell::new(None)).await?;
+                        let m = Rc::new(m);
                         state.borrow_mut().edit_model = Some((url, m.clone()));
                         (m, source.name())
                     }
@@ -437,6 +448,41 @@ mod imp {
         match &*model {
             Loaded::Gpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
             Loaded::Cpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
+        }
+    }
+
+    /// One generation with CLIP guidance: the CLIP at `g.url` (loaded on first use and kept
+    /// until another model loads) guides the loaded model's chain.
+    async fn generate_clip_guided(
+        state: &Rc<RefCell<State>>,
+        slot: &Slot,
+        id: u64,
+        request: GenerateRequest,
+        g: glide_web::ClipGuidance,
+    ) -> Result<(), String> {
+        let cached = state.borrow().clip.clone().filter(|(u, _)| *u == g.url);
+        let clip = match cached {
+            Some((_, c)) => c,
+            None => {
+                let vocab = state.borrow().vocab.clone();
+                let c = Rc::new(loading::load_clip(&g.url, slot.gpu, vocab.as_deref()).await?);
+                state.borrow_mut().clip = Some((g.url.clone(), c.clone()));
+                c
+            }
+        };
+        let ctx = slot.context();
+        match (&*slot.loaded, &*clip) {
+            (Loaded::Gpu(Model::One(p)), LoadedClip::Gpu(c)) => {
+                run_clip_guided(p, c, g.scale, id, request, &ctx).await
+            }
+            (Loaded::Cpu(Model::One(p)), LoadedClip::Cpu(c)) => {
+                run_clip_guided(p, c, g.scale, id, request, &ctx).await
+            }
+            (Loaded::Gpu(Model::Cascade(_)) | Loaded::Cpu(Model::Cascade(_)), _) => Err(
+                "CLIP guidance works with a single model, not a cascade; set CLIP guidance to 0."
+                    .into(),
+            ),
+            _ => Err("The CLIP and the model run on different backends; reload the page.".into()),
         }
     }
 

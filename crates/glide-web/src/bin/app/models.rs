@@ -36,6 +36,19 @@ impl App {
         self.models.find(&self.model_id)
     }
 
+    /// The model has a noised CLIP, and the full model (not a distilled student) is loaded.
+    fn clip_available(&self) -> bool {
+        !self.clip_url.is_empty() && self.student_steps.is_none() && self.local_files.is_none()
+    }
+
+    /// The CLIP guidance of the next generation, if it is on.
+    fn clip_guidance(&self) -> Option<ClipGuidance> {
+        (self.clip_available() && self.settings.clip_guidance > 0.0).then(|| ClipGuidance {
+            url: self.clip_url.clone(),
+            scale: self.settings.clip_guidance,
+        })
+    }
+
     /// The Load message for entry `e` (its distilled student when Quality is off).
     fn load_for(&self, e: &ModelEntry) -> ToWorker {
         let url = match (&e.student, self.settings.quality) {
@@ -66,6 +79,7 @@ impl App {
             (None, None) => String::new(),
         };
         self.inpaint_url = e.inpaint.clone().unwrap_or_default();
+        self.clip_url = e.clip.clone().unwrap_or_default();
         self.local_files = None;
         self.load = self.load_for(&e);
         self.begin_load();

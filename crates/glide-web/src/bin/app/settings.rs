@@ -19,6 +19,8 @@ pub struct Settings {
     pub seed: u64,
     pub sampler: Sampler,
     pub batch: usize,
+    /// CLIP guidance scale (0 = off); used when the model has a noised CLIP.
+    pub clip_guidance: f64,
 }
 
 impl Default for Settings {
@@ -32,6 +34,7 @@ impl Default for Settings {
             seed: 0,
             sampler: Sampler::Ddim,
             batch: 1,
+            clip_guidance: 0.0,
         }
     }
 }
@@ -59,6 +62,9 @@ impl Settings {
         if let Some(v) = q.get("batch").and_then(|v| v.parse().ok()) {
             s.batch = v;
         }
+        if let Some(v) = q.get("clip_guidance").and_then(|v| v.parse::<f64>().ok()) {
+            s.clip_guidance = v.max(0.0);
+        }
         if let Some(v) = q.get("quality") {
             s.quality = v == "1" || v == "true";
         }
@@ -74,6 +80,7 @@ impl Settings {
         q.set("sampler", self.sampler.name());
         q.set("batch", &self.batch.to_string());
         q.set("quality", if self.quality { "1" } else { "0" });
+        q.set("clip_guidance", &self.clip_guidance.to_string());
     }
 
     pub fn request(&self) -> GenerateRequest {

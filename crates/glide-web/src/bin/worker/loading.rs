@@ -5,12 +5,14 @@
 
 use std::cell::Cell;
 
-use burn::backend::Flex;
+use burn::backend::{Autodiff, Flex};
 use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
 use burn::tensor::backend::Backend;
 use glide_model::shards::INDEX_SUFFIX;
 use glide_model::weights::{StateDict, config_from_metadata};
 use glide_model::{GlideConfig, GpuLimits, GpuNeeds, ShardIndex, check_gpu_fit};
+use glide_model::clip::NoisedClip;
+use glide_pipeline::clip_guided::load_noised_clip;
 use glide_pipeline::{Cascade, Text2Im};
 use glide_web::FromWorker;
 use wasm_bindgen::JsCast;
@@ -278,6 +280,30 @@ pub fn build_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
             Loaded::Cpu(Model::Cascade(Cascade::new(b, u).map_err(bad)?))
         }
         _ => return Err("The base model and the upsampler must run on the same backend.".into()),
+    })
+}
+
+/// A noised CLIP for CLIP guidance, on the autodiff backend over the model's (its image tower's
+/// gradient guides sampling; the UNet stays in inference).
+pub enum LoadedClip {
+    Gpu(NoisedClip<Autodiff<WebGpu>>),
+    Cpu(NoisedClip<Autodiff<Flex>>),
+}
+
+/// The noised CLIP at `url` (through the cache, without progress messages: it is small and
+/// loads while a generation is starting) for a model whose `vocab` metadata is `model_vocab`.
+pub async fn load_clip(
+    url: &str,
+    gpu: bool,
+    model_vocab: Option<&str>,
+) -> Result<LoadedClip, String> {
+    let bytes = fetch_checked(url, Check::Safetensors, Report::Silent).await?;
+    let state = StateDict::from_safetensors(&bytes).map_err(|e| unusable(url, e))?;
+    let bad = |e: glide_pipeline::PipelineError| unusable(url, e);
+    Ok(if gpu {
+        LoadedClip::Gpu(load_noised_clip(&[state], model_vocab, &WgpuDevice::default()).map_err(bad)?)
+    } else {
+        LoadedClip::Cpu(load_noised_clip(&[state], model_vocab, &Default::default()).map_err(bad)?)
     })
 }
 

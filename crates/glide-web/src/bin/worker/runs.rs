@@ -124,6 +124,33 @@ async fn run<B: Backend>(
     drive(steps, job).await
 }
 
+/// A chain guided by `clip`'s gradient (scale `clip_scale`) besides classifier-free guidance.
+async fn run_clip_guided<B: Backend, A: AutodiffBackend<InnerBackend = B>>(
+    p: &Text2Im<B>,
+    clip: &NoisedClip<A>,
+    clip_scale: f64,
+    id: u64,
+    req: GenerateRequest,
+    ctx: &RunContext<'_>,
+) -> Result<(), String> {
+    check_batch(p, &req, ctx.limits)?;
+    let steps = p
+        .generate_clip_guided(&req, clip, clip_scale)
+        .map_err(|e| e.to_string())?;
+    let mut png_text = req.png_text(ctx.model_name);
+    png_text.push(("clip_guidance".into(), clip_scale.to_string()));
+    let job = Job {
+        id,
+        batch: req.batch_size,
+        size: p.config.image_size,
+        evals_per_step: p.evaluations_per_step(&req),
+        png_text,
+        cancelled: ctx.cancelled,
+        running: ctx.running,
+    };
+    drive(steps, job).await
+}
+
 /// GLIDE's cascade: the base model's chain, then the upsampler's from its sample.
 async fn run_cascade<B: Backend>(
     c: &Cascade<B>,
