@@ -30,7 +30,8 @@ if (has("base")) {
   if (has("upsample")) {
     list.models.push({
       id: "glide-256", label: "GLIDE (filtered) + upsampler 256 px", weights: url("base"), upsampler: url("upsample"),
-      inpaint, respacing: "fast27", upsample_respacing: "fast27",
+      inpaint, upsample_inpaint: inpaint && has("upsample-inpaint") ? url("upsample-inpaint") : undefined,
+      respacing: "fast27", upsample_respacing: "fast27",
     });
   }
   console.log(`web-models: ${list.models.length - 1} official entries from ${WEB}`);

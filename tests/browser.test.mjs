@@ -25,6 +25,11 @@ const TEST_MODELS = [
     id: "tiny-cascade", label: "tiny cascade", weights: "test-weights/sharded/tiny.safetensors.index.json",
     upsampler: "test-weights/sharded/up.safetensors.index.json", respacing: "4", upsample_respacing: "3",
   },
+  {
+    id: "tiny-cascade-edit", label: "tiny cascade with inpainting", weights: "test-weights/sharded/tiny.safetensors.index.json",
+    upsampler: "test-weights/sharded/up.safetensors.index.json", respacing: "4", upsample_respacing: "3",
+    inpaint: "test-weights/inpaint-tiny.safetensors", upsample_inpaint: "test-weights/up-inpaint.safetensors",
+  },
 ];
 const PROMPT = "a red apple";
 const SEED = 7;
@@ -407,6 +412,40 @@ function keptAndChanged(e) {
   }
   return { kept, changed };
 }
+
+test("editor on an inpainting cascade (converted inpaint_tiny.pt + an upsampling inpainting model) edits at the upsampler's size and equals `glide inpaint --upsampler`", async () => {
+  const base = join(TMP, "inpaint-tiny.safetensors");
+  const up = join(TMP, "up-inpaint.safetensors");
+  run(["convert", "--from", join(FIXTURES, "pytorch", "inpaint_tiny.pt"), "--options-from", join(FIXTURES, "inpaint_tiny.safetensors"),
+    "--out", base]);
+  run(["init", "--preset", "tiny-upsample-inpaint", "--seed", "4", "--out", up]);
+  const EDIT = "a red heart";
+  const page = await openPage(`backend=cpu&model=tiny-cascade-edit&steps=${STEPS}&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`);
+  // A cascade result (32 px) opens in the editor, which works at the upsampler's size.
+  await generate(page, "a blue car");
+  await page.click("#results button.edit");
+  await page.waitForFunction(() => /Paint over/.test(document.querySelector("#edit-status").textContent));
+  await page.fill("#edit-prompt", EDIT);
+  await paintStroke(page);
+  const e = await runEdit(page);
+  assert.equal(e.raw.length, 3 * 32 * 32, "the edit is at the upsampler's 32 px");
+  const { kept, changed } = keptAndChanged(e);
+  console.log(`inpainting cascade (cpu): kept pixels max |Δ| ${kept.toExponential(2)}, ${changed} masked values changed, ${e.evaluations} UNet evaluations`);
+  assert.ok(kept <= 2 / 255, `pixels outside the mask changed by ${kept}`);
+  assert.ok(changed > 50, "the masked area was not regenerated");
+  // base: 4 guided steps (2 evaluations each), upsampler: 3 steps (1 each)
+  assert.equal(e.evaluations, 4 * 2 + 3);
+  const [inPng, maskPng, nativeRaw] = ["in.png", "mask.png", "native.safetensors"].map((f) => join(TMP, `cascade-edit-${f}`));
+  writeFileSync(inPng, e.inputPng);
+  writeFileSync(maskPng, e.maskPng);
+  run(["inpaint", "--weights", base, "--upsampler", up, "--upsample-respacing", "3", "--image", inPng, "--mask", maskPng,
+    "--prompt", EDIT, "--seed", String(SEED), "--steps", String(STEPS), "--sampler", SAMPLER,
+    "--guidance", "5", "--out", nativeRaw + ".png", "--save-raw", nativeRaw]);
+  const d = maxAbsDiff(e.raw, readSamples(nativeRaw));
+  console.log(`inpainting cascade (cpu): max |Δ| vs glide inpaint --upsampler ${d.toExponential(2)}`);
+  assert.ok(d <= 1e-2, `the page's cascaded inpainting differs from glide inpaint --upsampler by ${d}`);
+  await page.close();
+});
 
 test("editor: paint a mask, inpaint and img2img equal `glide inpaint` / `glide img2img`; bad inputs keep the work", async () => {
   run(["init", "--preset", "tiny-inpaint", "--seed", "2", "--out", join(TMP, "inpaint.safetensors")]);

@@ -9,9 +9,12 @@ use burn::tensor::TensorData;
 use glide_data::imaging::decode_image;
 use glide_diffusion::sampling::Sampler;
 use glide_model::weights::StateDict;
+use glide_pipeline::cascade_edit::cascade_inputs;
 use glide_pipeline::image::{encode_png, to_rgb8};
 use glide_pipeline::mask::{composite, rgb8_to_chw};
-use glide_pipeline::{EditInput, EditMethod, EditRequest, GenerateRequest, UserMask};
+use glide_pipeline::{
+    Cascade, EditInput, EditMethod, EditRequest, GenerateRequest, UpsampleOptions, UserMask,
+};
 use image::imageops::FilterType;
 
 use crate::write;
@@ -59,6 +62,16 @@ pub struct EditArgs {
     /// --method replace), www/models/base.safetensors otherwise.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// An upsampling inpainting model (the converted upsample_inpaint.pt): the edit runs as GLIDE's
+    /// cascade, the base inpainting model (--weights) at its size, then this one at its own.
+    #[arg(long, requires = "weights")]
+    upsampler: Option<PathBuf>,
+    /// The upsampler's respacing (the original notebook's "fast27").
+    #[arg(long, default_value = "fast27")]
+    upsample_respacing: String,
+    /// The upsampler starts from x_T = temperature · N(0, I) (the notebook's 0.997).
+    #[arg(long, default_value_t = 0.997)]
+    upsample_temp: f64,
     #[arg(long, default_value = "out.png")]
     out: PathBuf,
     /// Also write the raw sample at the model's size in [-1, 1] (safetensors, key `samples`).
@@ -126,6 +139,71 @@ fn edit_weights(a: &EditArgs) -> PathBuf {
     }
 }
 
+/// The picture as the model at side `s` sees it: resized, with the painted mask at that size.
+fn input_at(original: &image::RgbImage, mask: Option<&UserMask>, s: usize) -> EditInput {
+    let (w, h) = original.dimensions();
+    let small = if (w, h) == (s as u32, s as u32) {
+        original.clone()
+    } else {
+        image::imageops::resize(original, s as u32, s as u32, FilterType::Lanczos3)
+    };
+    EditInput {
+        image: rgb8_to_chw(small.as_raw(), s, s),
+        keep: mask.map(|m| m.keep_at(s)),
+    }
+}
+
+/// Runs the edit on one model, or as GLIDE's inpainting cascade with `--upsampler`: the raw
+/// result, its side, the method and the models' names.
+fn sample_edit(
+    a: &EditArgs,
+    req: &EditRequest,
+    original: &image::RgbImage,
+    mask: Option<&UserMask>,
+) -> Result<(Vec<f32>, usize, EditMethod, String)> {
+    let weights = edit_weights(a);
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let pipe = crate::load_pipeline(&weights)?;
+    let method = pipe.edit_method(a.method)?;
+    let label = format!("{:?} ({method:?})", a.prompt);
+    let Some(up_path) = &a.upsampler else {
+        let s = pipe.config.image_size;
+        let x = crate::run_with_bar(pipe.edit(req, &input_at(original, mask, s))?, &label)?;
+        return Ok((
+            x.into_data().to_vec().expect("f32"),
+            s,
+            method,
+            name(&weights),
+        ));
+    };
+    let cascade = Cascade::new_inpaint(pipe, crate::load_pipeline(up_path)?)?;
+    let (low_s, s) = (
+        cascade.base.config.image_size,
+        cascade.upsampler.config.image_size,
+    );
+    // The picture at the upsampler's size; the base stage sees its box average.
+    let high = input_at(original, None, s);
+    let rgb = to_rgb8(&high.image, s, s);
+    let (low_in, high_in) = cascade_inputs(&rgb, mask, low_s, s)?;
+    let low = crate::run_with_bar(
+        cascade.edit_steps(req, &low_in)?,
+        &format!("{label} (base)"),
+    )?;
+    let options = UpsampleOptions {
+        respacing: a.upsample_respacing.clone(),
+        temperature: a.upsample_temp,
+        ..Default::default()
+    };
+    let up = cascade.upsample_edit_steps(low, req, &high_in, &options)?;
+    let x = crate::run_with_bar(up, &format!("{label} (upsampler)"))?;
+    let names = format!("{} + {}", name(&weights), name(up_path));
+    Ok((x.into_data().to_vec().expect("f32"), s, method, names))
+}
+
 pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
     let strength = a.strength.unwrap_or(if img2img { 0.6 } else { 1.0 });
     if !img2img && a.mask.is_none() {
@@ -133,10 +211,6 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
             "glide inpaint needs --mask FILE (white = regenerate); for a whole-image edit use glide img2img"
         );
     }
-    let weights = edit_weights(&a);
-    let pipe = crate::load_pipeline(&weights)?;
-    let s = pipe.config.image_size;
-
     let original = open_image(&a.image, "image")?.to_rgb8();
     let (w, h) = original.dimensions();
     let mask = match &a.mask {
@@ -153,15 +227,6 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
         }
         m.resized(w as usize, h as usize)
     });
-    let small = if (w, h) == (s as u32, s as u32) {
-        original.clone()
-    } else {
-        image::imageops::resize(&original, s as u32, s as u32, FilterType::Lanczos3)
-    };
-    let input = EditInput {
-        image: rgb8_to_chw(small.as_raw(), s, s),
-        keep: mask.as_ref().map(|m| m.keep_at(s)),
-    };
     let req = EditRequest {
         generate: GenerateRequest {
             prompt: a.prompt.clone(),
@@ -177,12 +242,7 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
         strength,
         method: a.method,
     };
-    let method = pipe.edit_method(a.method)?;
-    let label = format!("{:?} ({method:?})", a.prompt);
-    let raw: Vec<f32> = crate::run_with_bar(pipe.edit(&req, &input)?, &label)?
-        .into_data()
-        .to_vec()
-        .expect("f32 samples");
+    let (raw, s, method, model) = sample_edit(&a, &req, &original, mask.as_ref())?;
 
     // Back to the input's size; unmasked pixels come from the input itself.
     let result =
@@ -196,11 +256,10 @@ pub fn run(a: EditArgs, img2img: bool) -> Result<()> {
         Some(m) => composite(original.as_raw(), result.as_raw(), m),
         None => result.into_raw(),
     };
-    let model = weights
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let mut text = req.generate.png_text(&model);
+    if a.upsampler.is_some() {
+        text.push(("upsample_respacing".into(), a.upsample_respacing.clone()));
+    }
     text.push(("strength".into(), strength.to_string()));
     text.push(("edit".into(), format!("{method:?}").to_lowercase()));
     write(&a.out, &encode_png(&rgb, w as usize, h as usize, &text))?;

@@ -168,7 +168,8 @@ enum Command {
     },
     /// Write a seeded model with non-zero random weights (fixture-style init), or all zeros.
     Init {
-        /// base, upsample, base-inpaint, upsample-inpaint, tiny or tiny-inpaint.
+        /// base, upsample, base-inpaint, upsample-inpaint, tiny, tiny-inpaint or
+        /// tiny-upsample-inpaint.
         #[arg(long, default_value = "tiny")]
         preset: String,
         #[arg(long, default_value_t = 0)]
@@ -248,8 +249,8 @@ fn device<BB: Backend>() -> BB::Device {
 fn preset(name: &str) -> Result<GlideConfig> {
     GlideConfig::preset(name).with_context(|| {
         format!(
-            "unknown preset {name:?}: use base, upsample, base-inpaint, upsample-inpaint, tiny or \
-             tiny-inpaint"
+            "unknown preset {name:?}: use base, upsample, base-inpaint, upsample-inpaint, tiny, \
+             tiny-inpaint or tiny-upsample-inpaint"
         )
     })
 }

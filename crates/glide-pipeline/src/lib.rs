@@ -3,6 +3,7 @@
 //! the web worker both call [`Text2Im::generate`], so they compute the same thing.
 
 pub mod cascade;
+pub mod cascade_edit;
 pub mod clip_guided;
 pub mod edit;
 pub mod image;

@@ -106,6 +106,11 @@ pub enum PipelineError {
     )]
     UpsamplerSize { base: usize, up: usize },
     #[error(
+        "these weights are not an upsampling inpainting model; pass upsample-inpaint weights \
+         (the converted upsample_inpaint.pt) as the upsampler of an inpainting cascade"
+    )]
+    NotUpsampleInpaint,
+    #[error(
         "the CLIP model sees {clip} px images but the diffusion model makes {model} px; use a \
          noised CLIP trained at the model's size"
     )]

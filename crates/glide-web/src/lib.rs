@@ -58,13 +58,19 @@ pub enum ToWorker {
     /// Edit a picture (inpainting or image-to-image). The picture is RGB at the model's size;
     /// `mask` is what the visitor painted (any size; `None` = change everything). `weights` names
     /// the inpainting model to use (loaded on first use); `None` uses the base model with the
-    /// replacement trick.
+    /// replacement trick. With `upsampler` (an upsampling inpainting model) the two run as GLIDE's
+    /// inpainting cascade, and the picture is at the upsampler's size.
     Edit {
         id: u64,
         request: EditRequest,
         image: Vec<u8>,
         mask: Option<EditMask>,
         weights: Option<String>,
+        #[serde(default)]
+        upsampler: Option<String>,
+        /// The upsampler's respacing in a cascade (default "fast27").
+        #[serde(default)]
+        upsample_respacing: Option<String>,
     },
     Cancel {
         id: u64,
@@ -209,6 +215,10 @@ pub struct ModelEntry {
     /// The inpainting model the editor uses.
     #[serde(default)]
     pub inpaint: Option<String>,
+    /// With `upsampler` and `inpaint`: the upsampling inpainting model. The editor then works at
+    /// the upsampler's size and runs GLIDE's inpainting cascade.
+    #[serde(default)]
+    pub upsample_inpaint: Option<String>,
     /// A super-resolution model: the entry runs as a cascade.
     #[serde(default)]
     pub upsampler: Option<String>,
@@ -239,6 +249,7 @@ impl ModelList {
                 weights: "www/models/base.safetensors".into(),
                 student: Some("www/models/student.safetensors".into()),
                 inpaint: Some("www/models/inpaint.safetensors".into()),
+                upsample_inpaint: None,
                 upsampler: None,
                 clip: Some("www/models/clip-noised.safetensors".into()),
                 respacing: None,
@@ -291,6 +302,8 @@ mod tests {
             image: vec![1, 2, 3],
             mask: Some(EditMask::from(&mask)),
             weights: Some("www/models/inpaint.safetensors".into()),
+            upsampler: None,
+            upsample_respacing: None,
         };
         let s = serde_json::to_string(&edit).unwrap();
         match serde_json::from_str::<ToWorker>(&s).unwrap() {

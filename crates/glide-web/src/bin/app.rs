@@ -135,6 +135,8 @@ mod imp {
         /// RGB of the last results (the editor opens them).
         results: Vec<Vec<u8>>,
         inpaint_url: String,
+        /// The upsampling inpainting model of a cascade entry (empty: none).
+        upsample_inpaint_url: String,
         /// The noised CLIP for CLIP guidance (empty: the model has none).
         clip_url: String,
         worker: Worker,
@@ -260,6 +262,7 @@ mod imp {
                 editor: Editor::new(),
                 results: Vec::new(),
                 inpaint_url,
+                upsample_inpaint_url: String::new(),
                 clip_url,
                 worker,
                 callbacks,
@@ -488,7 +491,7 @@ mod imp {
                                 <canvas ref={node.clone()} width={self.preview_size.to_string()} height={self.preview_size.to_string()} class="sample"></canvas>
                                 if let Some(url) = self.downloads.get(i) {
                                     <a class="download" href={url.clone()} download={format!("glide-{}-{}.png", self.settings.seed, i)}>{ "Download PNG" }</a>
-                                    if self.preview_size == self.image_size {
+                                    if self.preview_size == self.editor.size {
                                         <button class="edit" onclick={link.callback(move |_| Msg::EditResult(i))}>{ "Edit" }</button>
                                     }
                                 }

@@ -11,6 +11,7 @@ mod imp {
     use glide_diffusion::SampleStep;
     use glide_model::clip::NoisedClip;
     use glide_model::{GpuLimits, GpuNeeds, check_gpu_fit};
+    use glide_pipeline::cascade_edit::cascade_inputs;
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
     use glide_pipeline::mask::rgb8_to_chw;
     use glide_pipeline::{
@@ -344,13 +345,20 @@ mod imp {
                 image,
                 mask,
                 weights,
+                upsampler,
+                upsample_respacing,
             } => {
                 let Some(slot) = Slot::claim(&state) else {
                     return;
                 };
                 spawn_local(async move {
                     slot.start(id).await;
-                    let r = edit(&state, &slot, id, request, image, mask, weights).await;
+                    let models = EditModels {
+                        weights,
+                        upsampler,
+                        upsample_respacing,
+                    };
+                    let r = edit(&state, &slot, id, request, image, mask, models).await;
                     slot.busy.set(false);
                     if let Err(message) = r {
                         post(&FromWorker::Error { message });
@@ -407,8 +415,47 @@ mod imp {
         });
     }
 
-    /// One edit with the inpainting model at `weights` (loaded on first use and kept), or the
-    /// base model with the replacement trick.
+    /// Which models an edit runs on (see [`ToWorker::Edit`]).
+    struct EditModels {
+        weights: Option<String>,
+        upsampler: Option<String>,
+        upsample_respacing: Option<String>,
+    }
+
+    /// The inpainting model at `url` (with `upsampler`: the inpainting cascade), loaded on first
+    /// use and kept until another base model loads.
+    async fn edit_model(
+        state: &Rc<RefCell<State>>,
+        gpu: bool,
+        url: &str,
+        upsampler: Option<&str>,
+    ) -> Result<(Rc<Loaded>, String), String> {
+        let source = Source::Url(url.to_string());
+        let mut name = source.name();
+        let key = match upsampler {
+            Some(up) => {
+                let up_name = Source::Url(up.to_string()).name();
+                name = format!("{name} + {up_name}");
+                format!("{url} + {up}")
+            }
+            None => url.to_string(),
+        };
+        let cached = state.borrow().edit_model.clone().filter(|(k, _)| *k == key);
+        if let Some((_, m)) = cached {
+            return Ok((m, name));
+        }
+        let (mut m, _) = load_one(state, &source, gpu, &Cell::new(None)).await?;
+        if let Some(up) = upsampler {
+            let (u, _) = load_one(state, &Source::Url(up.into()), gpu, &Cell::new(None)).await?;
+            m = loading::build_inpaint_cascade(m, u)?;
+        }
+        let m = Rc::new(m);
+        state.borrow_mut().edit_model = Some((key, m.clone()));
+        Ok((m, name))
+    }
+
+    /// One edit with the inpainting model at `models.weights` (or GLIDE's inpainting cascade with
+    /// `models.upsampler`), or the base model with the replacement trick.
     async fn edit(
         state: &Rc<RefCell<State>>,
         slot: &Slot,
@@ -416,23 +463,11 @@ mod imp {
         request: EditRequest,
         image: Vec<u8>,
         mask: Option<glide_web::EditMask>,
-        weights: Option<String>,
+        models: EditModels,
     ) -> Result<(), String> {
-        let (model, name) = match weights {
+        let (model, name) = match &models.weights {
             None => (slot.loaded.clone(), slot.name.clone()),
-            Some(url) => {
-                let source = Source::Url(url.clone());
-                let cached = state.borrow().edit_model.clone().filter(|(u, _)| *u == url);
-                match cached {
-                    Some((_, m)) => (m, source.name()),
-                    None => {
-                        let (m, _) = load_one(state, &source, slot.gpu, &Cell::new(None)).await?;
-                        let m = Rc::new(m);
-                        state.borrow_mut().edit_model = Some((url, m.clone()));
-                        (m, source.name())
-                    }
-                }
-            }
+            Some(url) => edit_model(state, slot.gpu, url, models.upsampler.as_deref()).await?,
         };
         let mask = match mask {
             Some(m) => Some(
@@ -445,7 +480,14 @@ mod imp {
             model_name: &name,
             ..slot.context()
         };
+        let up = models.upsample_respacing;
         match &*model {
+            Loaded::Gpu(Model::Cascade(c)) if c.edits() => {
+                run_cascade_edit(c, id, request, &image, mask, up, &ctx).await
+            }
+            Loaded::Cpu(Model::Cascade(c)) if c.edits() => {
+                run_cascade_edit(c, id, request, &image, mask, up, &ctx).await
+            }
             Loaded::Gpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
             Loaded::Cpu(m) => run_edit(m.base(), id, request, &image, mask, &ctx).await,
         }

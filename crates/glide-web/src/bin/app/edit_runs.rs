@@ -47,10 +47,15 @@ impl App {
         };
         // A masked edit uses the inpainting model unless told otherwise; a whole-picture
         // img2img runs on the base model (as `glide img2img` without --mask does).
-        let weights =
-            (e.method != EditMethod::Replace && mask.is_some() && !self.inpaint_url.is_empty())
-                .then(|| self.inpaint_url.clone());
-        let s = self.image_size;
+        // An inpainting cascade edits every picture (masked or not) with its two models.
+        let cascade = self.cascade_edit();
+        let weights = (cascade
+            || e.method != EditMethod::Replace && mask.is_some() && !self.inpaint_url.is_empty())
+        .then(|| self.inpaint_url.clone());
+        let upsampler = cascade.then(|| self.upsample_inpaint_url.clone());
+        let up = self.up_respacing.trim();
+        let upsample_respacing = (cascade && !up.is_empty()).then(|| up.to_string());
+        let s = self.editor.size;
         let keep = mask
             .as_ref()
             .map_or_else(|| vec![0.0; s * s], |m| m.keep_at(s));
@@ -71,6 +76,8 @@ impl App {
                 image,
                 mask: mask.as_ref().map(EditMask::from),
                 weights,
+                upsampler,
+                upsample_respacing,
             },
         );
         self.editor.running = Some(id);
@@ -96,11 +103,17 @@ impl App {
                 step,
                 total,
                 previews,
+                size,
                 ..
             } if id == eid => {
                 self.editor.step = (step, total);
                 self.editor.notice = None;
-                self.editor.preview = previews.into_iter().next();
+                // A cascade's base stage previews at its own (smaller) size.
+                let s = self.editor.size;
+                self.editor.preview = previews
+                    .into_iter()
+                    .next()
+                    .map(|p| if size == 0 || size == s { p } else { nearest(&p, size, s) });
             }
             FromWorker::Done {
                 id,
@@ -109,7 +122,7 @@ impl App {
                 ms_per_step,
                 evaluations,
             } if id == eid => {
-                let s = self.image_size;
+                let s = self.editor.size;
                 self.editor.result = batch_to_rgb8(&raw, 1, s, s).into_iter().next();
                 if let Some(old) = self.editor.result_url.take() {
                     let _ = Url::revoke_object_url(&old);
@@ -142,4 +155,16 @@ impl App {
         }
         None
     }
+}
+
+/// RGB at side `from` → side `to`, nearest neighbour (a preview only).
+fn nearest(rgb: &[u8], from: usize, to: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(to * to * 3);
+    for y in 0..to {
+        for x in 0..to {
+            let p = ((y * from / to) * from + x * from / to) * 3;
+            out.extend_from_slice(&rgb[p..p + 3]);
+        }
+    }
+    out
 }

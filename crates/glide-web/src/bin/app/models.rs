@@ -36,6 +36,15 @@ impl App {
         self.models.find(&self.model_id)
     }
 
+    /// The editor runs GLIDE's inpainting cascade: the loaded model is a cascade whose entry has
+    /// both inpainting models.
+    fn cascade_edit(&self) -> bool {
+        !self.inpaint_url.is_empty()
+            && !self.upsample_inpaint_url.is_empty()
+            && self.preview_size > self.image_size
+            && self.local_files.is_none()
+    }
+
     /// The model has a noised CLIP, and the full model (not a distilled student) is loaded.
     fn clip_available(&self) -> bool {
         !self.clip_url.is_empty() && self.student_steps.is_none() && self.local_files.is_none()
@@ -79,6 +88,7 @@ impl App {
             (None, None) => String::new(),
         };
         self.inpaint_url = e.inpaint.clone().unwrap_or_default();
+        self.upsample_inpaint_url = e.upsample_inpaint.clone().unwrap_or_default();
         self.clip_url = e.clip.clone().unwrap_or_default();
         self.local_files = None;
         self.load = self.load_for(&e);

@@ -203,7 +203,12 @@ impl App {
         } else {
             image_size
         };
-        self.editor.set_size(image_size);
+        // An inpainting cascade edits at the upsampler's size.
+        self.editor.set_size(if self.cascade_edit() {
+            self.preview_size
+        } else {
+            image_size
+        });
         self.status = Status::Ready;
     }
 }

@@ -283,6 +283,22 @@ pub fn build_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
     })
 }
 
+/// A base inpainting model and its upsampling inpainting model as GLIDE's inpainting cascade.
+pub fn build_inpaint_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
+    let bad = |e: glide_pipeline::PipelineError| {
+        format!("These two models are not an inpainting cascade: {e}")
+    };
+    Ok(match (base, up) {
+        (Loaded::Gpu(Model::One(b)), Loaded::Gpu(Model::One(u))) => {
+            Loaded::Gpu(Model::Cascade(Cascade::new_inpaint(b, u).map_err(bad)?))
+        }
+        (Loaded::Cpu(Model::One(b)), Loaded::Cpu(Model::One(u))) => {
+            Loaded::Cpu(Model::Cascade(Cascade::new_inpaint(b, u).map_err(bad)?))
+        }
+        _ => return Err("The inpainting models must run on the same backend.".into()),
+    })
+}
+
 /// A noised CLIP for CLIP guidance, on the autodiff backend over the model's (its image tower's
 /// gradient guides sampling; the UNet stays in inference).
 pub enum LoadedClip {

@@ -202,6 +202,56 @@ async fn run_cascade<B: Backend>(
     finish(up, &job, up_size, (start, done, evaluations)).await
 }
 
+/// GLIDE's inpainting cascade: the base inpainting model at its size (the picture box-averaged
+/// down), then the upsampling inpainting model from its sample. `image` is RGB at the upsampler's
+/// size.
+async fn run_cascade_edit<B: Backend>(
+    c: &Cascade<B>,
+    id: u64,
+    req: EditRequest,
+    image: &[u8],
+    mask: Option<UserMask>,
+    upsample_respacing: Option<String>,
+    ctx: &RunContext<'_>,
+) -> Result<(), String> {
+    let (low_s, high_s) = (c.base.config.image_size, c.upsampler.config.image_size);
+    let (low_in, high_in) = cascade_inputs(image, mask.as_ref(), low_s, high_s).map_err(|_| {
+        format!("The picture to edit must be {high_s}×{high_s} RGB; load it again.")
+    })?;
+    check_batch(&c.base, &req.generate, ctx.limits)?;
+    let options = UpsampleOptions {
+        respacing: upsample_respacing.unwrap_or_else(|| UpsampleOptions::default().respacing),
+        ..Default::default()
+    };
+    let mut png_text = req.generate.png_text(ctx.model_name);
+    png_text.push(("strength".into(), req.strength.to_string()));
+    png_text.push(("upsample_respacing".into(), options.respacing.clone()));
+    let job = Job {
+        id,
+        batch: req.generate.batch_size,
+        size: low_s,
+        evals_per_step: c.base.evaluations_per_step(&req.generate),
+        png_text,
+        cancelled: ctx.cancelled,
+        running: ctx.running,
+    };
+    let start = js_sys::Date::now();
+    let mut done = 0;
+    let steps = c.edit_steps(&req, &low_in).map_err(|e| e.to_string())?;
+    let Some(low) = drive_stage(steps, &job, 0, low_s, &mut done).await? else {
+        return Ok(());
+    };
+    let base_steps = done;
+    let steps = c
+        .upsample_edit_steps(low, &req, &high_in, &options)
+        .map_err(|e| e.to_string())?;
+    let Some(up) = drive_stage(steps, &job, 1, high_s, &mut done).await? else {
+        return Ok(());
+    };
+    let evaluations = base_steps * job.evals_per_step + (done - base_steps);
+    finish(up, &job, high_s, (start, done, evaluations)).await
+}
+
 /// What every run shares: the model's name for the PNGs, the cancel and progress flags, and
 /// the GPU's limits (on WebGPU).
 struct RunContext<'a> {
