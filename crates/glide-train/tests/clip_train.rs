@@ -2,6 +2,9 @@
 //! captions to its pictures, the file it writes loads as a `NoisedClip` that the pipeline's
 //! tokens fit, and a resumed run equals an uninterrupted one bit for bit.
 
+use std::io::Write;
+use std::path::Path;
+
 use burn::backend::{Autodiff, Flex};
 use glide_diffusion::{GaussianDiffusion, NoiseSchedule};
 use glide_model::clip::{ClipConfig, NoisedClip};
@@ -115,18 +118,33 @@ fn a_resumed_clip_run_equals_an_uninterrupted_one() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut a = tiny_config("clip-resume-a")
         .with_steps(12)
-        .with_checkpoint_every(6);
+        .with_checkpoint_every(6)
+        .with_eval_every(2);
     a.noised = true;
+    // Retrieval is measured on held-out pictures.
+    a.data.heldout_fraction = 0.25;
     let b = ClipTrainConfig {
         out_dir: scratch("clip-resume-b").to_string_lossy().into_owned(),
         ..a.clone()
     };
     let devices = || vec![Default::default(); 2];
     train_clip::<B>(a.clone(), devices(), options(false, None)).unwrap();
+    // A fresh run drops an old run's rows; a resumed one those written after its checkpoint.
+    let retrieval = |c: &ClipTrainConfig| Path::new(&c.out_dir).join("retrieval.csv");
+    std::fs::create_dir_all(&b.out_dir).unwrap();
+    std::fs::write(retrieval(&b), "step,a,b\n99,0.1,0.1\n").unwrap();
     let stopped = train_clip::<B>(b.clone(), devices(), options(false, Some(5))).unwrap();
     assert!(stopped.interrupted && stopped.step == 5);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(retrieval(&b))
+        .unwrap();
+    writeln!(f, "8,0.5,0.5").unwrap();
     let resumed = train_clip::<B>(b.clone(), devices(), options(true, None)).unwrap();
     assert_eq!(resumed.step, 12);
+    let text = |c| std::fs::read_to_string(retrieval(c)).unwrap();
+    assert_eq!(text(&a), text(&b), "retrieval.csv differs after resuming");
+    assert_eq!(text(&a).lines().count(), 7, "{}", text(&a));
     let (sa, sb) = (saved(&a), saved(&b));
     assert_eq!(sa.tensors.len(), sb.tensors.len());
     for (k, v) in &sa.tensors {

@@ -3,7 +3,7 @@
 //! and the EMA towers as `clip.safetensors`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -34,6 +34,47 @@ pub struct Retrieval {
     /// Images noised at the held-out batch's timesteps (spread over 0..T); equals `clean` for a
     /// clean CLIP.
     pub noised: f64,
+}
+
+const RETRIEVAL_HEADER: &str = "step,heldout_accuracy_clean,heldout_accuracy_noised";
+
+impl Retrieval {
+    fn to_csv(&self) -> String {
+        format!("{},{:.4},{:.4}", self.step, self.clean, self.noised)
+    }
+
+    fn from_csv(line: &str) -> Option<Self> {
+        let mut f = line.split(',');
+        Some(Self {
+            step: f.next()?.parse().ok()?,
+            clean: f.next()?.parse().ok()?,
+            noised: f.next()?.parse().ok()?,
+        })
+    }
+}
+
+/// `retrieval.csv` for a run starting at `start` (written anew): the rows up to that step of the
+/// run it resumes, none for a fresh run, so a resumed run's file equals an uninterrupted one's.
+fn open_retrieval(path: &Path, start: usize) -> Result<Vec<Retrieval>, TrainError> {
+    let io = |e| TrainError::Io(path.to_path_buf(), e);
+    let rows: Vec<Retrieval> = if start > 0 && path.exists() {
+        std::fs::read_to_string(path)
+            .map_err(io)?
+            .lines()
+            .skip(1)
+            .filter_map(Retrieval::from_csv)
+            .filter(|r| r.step <= start)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut text = format!("{RETRIEVAL_HEADER}\n");
+    for r in &rows {
+        text.push_str(&r.to_csv());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(io)?;
+    Ok(rows)
 }
 
 /// The CLIP run directory's writers and the fixed held-out batch.
@@ -84,6 +125,7 @@ impl ClipHooks {
         };
         let bar = progress_bar(cfg.steps, quiet);
         bar.set_position(start as u64);
+        let retrieval = open_retrieval(&out.join("retrieval.csv"), start)?;
         Ok(Self {
             cfg: cfg.clone(),
             out,
@@ -98,7 +140,7 @@ impl ClipHooks {
                 noised: cfg.noised,
             },
             log,
-            retrieval: Vec::new(),
+            retrieval,
             bar,
         })
     }
@@ -188,16 +230,11 @@ impl ClipHooks {
     fn write_retrieval(&mut self, r: Retrieval) -> Result<(), TrainError> {
         let path = self.out.join("retrieval.csv");
         let io = |e| TrainError::Io(path.clone(), e);
-        let new = !path.exists();
         let mut f = std::fs::OpenOptions::new()
-            .create(true)
             .append(true)
             .open(&path)
             .map_err(io)?;
-        if new {
-            writeln!(f, "step,heldout_accuracy_clean,heldout_accuracy_noised").map_err(io)?;
-        }
-        writeln!(f, "{},{:.4},{:.4}", r.step, r.clean, r.noised).map_err(io)?;
+        writeln!(f, "{}", r.to_csv()).map_err(io)?;
         self.retrieval.push(r);
         Ok(())
     }
