@@ -39,7 +39,7 @@ pub struct Retrieval {
 const RETRIEVAL_HEADER: &str = "step,heldout_accuracy_clean,heldout_accuracy_noised";
 
 impl Retrieval {
-    fn to_csv(&self) -> String {
+    fn to_csv(self) -> String {
         format!("{},{:.4},{:.4}", self.step, self.clean, self.noised)
     }
 
