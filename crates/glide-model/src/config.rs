@@ -136,18 +136,9 @@ impl GlideConfig {
     /// configuration (`upsample_tiny`): the converted `inpaint_tiny.pt` and this one make an
     /// inpainting cascade for tests (no released file this small exists).
     pub fn tiny_upsample_inpaint() -> Self {
-        Self::new()
-            .with_image_size(32)
-            .with_num_channels(32)
-            .with_num_res_blocks(1)
-            .with_channel_mult(vec![1, 2, 2])
-            .with_num_head_channels(Some(16))
+        Self::tiny()
             .with_attention_resolutions(vec![8])
-            .with_dropout(0.0)
             .with_text_ctx(8)
-            .with_xf_width(32)
-            .with_xf_layers(2)
-            .with_xf_heads(4)
             .with_noise_schedule("linear".into())
             .with_super_res(true)
             .with_inpaint(true)

@@ -34,6 +34,21 @@ impl Default for UpsampleOptions {
     }
 }
 
+impl UpsampleOptions {
+    /// The upsampler stage's request for a batch of `b` from the base stage's `req`: unguided,
+    /// this respacing and sampler, seeded with `req.seed + 1` so the stages draw independent noise.
+    pub(crate) fn request(&self, req: &GenerateRequest, b: usize) -> GenerateRequest {
+        GenerateRequest {
+            guidance_scale: 1.0,
+            respacing: Some(self.respacing.clone()),
+            sampler: self.sampler,
+            seed: req.seed.wrapping_add(1),
+            batch_size: b,
+            ..req.clone()
+        }
+    }
+}
+
 /// The base model and its upsampler.
 pub struct Cascade<B: Backend> {
     pub base: Text2Im<B>,
@@ -121,14 +136,7 @@ impl<B: Backend> Text2Im<B> {
             return Err(PipelineError::NotUpsampler);
         }
         let b = low_res.dims()[0];
-        let req = GenerateRequest {
-            guidance_scale: 1.0,
-            respacing: Some(options.respacing.clone()),
-            sampler: options.sampler,
-            seed: req.seed.wrapping_add(1),
-            batch_size: b,
-            ..req.clone()
-        };
+        let req = options.request(req, b);
         self.validate_sampling(&req)?;
         let diffusion = self.diffusion(&req)?;
         let text = self.encode_prompt(&req);
@@ -149,13 +157,14 @@ impl<B: Backend> Text2Im<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use burn::backend::Flex;
     use glide_model::GlideConfig;
     use glide_model::weights::fixture_style_init;
 
-    fn model(config: GlideConfig, seed: u64) -> Text2Im<Flex> {
+    /// A pipeline with the fixtures' style of random weights.
+    pub(crate) fn model(config: GlideConfig, seed: u64) -> Text2Im<Flex> {
         let device = Default::default();
         let m = fixture_style_init(config.init::<Flex>(&device), seed, false);
         Text2Im::new(m, config, device)

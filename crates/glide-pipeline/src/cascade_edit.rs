@@ -8,12 +8,13 @@
 //! Everything else is the text-to-image cascade's upsampler stage ([`crate::cascade`]): the caption
 //! without guidance, the base sample rounded to 8 bits, x_T = 0.997 · N(0, I), `fast27`, DDPM.
 
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use glide_diffusion::NoiseRng;
-use glide_diffusion::sampling::{DenoisedFn, KnownRegion, ModelFn, SampleOptions, Steps};
+use glide_diffusion::sampling::{KnownRegion, ModelFn, SampleOptions, Steps};
 use glide_model::ImageCond;
 
 use crate::cascade::quantize_8bit;
+use crate::edit::keep_known;
 use crate::mask::rgb8_to_chw;
 use crate::{
     Cascade, EditInput, EditRequest, GenerateRequest, PipelineError, Text2Im, UpsampleOptions,
@@ -130,31 +131,15 @@ impl<B: Backend> Text2Im<B> {
             return Err(PipelineError::EditSize(s));
         }
         let b = low_res.dims()[0];
-        let req = GenerateRequest {
-            guidance_scale: 1.0,
-            respacing: Some(options.respacing.clone()),
-            sampler: options.sampler,
-            seed: req.seed.wrapping_add(1),
-            batch_size: b,
-            ..req.clone()
-        };
+        let req = options.request(req, b);
         self.validate_sampling(&req)?;
         let d = self.device();
-        let image =
-            Tensor::<B, 4>::from_data(TensorData::new(input.image.clone(), [1, 3, s, s]), d)
-                .repeat_dim(0, b);
-        let keep = input.keep.as_ref().map(|k| {
-            Tensor::<B, 4>::from_data(TensorData::new(k.clone(), [1, 1, s, s]), d).repeat_dim(0, b)
-        });
+        let (image, keep) = input.tensors::<B>(b, s, d);
         let mask = keep
             .clone()
             .unwrap_or_else(|| Tensor::zeros([b, 1, s, s], d));
         let cond = ImageCond::new(Some((image.clone(), mask)), Some(quantize_8bit(low_res)), s);
-        let denoised_fn = keep.clone().map(|m| {
-            let img = image.clone();
-            Box::new(move |x0: Tensor<B, 4>| x0 * (m.clone().neg() + 1.0) + img.clone() * m.clone())
-                as DenoisedFn<'m, B>
-        });
+        let denoised_fn = keep.clone().map(|m| keep_known(m, image.clone()));
         let known = keep.map(|mask| KnownRegion {
             image,
             mask,
@@ -176,15 +161,8 @@ impl<B: Backend> Text2Im<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::backend::Flex;
+    use crate::cascade::tests::model;
     use glide_model::GlideConfig;
-    use glide_model::weights::fixture_style_init;
-
-    fn model(config: GlideConfig, seed: u64) -> Text2Im<Flex> {
-        let device = Default::default();
-        let m = fixture_style_init(config.init::<Flex>(&device), seed, false);
-        Text2Im::new(m, config, device)
-    }
 
     fn configs() -> (GlideConfig, GlideConfig) {
         let base = GlideConfig::tiny()

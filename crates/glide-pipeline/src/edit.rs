@@ -11,7 +11,7 @@
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use glide_diffusion::NoiseRng;
-use glide_diffusion::sampling::{KnownRegion, ModelFn, SampleOptions, Steps};
+use glide_diffusion::sampling::{DenoisedFn, KnownRegion, ModelFn, SampleOptions, Steps};
 use glide_model::ImageCond;
 use serde::{Deserialize, Serialize};
 
@@ -85,6 +85,32 @@ pub struct EditInput {
     pub keep: Option<Vec<f32>>,
 }
 
+impl EditInput {
+    /// The picture `[b, 3, s, s]` and the keep mask `[b, 1, s, s]`, repeated over a batch of `b`.
+    pub(crate) fn tensors<B: Backend>(
+        &self,
+        b: usize,
+        s: usize,
+        d: &B::Device,
+    ) -> (Tensor<B, 4>, Option<Tensor<B, 4>>) {
+        let image = Tensor::<B, 4>::from_data(TensorData::new(self.image.clone(), [1, 3, s, s]), d)
+            .repeat_dim(0, b);
+        let keep = self.keep.as_ref().map(|k| {
+            Tensor::<B, 4>::from_data(TensorData::new(k.clone(), [1, 1, s, s]), d).repeat_dim(0, b)
+        });
+        (image, keep)
+    }
+}
+
+/// The original notebook's `denoised_fn` for inpainting models: the predicted x₀ where the mask
+/// regenerates, the picture where it keeps (`mask` 1 = keep).
+pub(crate) fn keep_known<'m, B: Backend>(
+    mask: Tensor<B, 4>,
+    image: Tensor<B, 4>,
+) -> DenoisedFn<'m, B> {
+    Box::new(move |x0: Tensor<B, 4>| x0 * (mask.clone().neg() + 1.0) + image.clone() * mask.clone())
+}
+
 impl<B: Backend> Text2Im<B> {
     /// The method an edit runs with on these weights.
     pub fn edit_method(&self, method: EditMethod) -> Result<EditMethod, PipelineError> {
@@ -124,12 +150,7 @@ impl<B: Backend> Text2Im<B> {
         let method = self.edit_method(req.method)?;
         let b = g.batch_size;
         let d = self.device();
-        let image =
-            Tensor::<B, 4>::from_data(TensorData::new(input.image.clone(), [1, 3, s, s]), d)
-                .repeat_dim(0, b);
-        let keep = input.keep.as_ref().map(|k| {
-            Tensor::<B, 4>::from_data(TensorData::new(k.clone(), [1, 1, s, s]), d).repeat_dim(0, b)
-        });
+        let (image, keep) = input.tensors::<B>(b, s, d);
 
         let diffusion = self.diffusion(g)?;
         let n = diffusion.num_timesteps();
@@ -153,13 +174,7 @@ impl<B: Backend> Text2Im<B> {
             ImageCond::none()
         };
         let denoised_fn = match (&keep, method) {
-            (Some(m), EditMethod::Model) => {
-                let (m, img) = (m.clone(), image.clone());
-                Some(Box::new(move |x0: Tensor<B, 4>| {
-                    x0 * (m.clone().neg() + 1.0) + img.clone() * m.clone()
-                })
-                    as glide_diffusion::sampling::DenoisedFn<'m, B>)
-            }
+            (Some(m), EditMethod::Model) => Some(keep_known(m.clone(), image.clone())),
             _ => None,
         };
         let known = keep.map(|mask| KnownRegion {

@@ -170,7 +170,7 @@ mod imp {
         let mut model = source.name();
         if let Some(up) = &upsampler {
             let (up_model, _) = load_one(&state, up, use_gpu, &needs).await?;
-            loaded = loading::build_cascade(loaded, up_model)?;
+            loaded = loading::build_cascade(loaded, up_model, false)?;
             model = format!("{model} + {}", up.name());
         }
         let (image_size, params, student_steps, output_size) = loaded.summary();
@@ -447,7 +447,7 @@ mod imp {
         let (mut m, _) = load_one(state, &source, gpu, &Cell::new(None)).await?;
         if let Some(up) = upsampler {
             let (u, _) = load_one(state, &Source::Url(up.into()), gpu, &Cell::new(None)).await?;
-            m = loading::build_inpaint_cascade(m, u)?;
+            m = loading::build_cascade(m, u, true)?;
         }
         let m = Rc::new(m);
         state.borrow_mut().edit_model = Some((key, m.clone()));

@@ -269,33 +269,29 @@ pub fn build_one(state: &StateDict, gpu: bool, what: &str) -> Result<Loaded, Str
     })
 }
 
-/// The base model and its upsampler as a cascade.
-pub fn build_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
+/// The base model and its upsampler as a cascade; with `inpaint`, a base inpainting model and its
+/// upsampling inpainting model as GLIDE's inpainting cascade.
+pub fn build_cascade(base: Loaded, up: Loaded, inpaint: bool) -> Result<Loaded, String> {
     let bad = |e: glide_pipeline::PipelineError| format!("These two models are not a cascade: {e}");
+    fn pair<B: Backend>(
+        b: Text2Im<B>,
+        u: Text2Im<B>,
+        inpaint: bool,
+    ) -> Result<Cascade<B>, glide_pipeline::PipelineError> {
+        if inpaint {
+            Cascade::new_inpaint(b, u)
+        } else {
+            Cascade::new(b, u)
+        }
+    }
     Ok(match (base, up) {
         (Loaded::Gpu(Model::One(b)), Loaded::Gpu(Model::One(u))) => {
-            Loaded::Gpu(Model::Cascade(Cascade::new(b, u).map_err(bad)?))
+            Loaded::Gpu(Model::Cascade(pair(b, u, inpaint).map_err(bad)?))
         }
         (Loaded::Cpu(Model::One(b)), Loaded::Cpu(Model::One(u))) => {
-            Loaded::Cpu(Model::Cascade(Cascade::new(b, u).map_err(bad)?))
+            Loaded::Cpu(Model::Cascade(pair(b, u, inpaint).map_err(bad)?))
         }
         _ => return Err("The base model and the upsampler must run on the same backend.".into()),
-    })
-}
-
-/// A base inpainting model and its upsampling inpainting model as GLIDE's inpainting cascade.
-pub fn build_inpaint_cascade(base: Loaded, up: Loaded) -> Result<Loaded, String> {
-    let bad = |e: glide_pipeline::PipelineError| {
-        format!("These two models are not an inpainting cascade: {e}")
-    };
-    Ok(match (base, up) {
-        (Loaded::Gpu(Model::One(b)), Loaded::Gpu(Model::One(u))) => {
-            Loaded::Gpu(Model::Cascade(Cascade::new_inpaint(b, u).map_err(bad)?))
-        }
-        (Loaded::Cpu(Model::One(b)), Loaded::Cpu(Model::One(u))) => {
-            Loaded::Cpu(Model::Cascade(Cascade::new_inpaint(b, u).map_err(bad)?))
-        }
-        _ => return Err("The inpainting models must run on the same backend.".into()),
     })
 }
 

@@ -183,18 +183,33 @@ async fn run_cascade<B: Backend>(
         cancelled: ctx.cancelled,
         running: ctx.running,
     };
+    let steps = c.base_steps(&req).map_err(|e| e.to_string())?;
+    let up_size = c.upsampler.config.image_size;
+    let upsample = |low| c.upsample_steps(low, &req, &options).map_err(|e| e.to_string());
+    drive_cascade(steps, upsample, up_size, job).await
+}
+
+/// Drives a cascade: the base stage's chain `first`, then the upsampler's (`second`, made from
+/// the base sample, `up_size`² images); posts every step of both, then the result.
+async fn drive_cascade<B, S1, S2, F>(
+    first: S1,
+    second: F,
+    up_size: usize,
+    job: Job<'_>,
+) -> Result<(), String>
+where
+    B: Backend,
+    S1: Iterator<Item = SampleStep<B>>,
+    S2: Iterator<Item = SampleStep<B>>,
+    F: FnOnce(Tensor<B, 4>) -> Result<S2, String>,
+{
     let start = js_sys::Date::now();
     let mut done = 0;
-    let steps = c.base_steps(&req).map_err(|e| e.to_string())?;
-    let Some(low) = drive_stage(steps, &job, 0, job.size, &mut done).await? else {
+    let Some(low) = drive_stage(first, &job, 0, job.size, &mut done).await? else {
         return Ok(());
     };
     let base_steps = done;
-    let steps = c
-        .upsample_steps(low, &req, &options)
-        .map_err(|e| e.to_string())?;
-    let up_size = c.upsampler.config.image_size;
-    let Some(up) = drive_stage(steps, &job, 1, up_size, &mut done).await? else {
+    let Some(up) = drive_stage(second(low)?, &job, 1, up_size, &mut done).await? else {
         return Ok(());
     };
     // the upsampler runs unguided: one evaluation per step
@@ -235,21 +250,12 @@ async fn run_cascade_edit<B: Backend>(
         cancelled: ctx.cancelled,
         running: ctx.running,
     };
-    let start = js_sys::Date::now();
-    let mut done = 0;
     let steps = c.edit_steps(&req, &low_in).map_err(|e| e.to_string())?;
-    let Some(low) = drive_stage(steps, &job, 0, low_s, &mut done).await? else {
-        return Ok(());
+    let upsample = |low| {
+        c.upsample_edit_steps(low, &req, &high_in, &options)
+            .map_err(|e| e.to_string())
     };
-    let base_steps = done;
-    let steps = c
-        .upsample_edit_steps(low, &req, &high_in, &options)
-        .map_err(|e| e.to_string())?;
-    let Some(up) = drive_stage(steps, &job, 1, high_s, &mut done).await? else {
-        return Ok(());
-    };
-    let evaluations = base_steps * job.evals_per_step + (done - base_steps);
-    finish(up, &job, high_s, (start, done, evaluations)).await
+    drive_cascade(steps, upsample, high_s, job).await
 }
 
 /// What every run shares: the model's name for the PNGs, the cancel and progress flags, and
