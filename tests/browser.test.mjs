@@ -444,6 +444,11 @@ test("editor on an inpainting cascade (converted inpaint_tiny.pt + an upsampling
   const d = maxAbsDiff(e.raw, readSamples(nativeRaw));
   console.log(`inpainting cascade (cpu): max |Δ| vs glide inpaint --upsampler ${d.toExponential(2)}`);
   assert.ok(d <= 1e-2, `the page's cascaded inpainting differs from glide inpaint --upsampler by ${d}`);
+  // The replacement trick needs a plain base model: a sentence, and the work stays.
+  await page.selectOption("#edit-method", "replace");
+  await page.click("#edit-run");
+  await page.waitForSelector("body[data-edit=error]", { timeout: 60_000 });
+  assert.match(await page.textContent("#edit-error"), /inpainting cascade fills the mask/);
   await page.close();
 });
 

@@ -229,6 +229,13 @@ async fn run_cascade_edit<B: Backend>(
     upsample_respacing: Option<String>,
     ctx: &RunContext<'_>,
 ) -> Result<(), String> {
+    if req.method == glide_pipeline::EditMethod::Replace {
+        return Err(
+            "The inpainting cascade fills the mask with its inpainting models; set the method to \
+             Auto or Model."
+                .into(),
+        );
+    }
     let (low_s, high_s) = (c.base.config.image_size, c.upsampler.config.image_size);
     let (low_in, high_in) = cascade_inputs(image, mask.as_ref(), low_s, high_s).map_err(|_| {
         format!("The picture to edit must be {high_s}×{high_s} RGB; load it again.")
