@@ -15,9 +15,10 @@ use crate::backend::{self, B};
 /// A run's config file and its command-line overrides (train, fine-tune, distil).
 #[derive(clap::Args)]
 pub struct RunArgs {
-    /// A `TrainConfig` JSON file (see configs/).
+    /// The run's config, a JSON file (see configs/: `TrainConfig`s; `ClipTrainConfig`s for
+    /// train-clip).
     #[arg(long)]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Continue the run in the config's out_dir from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
@@ -41,16 +42,21 @@ impl RunArgs {
                 self.config.display()
             )
         })?;
+        self.apply(&mut cfg.out_dir, &mut cfg.steps, &mut cfg.max_minutes);
+        Ok(cfg)
+    }
+
+    /// Applies the overrides to a config's out_dir, steps and wall-clock budget.
+    pub fn apply(&self, out_dir: &mut String, steps: &mut usize, max_minutes: &mut Option<f64>) {
         if let Some(o) = &self.out_dir {
-            cfg.out_dir = o.clone();
+            *out_dir = o.clone();
         }
         if let Some(s) = self.steps {
-            cfg.steps = s;
+            *steps = s;
         }
         if self.max_minutes.is_some() {
-            cfg.max_minutes = self.max_minutes;
+            *max_minutes = self.max_minutes;
         }
-        Ok(cfg)
     }
 }
 

@@ -1,53 +1,33 @@
 //! `glide train-clip`: a thin wrapper over `glide_train::clip_train`.
 
-use std::path::PathBuf;
-
 use anyhow::{Result, bail};
 use burn::backend::Autodiff;
 use glide_train::TrainOptions;
 use glide_train::clip_train::{ClipTrainConfig, train_clip};
 
 use crate::backend::{self, B};
+use crate::train::RunArgs;
 
 #[derive(clap::Args)]
 pub struct TrainClipArgs {
-    /// A `ClipTrainConfig` JSON file: configs/clip-emoji32.json (the noised CLIP that guides) or
-    /// configs/clip-emoji32-eval.json (the clean CLIP that scores).
-    #[arg(long)]
-    config: PathBuf,
-    /// Continue the run in the config's out_dir from its last checkpoint.
-    #[arg(long)]
-    resume: bool,
-    /// Overrides the config's out_dir.
-    #[arg(long)]
-    out_dir: Option<String>,
-    /// Overrides the config's total steps.
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Overrides the config's wall-clock budget in minutes (over all invocations of the run).
-    #[arg(long)]
-    max_minutes: Option<f64>,
+    /// --config: a `ClipTrainConfig` file, configs/clip-emoji32.json (the noised CLIP that guides)
+    /// or configs/clip-emoji32-eval.json (the clean CLIP that scores).
+    #[command(flatten)]
+    run: RunArgs,
     /// As `glide train --devices`.
     #[arg(long)]
     devices: Option<usize>,
 }
 
 pub fn train_clip_cmd(a: TrainClipArgs) -> Result<()> {
-    let mut cfg = ClipTrainConfig::read(&a.config).map_err(|e| {
+    let mut cfg = ClipTrainConfig::read(&a.run.config).map_err(|e| {
         anyhow::anyhow!(
             "cannot read the CLIP training config {} ({e}); start from configs/clip-emoji32.json",
-            a.config.display()
+            a.run.config.display()
         )
     })?;
-    if let Some(o) = &a.out_dir {
-        cfg.out_dir = o.clone();
-    }
-    if let Some(s) = a.steps {
-        cfg.steps = s;
-    }
-    if a.max_minutes.is_some() {
-        cfg.max_minutes = a.max_minutes;
-    }
+    a.run
+        .apply(&mut cfg.out_dir, &mut cfg.steps, &mut cfg.max_minutes);
     let devices = a
         .devices
         .unwrap_or_else(|| backend::default_devices(cfg.batch_size));
@@ -66,7 +46,7 @@ pub fn train_clip_cmd(a: TrainClipArgs) -> Result<()> {
         cfg,
         backend::devices(devices),
         TrainOptions {
-            resume: a.resume,
+            resume: a.run.resume,
             ..Default::default()
         },
     )?;
