@@ -465,7 +465,7 @@ mod imp {
                             }
                         </div>
                         if self.clip_guidance().is_some() && s.sampler == Sampler::Ddim {
-                            <p id="clip-note" class="note">{ "CLIP guidance with DDIM over-saturates the picture (measured: docs/samples/guidance-tradeoff.png); pick DDPM." }</p>
+                            <p id="clip-note" class="note">{ "CLIP guidance with DDIM over-saturates the picture; pick DDPM (GLIDE samples CLIP guidance with DDPM)." }</p>
                         }
                         if !self.fixed_weights && self.local_files.is_none() && self.entry().is_some_and(|e| e.student.is_some()) {
                             <label class="check"><input id="quality" type="checkbox" checked={s.quality} disabled={busy}
