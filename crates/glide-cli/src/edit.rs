@@ -139,16 +139,19 @@ fn edit_weights(a: &EditArgs) -> PathBuf {
     }
 }
 
-/// The picture as the model at side `s` sees it: resized, with the painted mask at that size.
-fn input_at(original: &image::RgbImage, mask: Option<&UserMask>, s: usize) -> EditInput {
-    let (w, h) = original.dimensions();
-    let small = if (w, h) == (s as u32, s as u32) {
+/// The picture at side `s` (Lanczos3; unchanged when it already is).
+fn resized(original: &image::RgbImage, s: usize) -> image::RgbImage {
+    if original.dimensions() == (s as u32, s as u32) {
         original.clone()
     } else {
         image::imageops::resize(original, s as u32, s as u32, FilterType::Lanczos3)
-    };
+    }
+}
+
+/// The picture as the model at side `s` sees it: resized, with the painted mask at that size.
+fn input_at(original: &image::RgbImage, mask: Option<&UserMask>, s: usize) -> EditInput {
     EditInput {
-        image: rgb8_to_chw(small.as_raw(), s, s),
+        image: rgb8_to_chw(resized(original, s).as_raw(), s, s),
         keep: mask.map(|m| m.keep_at(s)),
     }
 }
@@ -186,9 +189,7 @@ fn sample_edit(
         cascade.upsampler.config.image_size,
     );
     // The picture at the upsampler's size; the base stage sees its box average.
-    let high = input_at(original, None, s);
-    let rgb = to_rgb8(&high.image, s, s);
-    let (low_in, high_in) = cascade_inputs(&rgb, mask, low_s, s)?;
+    let (low_in, high_in) = cascade_inputs(resized(original, s).as_raw(), mask, low_s, s)?;
     let low = crate::run_with_bar(
         cascade.edit_steps(req, &low_in)?,
         &format!("{label} (base)"),
