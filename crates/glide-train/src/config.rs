@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use glide_model::GlideConfig;
 
-use crate::optim::StepSettings;
+use crate::optim::{LrDecay, StepSettings};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,9 @@ pub struct TrainConfig {
     /// Linear learning-rate warm-up from 0 over this many steps.
     #[config(default = 200)]
     pub warmup_steps: usize,
+    /// Cosine decay of `lr` over a span of steps (`None`: constant after the warm-up, as GLIDE).
+    #[config(default = "None")]
+    pub lr_decay: Option<LrDecay>,
     /// AdamW's decoupled weight decay.
     #[config(default = 0.0)]
     pub weight_decay: f64,
@@ -275,7 +278,8 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Learning rate at step `step` (from 0): linear warm-up, then constant (as GLIDE).
+    /// Learning rate at step `step` (from 0): linear warm-up, then constant (as GLIDE) or
+    /// `lr_decay`'s cosine.
     pub fn lr_at(&self, step: usize) -> f64 {
         self.step_settings().lr_at(step)
     }
@@ -292,6 +296,7 @@ impl TrainConfig {
             batch_size: self.batch_size,
             lr: self.lr,
             warmup_steps: self.warmup_steps,
+            lr_decay: self.lr_decay.clone(),
             weight_decay: self.weight_decay,
             beta_1: self.beta_1,
             beta_2: self.beta_2,

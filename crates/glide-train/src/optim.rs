@@ -25,6 +25,8 @@ pub struct StepSettings {
     pub batch_size: usize,
     pub lr: f64,
     pub warmup_steps: usize,
+    /// Cosine decay of the learning rate after the warm-up (`None`: constant).
+    pub lr_decay: Option<LrDecay>,
     pub weight_decay: f64,
     pub beta_1: f64,
     pub beta_2: f64,
@@ -38,12 +40,14 @@ pub struct StepSettings {
 }
 
 impl StepSettings {
-    /// Learning rate at step `step` (linear warm-up).
+    /// Learning rate at step `step` (from 0): linear warm-up, then constant or `lr_decay`'s
+    /// cosine.
     pub fn lr_at(&self, step: usize) -> f64 {
+        let lr = self.lr_decay.as_ref().map_or(self.lr, |d| d.lr_at(self.lr, step));
         if self.warmup_steps == 0 {
-            self.lr
+            lr
         } else {
-            self.lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
+            lr * ((step + 1) as f64 / self.warmup_steps as f64).min(1.0)
         }
     }
 
@@ -60,6 +64,31 @@ impl StepSettings {
             .with_epsilon(self.epsilon as f32)
             .with_weight_decay(self.weight_decay as f32)
             .init()
+    }
+}
+
+/// A cosine decay of the learning rate from the run's `lr` at `start_step` to `final_lr` at
+/// `end_step`, `final_lr` after it. Steps count the whole run, so a `--resume`d run can anneal
+/// its last part (e.g. `start_step` = the step it resumes from).
+#[derive(burn::config::Config, Debug, PartialEq)]
+pub struct LrDecay {
+    pub start_step: usize,
+    pub end_step: usize,
+    pub final_lr: f64,
+}
+
+impl LrDecay {
+    /// The rate at `step` for a run whose constant rate is `lr`.
+    pub fn lr_at(&self, lr: f64, step: usize) -> f64 {
+        if step <= self.start_step {
+            return lr;
+        }
+        if step >= self.end_step {
+            return self.final_lr;
+        }
+        let span = (self.end_step - self.start_step) as f64;
+        let progress = (step - self.start_step) as f64 / span;
+        self.final_lr + 0.5 * (lr - self.final_lr) * (1.0 + (std::f64::consts::PI * progress).cos())
     }
 }
 
@@ -276,4 +305,36 @@ fn record<B: AutodiffBackend, const D: usize>(
         max_moment_2: None,
     };
     AdaptorRecord::from_state::<D>(AdamWState::new(momentum))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lr_decay_is_a_cosine_between_its_steps_after_the_warm_up() {
+        let mut cfg = crate::TrainConfig::new(
+            glide_model::GlideConfig::tiny(),
+            crate::DataConfig::new(),
+        )
+        .with_lr(1e-3)
+        .with_warmup_steps(10);
+        assert_eq!(cfg.lr_at(4), 1e-3 * 0.5);
+        assert_eq!(cfg.lr_at(5_000), 1e-3);
+        cfg.lr_decay = Some(LrDecay::new(1_000, 3_000, 1e-5));
+        let s = cfg.step_settings();
+        assert_eq!(s.lr_at(4), 1e-3 * 0.5, "the warm-up is unchanged");
+        assert_eq!(s.lr_at(1_000), 1e-3);
+        assert!((s.lr_at(2_000) - (1e-3 + 1e-5) / 2.0).abs() < 1e-12, "half-way: the mean");
+        assert!(s.lr_at(2_500) < s.lr_at(2_000) && s.lr_at(2_500) > 1e-5);
+        assert_eq!(s.lr_at(3_000), 1e-5);
+        assert_eq!(s.lr_at(90_000), 1e-5);
+        // A config without the key (every run before it) parses to the constant rate.
+        let text = serde_json::to_string(&cfg.clone().with_lr_decay(None)).unwrap();
+        let without: String = text.replace(",\"lr_decay\":null", "");
+        assert!(!without.contains("lr_decay"));
+        let parsed = crate::TrainConfig::parse(&without).unwrap();
+        assert_eq!(parsed.lr_decay, None);
+        assert_eq!(parsed.lr_at(90_000), 1e-3);
+    }
 }

@@ -4,7 +4,7 @@ use burn::config::Config;
 use glide_model::clip::ClipConfig;
 
 use crate::config::{ConfigError, DataConfig, parse_filled};
-use crate::optim::StepSettings;
+use crate::optim::{LrDecay, StepSettings};
 
 /// How `glide train-clip` trains a CLIP on (image, caption) pairs with the contrastive loss.
 #[derive(Config, Debug)]
@@ -36,6 +36,9 @@ pub struct ClipTrainConfig {
     pub lr: f64,
     #[config(default = 200)]
     pub warmup_steps: usize,
+    /// Cosine decay of `lr` over a span of steps (`None`: constant after the warm-up).
+    #[config(default = "None")]
+    pub lr_decay: Option<LrDecay>,
     #[config(default = 0.0)]
     pub weight_decay: f64,
     #[config(default = 0.9)]
@@ -112,6 +115,7 @@ impl ClipTrainConfig {
             batch_size: self.batch_size,
             lr: self.lr,
             warmup_steps: self.warmup_steps,
+            lr_decay: self.lr_decay.clone(),
             weight_decay: self.weight_decay,
             beta_1: self.beta_1,
             beta_2: self.beta_2,
