@@ -43,7 +43,10 @@ impl StepSettings {
     /// Learning rate at step `step` (from 0): linear warm-up, then constant or `lr_decay`'s
     /// cosine.
     pub fn lr_at(&self, step: usize) -> f64 {
-        let lr = self.lr_decay.as_ref().map_or(self.lr, |d| d.lr_at(self.lr, step));
+        let lr = self
+            .lr_decay
+            .as_ref()
+            .map_or(self.lr, |d| d.lr_at(self.lr, step));
         if self.warmup_steps == 0 {
             lr
         } else {
@@ -313,19 +316,20 @@ mod tests {
 
     #[test]
     fn lr_decay_is_a_cosine_between_its_steps_after_the_warm_up() {
-        let mut cfg = crate::TrainConfig::new(
-            glide_model::GlideConfig::tiny(),
-            crate::DataConfig::new(),
-        )
-        .with_lr(1e-3)
-        .with_warmup_steps(10);
+        let mut cfg =
+            crate::TrainConfig::new(glide_model::GlideConfig::tiny(), crate::DataConfig::new())
+                .with_lr(1e-3)
+                .with_warmup_steps(10);
         assert_eq!(cfg.lr_at(4), 1e-3 * 0.5);
         assert_eq!(cfg.lr_at(5_000), 1e-3);
         cfg.lr_decay = Some(LrDecay::new(1_000, 3_000, 1e-5));
         let s = cfg.step_settings();
         assert_eq!(s.lr_at(4), 1e-3 * 0.5, "the warm-up is unchanged");
         assert_eq!(s.lr_at(1_000), 1e-3);
-        assert!((s.lr_at(2_000) - (1e-3 + 1e-5) / 2.0).abs() < 1e-12, "half-way: the mean");
+        assert!(
+            (s.lr_at(2_000) - (1e-3 + 1e-5) / 2.0).abs() < 1e-12,
+            "half-way: the mean"
+        );
         assert!(s.lr_at(2_500) < s.lr_at(2_000) && s.lr_at(2_500) > 1e-5);
         assert_eq!(s.lr_at(3_000), 1e-5);
         assert_eq!(s.lr_at(90_000), 1e-5);
