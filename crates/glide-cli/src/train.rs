@@ -322,7 +322,7 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
         );
     }
     println!(
-        "| captions | guidance | NN accuracy | chance (shuffled) | n |\n|---|---|---|---|---|"
+        "| captions | guidance | NN accuracy | top 5 | median rank | chance (shuffled): top 1 / top 5 | n |\n|---|---|---|---|---|---|---|"
     );
     for (name, set) in [("training", &train), ("held-out", &heldout)] {
         let captions = pick_captions(set, a.n, 0);
@@ -338,9 +338,12 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
                 &device,
             )?;
             println!(
-                "| {name} | {s} | {:.1}% | {:.1}% | {} |",
+                "| {name} | {s} | {:.1}% | {:.1}% | {} | {:.1}% / {:.1}% | {} |",
                 score.accuracy * 100.0,
+                score.top5 * 100.0,
+                score.median_rank,
                 score.chance * 100.0,
+                score.chance_top5 * 100.0,
                 score.n
             );
         }

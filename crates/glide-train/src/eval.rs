@@ -30,30 +30,59 @@ fn shrink(rgb: &[u8], size: usize) -> Vec<f32> {
 /// The reference set: every dataset image at 16 px with its emoji group.
 pub struct Reference {
     images: Vec<Vec<f32>>,
-    bases: Vec<String>,
+    /// Index into `groups` of each image.
+    group_of: Vec<usize>,
+    groups: Vec<String>,
 }
 
 impl Reference {
     pub fn new(examples: &[&Example], size: usize) -> Self {
+        let mut groups: Vec<String> = examples.iter().map(|e| e.base()).collect();
+        groups.sort();
+        groups.dedup();
         Self {
             images: examples.iter().map(|e| shrink(&e.pixels, size)).collect(),
-            bases: examples.iter().map(|e| e.base()).collect(),
+            group_of: examples
+                .iter()
+                .map(|e| groups.binary_search(&e.base()).expect("listed above"))
+                .collect(),
+            groups,
         }
     }
 
     /// The emoji group of the image nearest to `rgb` (a `size`² RGB image).
     pub fn nearest(&self, rgb: &[u8], size: usize) -> &str {
+        let d = self.distances(rgb, size);
+        let best = (0..d.len())
+            .min_by(|&a, &b| d[a].total_cmp(&d[b]))
+            .unwrap_or(0);
+        &self.groups[best]
+    }
+
+    /// Each emoji group's squared L2 distance to `rgb`: that of its nearest image.
+    pub fn distances(&self, rgb: &[u8], size: usize) -> GroupDistances {
         let q = shrink(rgb, size);
-        let mut best = (f32::MAX, 0);
-        for (i, r) in self.images.iter().enumerate() {
-            let d: f32 = r.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
-            if d < best.0 {
-                best = (d, i);
-            }
+        let mut d = vec![f32::MAX; self.groups.len()];
+        for (r, &g) in self.images.iter().zip(&self.group_of) {
+            let dist: f32 = r.iter().zip(&q).map(|(a, b)| (a - b) * (a - b)).sum();
+            d[g] = d[g].min(dist);
         }
-        &self.bases[best.1]
+        d
+    }
+
+    /// Rank (1 = nearest) of the emoji group `target` in `d`, counting the groups strictly
+    /// nearer; `None` when the reference has no such group.
+    pub fn rank(&self, d: &GroupDistances, target: &str) -> Option<usize> {
+        let t = self
+            .groups
+            .binary_search_by(|g| g.as_str().cmp(target))
+            .ok()?;
+        Some(1 + d.iter().filter(|&&x| x < d[t]).count())
     }
 }
+
+/// Per emoji group of a [`Reference`], the distance of its nearest image to one sample.
+pub type GroupDistances = Vec<f32>;
 
 /// `n` captions with their emoji group: one example per emoji group (the first by key), its
 /// first caption, chosen by a seeded shuffle.
@@ -71,11 +100,45 @@ pub fn pick_captions(examples: &[Example], n: usize, seed: u64) -> Vec<(String, 
 }
 
 /// Nearest-neighbour accuracy of one sample per caption, and the same with the captions' groups
-/// shuffled (chance level).
+/// shuffled (chance level). `top5` and `median_rank` rank the captioned emoji among all emoji
+/// groups by their nearest image: a finer signal than top-1 while a model is still learning.
 pub struct NnScore {
     pub accuracy: f64,
+    pub top5: f64,
+    pub median_rank: usize,
     pub chance: f64,
+    pub chance_top5: f64,
     pub n: usize,
+}
+
+impl NnScore {
+    /// Scores the samples' group distances against the captions' emoji `targets`.
+    pub fn new(reference: &Reference, distances: &[GroupDistances], targets: &[&str]) -> Self {
+        let ranks = |targets: &[&str]| -> Vec<usize> {
+            distances
+                .iter()
+                .zip(targets)
+                .map(|(d, t)| reference.rank(d, t).unwrap_or(usize::MAX))
+                .collect()
+        };
+        let share = |r: &[usize], k: usize| {
+            r.iter().filter(|&&r| r <= k).count() as f64 / r.len().max(1) as f64
+        };
+        let mut own = ranks(targets);
+        let mut shuffled = targets.to_vec();
+        shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
+        let chance = ranks(&shuffled);
+        let (accuracy, top5) = (share(&own, 1), share(&own, 5));
+        own.sort_unstable();
+        Self {
+            accuracy,
+            top5,
+            median_rank: own.get(own.len() / 2).copied().unwrap_or(0),
+            chance: share(&chance, 1),
+            chance_top5: share(&chance, 5),
+            n: targets.len(),
+        }
+    }
 }
 
 /// Samples one image per caption (DDIM, `steps`, guidance `scale`, batches of 32 seeded by their
@@ -97,7 +160,7 @@ pub fn nn_score<B: Backend>(
     }
     let pipe = Text2Im::new(model, config.clone(), device.clone()).with_tokenizer(tokenizer);
     let s = config.image_size;
-    let mut nearest = Vec::with_capacity(captions.len());
+    let mut distances = Vec::with_capacity(captions.len());
     for (i, chunk) in captions.chunks(32).enumerate() {
         let prompts: Vec<&str> = chunk.iter().map(|c| c.0.as_str()).collect();
         let req = GenerateRequest {
@@ -110,19 +173,54 @@ pub fn nn_score<B: Backend>(
         let x = pipe.generate_each(&prompts, &req)?.run();
         let raw = x.into_data().convert::<f32>().to_vec::<f32>().expect("f32");
         for rgb in batch_to_rgb8(&raw, prompts.len(), s, s) {
-            nearest.push(reference.nearest(&rgb, s).to_string());
+            distances.push(reference.distances(&rgb, s));
         }
     }
-    let hits = |targets: &[&String]| {
-        nearest.iter().zip(targets).filter(|(a, b)| a == *b).count() as f64
-            / captions.len().max(1) as f64
-    };
-    let targets: Vec<&String> = captions.iter().map(|c| &c.1).collect();
-    let mut shuffled = targets.clone();
-    shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
-    Ok(NnScore {
-        accuracy: hits(&targets),
-        chance: hits(&shuffled),
-        n: captions.len(),
-    })
+    let targets: Vec<&str> = captions.iter().map(|c| c.1.as_str()).collect();
+    Ok(NnScore::new(reference, &distances, &targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(key: &str, base: &str, grey: u8) -> Example {
+        Example {
+            key: key.into(),
+            pixels: vec![grey; 16 * 16 * 3],
+            captions: vec![],
+            flip_ok: true,
+            meta: serde_json::json!({ "base": base }),
+        }
+    }
+
+    #[test]
+    fn ranks_count_emoji_groups_by_their_nearest_image() {
+        // Two images of "b" (grey 100 and 200), one of "a" (0), one of "c" (150).
+        let ex = [
+            example("b1", "b", 100),
+            example("a1", "a", 0),
+            example("b2", "b", 200),
+            example("c1", "c", 150),
+        ];
+        let reference = Reference::new(&ex.iter().collect::<Vec<_>>(), 16);
+        let sample = vec![190u8; 16 * 16 * 3];
+        assert_eq!(reference.nearest(&sample, 16), "b");
+        let d = reference.distances(&sample, 16);
+        assert_eq!(reference.rank(&d, "b"), Some(1));
+        assert_eq!(reference.rank(&d, "c"), Some(2));
+        assert_eq!(reference.rank(&d, "a"), Some(3));
+        assert_eq!(reference.rank(&d, "z"), None);
+
+        // Samples near "a", "c", "b": targets a, b, b → ranks 1, 2, 1.
+        let d: Vec<GroupDistances> = [5u8, 140, 120]
+            .iter()
+            .map(|&g| reference.distances(&vec![g; 16 * 16 * 3], 16))
+            .collect();
+        let score = NnScore::new(&reference, &d, &["a", "b", "b"]);
+        assert!((score.accuracy - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(score.top5, 1.0, "three groups: every rank is within 5");
+        assert_eq!(score.median_rank, 1);
+        assert_eq!(score.n, 3);
+    }
 }
