@@ -242,6 +242,10 @@ pub struct EvalArgs {
     /// The reference set is always every image.
     #[arg(long, value_delimiter = ',')]
     groups: Option<Vec<String>>,
+    /// After each row, list this many samples whose nearest image shows another emoji: the
+    /// caption, the emoji it names and the one nearest.
+    #[arg(long, default_value_t = 0)]
+    show_misses: usize,
 }
 
 /// The `data.groups` of the run that made these weights, if its config was stored with them.
@@ -346,6 +350,13 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
                 score.chance_top5 * 100.0,
                 score.n
             );
+            let misses = captions
+                .iter()
+                .zip(&score.nearest)
+                .filter(|(c, n)| c.1 != **n);
+            for ((caption, emoji), nearest) in misses.take(a.show_misses) {
+                println!("  \"{caption}\" ({emoji}): nearest is {nearest}");
+            }
         }
     }
     Ok(())

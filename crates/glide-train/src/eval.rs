@@ -52,7 +52,11 @@ impl Reference {
 
     /// The emoji group of the image nearest to `rgb` (a `size`² RGB image).
     pub fn nearest(&self, rgb: &[u8], size: usize) -> &str {
-        let d = self.distances(rgb, size);
+        self.nearest_in(&self.distances(rgb, size))
+    }
+
+    /// The emoji group with the smallest distance in `d`.
+    pub fn nearest_in(&self, d: &GroupDistances) -> &str {
         let best = (0..d.len())
             .min_by(|&a, &b| d[a].total_cmp(&d[b]))
             .unwrap_or(0);
@@ -109,6 +113,8 @@ pub struct NnScore {
     pub chance: f64,
     pub chance_top5: f64,
     pub n: usize,
+    /// The emoji group nearest to each sample.
+    pub nearest: Vec<String>,
 }
 
 impl NnScore {
@@ -137,6 +143,10 @@ impl NnScore {
             chance: share(&chance, 1),
             chance_top5: share(&chance, 5),
             n: targets.len(),
+            nearest: distances
+                .iter()
+                .map(|d| reference.nearest_in(d).to_string())
+                .collect(),
         }
     }
 }
@@ -222,5 +232,6 @@ mod tests {
         assert_eq!(score.top5, 1.0, "three groups: every rank is within 5");
         assert_eq!(score.median_rank, 1);
         assert_eq!(score.n, 3);
+        assert_eq!(score.nearest, ["a", "c", "b"]);
     }
 }
