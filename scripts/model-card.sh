@@ -27,4 +27,4 @@ for s in 1 3; do
   $G sample --weights "$W" "${heldout[@]}" --n 8 --sampler ddim --steps "$STEPS" --guidance $s \
     --seed 1 --grid "docs/samples/heldout-s$s.png"
 done
-$G eval-emoji --weights "$W" --data data/emoji --n "$N" --guidance 1,3 --steps "$EVAL_STEPS" | tee docs/samples/nn-accuracy.md
+$G eval-emoji --weights "$W" --data data/emoji --n "$N" --guidance 1,3 --steps "$EVAL_STEPS" --show-misses 10 | tee docs/samples/nn-accuracy.md
