@@ -120,6 +120,7 @@ pub struct NnScore {
 impl NnScore {
     /// Scores the samples' group distances against the captions' emoji `targets`.
     pub fn new(reference: &Reference, distances: &[GroupDistances], targets: &[&str]) -> Self {
+        assert_eq!(distances.len(), targets.len(), "one target per sample");
         let ranks = |targets: &[&str]| -> Vec<usize> {
             distances
                 .iter()
