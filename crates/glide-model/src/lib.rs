@@ -11,6 +11,9 @@ pub mod attention;
 pub mod check;
 pub mod clip;
 pub mod config;
+pub mod conv;
+#[cfg(not(target_arch = "wasm32"))]
+mod conv_backward;
 pub mod group_norm;
 pub mod memory;
 #[cfg(feature = "pytorch")]

@@ -11,6 +11,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::conv::conv2d;
 use crate::group_norm::group_norm;
 
 fn conv3x3_config(channels_in: usize, channels_out: usize) -> Conv2dConfig {
@@ -128,7 +129,7 @@ impl<B: Backend> ResBlock<B> {
         } else {
             (h, x)
         };
-        let h = self.in_conv.forward(h);
+        let h = conv2d(&self.in_conv, h);
         let emb_out = self.emb_layers.forward(silu(emb.clone()));
         let [b, e] = emb_out.dims();
         let h = if self.use_scale_shift_norm {
@@ -139,9 +140,9 @@ impl<B: Backend> ResBlock<B> {
         } else {
             group_norm(&self.out_norm, h + emb_out.reshape([b, e, 1, 1]), None)
         };
-        let h = self.out_conv.forward(self.dropout.forward(silu(h)));
+        let h = conv2d(&self.out_conv, self.dropout.forward(silu(h)));
         let skip = match &self.skip_connection {
-            Some(conv) => conv.forward(x),
+            Some(conv) => conv2d(conv, x),
             None => x,
         };
         skip + h

@@ -41,7 +41,7 @@ fn run_block<B: Backend>(
 ) -> Tensor<B, 4> {
     for layer in block {
         h = match layer {
-            Layer::Conv(conv) => conv.forward(h),
+            Layer::Conv(conv) => crate::conv::conv2d(conv, h),
             Layer::Res(res) => res.forward(h, emb),
             Layer::Attn(attn) => attn.forward(h, Some(xf_out)),
         };
@@ -397,8 +397,7 @@ impl<B: Backend> Text2ImUNet<B> {
             let skip = hs.pop().expect("one skip per output block");
             h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, &text.xf_out);
         }
-        self.out_conv
-            .forward(silu(group_norm(&self.out_norm, h, None)))
+        crate::conv::conv2d(&self.out_conv, silu(group_norm(&self.out_norm, h, None)))
     }
 
     /// Encodes the caption and runs the UNet (the original `forward`).

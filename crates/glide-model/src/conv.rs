@@ -1,0 +1,112 @@
+//! The model's convolutions: `burn::nn::conv::Conv2d`'s forward everywhere; when training on the
+//! CPU (`Autodiff<Flex>`), a stride-1 K×K convolution's backward is im2col + GEMM
+//! ([`crate::conv_backward`]) instead of burn's generic path. Same forward numbers either way.
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Tensor, backend::Backend};
+
+/// `conv.forward(x)`, with the im2col backward where it applies.
+///
+/// # Shapes
+/// - x: `[N, C_in, H, W]` → `[N, C_out, H', W']`
+pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(padding) = symmetric_padding(conv).filter(|_| crate::conv_backward::applies(&x)) {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        return crate::conv_backward::conv2d(x, conv.weight.val(), bias, padding);
+    }
+    conv.forward(x)
+}
+
+/// The padding of a square-kernel, stride-1, undilated, ungrouped convolution that pads every
+/// side alike; `None` for any other convolution.
+#[cfg(not(target_arch = "wasm32"))]
+fn symmetric_padding<B: Backend>(conv: &Conv2d<B>) -> Option<usize> {
+    use burn::nn::PaddingConfig2d;
+    let [k0, k1] = conv.kernel_size;
+    let plain = conv.stride == [1, 1] && conv.dilation == [1, 1] && conv.groups == 1 && k0 == k1;
+    let p = match conv.padding {
+        PaddingConfig2d::Valid => 0,
+        PaddingConfig2d::Explicit(top, left, bottom, right)
+            if top == left && top == bottom && top == right =>
+        {
+            top
+        }
+        _ => return None,
+    };
+    (plain && 2 * p + 1 >= k0).then_some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, Flex};
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::Distribution;
+
+    type A = Autodiff<Flex>;
+
+    /// Largest |a − b| relative to the largest |b|.
+    fn rel_diff<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
+        let scale = b.clone().abs().max().into_scalar();
+        (a - b).abs().max().into_scalar() / scale.max(1e-12)
+    }
+
+    /// The im2col backward's dX, dW and db equal burn's generic backward's.
+    fn check(c: usize, o: usize, k: usize, p: usize, (h, w): (usize, usize), bias: bool) {
+        let device = Default::default();
+        let conv: Conv2d<A> = Conv2dConfig::new([c, o], [k, k])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_bias(bias)
+            .init(&device);
+        let x = Tensor::<A, 4>::random([3, c, h, w], Distribution::Default, &device).require_grad();
+        assert!(
+            crate::conv_backward::applies(&x),
+            "the test must take the im2col path"
+        );
+        assert!(symmetric_padding(&conv).is_some());
+        let ours = conv2d(&conv, x.clone());
+        let burns = conv.forward(x.clone());
+        let g = Tensor::<A, 4>::random(burns.dims(), Distribution::Default, &device);
+        assert_eq!(ours.dims(), burns.dims());
+        assert!(rel_diff(ours.clone().inner(), burns.clone().inner()) < 1e-6);
+        let ours = (ours * g.clone()).sum().backward();
+        let burns = (burns * g).sum().backward();
+        let what = format!("C{c} O{o} K{k} p{p} {h}×{w} bias {bias}");
+        let dx = rel_diff(x.grad(&ours).unwrap(), x.grad(&burns).unwrap());
+        assert!(dx < 1e-5, "dX differs by {dx} ({what})");
+        let w = &conv.weight;
+        let dw = rel_diff(w.grad(&ours).unwrap(), w.grad(&burns).unwrap());
+        assert!(dw < 1e-5, "dW differs by {dw} ({what})");
+        if let Some(b) = &conv.bias {
+            let db = rel_diff(b.grad(&ours).unwrap(), b.grad(&burns).unwrap());
+            assert!(db < 1e-5, "db differs by {db} ({what})");
+        }
+    }
+
+    #[test]
+    fn im2col_backward_equals_burns_generic_backward() {
+        check(4, 6, 3, 1, (7, 5), true);
+        check(5, 3, 3, 1, (4, 4), false);
+        check(6, 4, 1, 0, (3, 5), true);
+        check(3, 2, 5, 2, (6, 6), true);
+    }
+
+    #[test]
+    fn other_convolutions_keep_burns_path() {
+        let device = Default::default();
+        let strided: Conv2d<A> = Conv2dConfig::new([2, 2], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(&device);
+        assert_eq!(symmetric_padding(&strided), None);
+        let lopsided: Conv2d<A> = Conv2dConfig::new([2, 2], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 0, 1, 0))
+            .init(&device);
+        assert_eq!(symmetric_padding(&lopsided), None);
+        // Inference (no autodiff) never takes it.
+        let plain = Tensor::<Flex, 4>::zeros([1, 2, 8, 8], &device);
+        assert!(!crate::conv_backward::applies(&plain));
+    }
+}
