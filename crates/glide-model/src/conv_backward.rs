@@ -18,6 +18,7 @@
 use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -112,12 +113,10 @@ impl Backward<Flex, 3> for ConvIm2col {
         let g = grads.consume::<Flex>(&ops.node);
         let (x, w, padding) = ops.state;
         let (dx, dw, db) = gradients(x, w, g, padding, node_x.is_some(), node_w.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, dw);
-        }
+        register(
+            grads,
+            [(node_x.map(|n| n.id), dx), (node_w.map(|n| n.id), dw)],
+        );
         if let Some(node) = node_b {
             grads.register::<Flex>(node.id, db);
         }
@@ -132,11 +131,18 @@ impl Backward<Flex, 2> for ConvIm2colNoBias {
         let g = grads.consume::<Flex>(&ops.node);
         let (x, w, padding) = ops.state;
         let (dx, dw, _) = gradients(x, w, g, padding, node_x.is_some(), node_w.is_some());
-        if let (Some(node), Some(dx)) = (node_x, dx) {
-            grads.register::<Flex>(node.id, dx);
-        }
-        if let (Some(node), Some(dw)) = (node_w, dw) {
-            grads.register::<Flex>(node.id, dw);
+        register(
+            grads,
+            [(node_x.map(|n| n.id), dx), (node_w.map(|n| n.id), dw)],
+        );
+    }
+}
+
+/// Registers each gradient that was computed for a parent that needs one.
+fn register(grads: &mut Gradients, pairs: [(Option<NodeId>, Option<FlexTensor>); 2]) {
+    for (node, grad) in pairs {
+        if let (Some(node), Some(grad)) = (node, grad) {
+            grads.register::<Flex>(node, grad);
         }
     }
 }
