@@ -109,17 +109,9 @@ impl Backward<Flex, 3> for ConvIm2col {
     type State = State;
 
     fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w, node_b] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
-        let (x, w, padding) = ops.state;
-        let (dx, dw, db) = gradients(x, w, g, padding, node_x.is_some(), node_w.is_some());
-        register(
-            grads,
-            [(node_x.map(|n| n.id), dx), (node_w.map(|n| n.id), dw)],
-        );
-        if let Some(node) = node_b {
-            grads.register::<Flex>(node.id, db);
-        }
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        register_gradients(grads, g, ops.state, parents);
     }
 }
 
@@ -127,20 +119,21 @@ impl Backward<Flex, 2> for ConvIm2colNoBias {
     type State = State;
 
     fn backward(self, ops: Ops<State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_x, node_w] = ops.parents;
         let g = grads.consume::<Flex>(&ops.node);
-        let (x, w, padding) = ops.state;
-        let (dx, dw, _) = gradients(x, w, g, padding, node_x.is_some(), node_w.is_some());
-        register(
-            grads,
-            [(node_x.map(|n| n.id), dx), (node_w.map(|n| n.id), dw)],
-        );
+        let [x, w] = ops.parents.map(|p| p.map(|node| node.id));
+        register_gradients(grads, g, ops.state, [x, w, None]);
     }
 }
 
-/// Registers each gradient that was computed for a parent that needs one.
-fn register(grads: &mut Gradients, pairs: [(Option<NodeId>, Option<FlexTensor>); 2]) {
-    for (node, grad) in pairs {
+/// Computes and registers the gradient of each parent (x, weight, bias) that needs one.
+fn register_gradients(
+    grads: &mut Gradients,
+    g: FlexTensor,
+    (x, w, padding): State,
+    parents: [Option<NodeId>; 3],
+) {
+    let wanted = parents.map(|p| p.is_some());
+    for (node, grad) in parents.into_iter().zip(gradients(x, w, g, padding, wanted)) {
         if let (Some(node), Some(grad)) = (node, grad) {
             grads.register::<Flex>(node, grad);
         }
@@ -173,13 +166,12 @@ impl Dims {
     }
 }
 
-fn to_vec(t: FlexTensor) -> (Vec<f32>, Vec<usize>) {
-    let data = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t)).into_data();
-    let shape = data.shape.to_vec();
-    let values = data
+/// The values of a 4-d f32 tensor, row-major.
+fn to_vec(t: FlexTensor) -> Vec<f32> {
+    Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t))
+        .into_data()
         .into_vec::<f32>()
-        .expect("conv_backward runs on f32 tensors");
-    (values, shape)
+        .expect("conv_backward runs on f32 tensors")
 }
 
 fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
@@ -188,33 +180,37 @@ fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
         .tensor()
 }
 
-/// (dX if `want_x`, dW if `want_w`, db) of the convolution of `x` by `w` with output gradient `g`.
+/// (dX, dW, db) of the convolution of `x` by `w` with output gradient `g`, each only if
+/// `wanted`; x is read only for dW and w only for dX.
 fn gradients(
     x: FlexTensor,
     w: FlexTensor,
     g: FlexTensor,
     padding: usize,
-    want_x: bool,
-    want_w: bool,
-) -> (Option<FlexTensor>, Option<FlexTensor>, FlexTensor) {
-    let (x, xs) = to_vec(x);
-    let (w, ws) = to_vec(w);
-    let (g, _) = to_vec(g);
+    wanted: [bool; 3],
+) -> [Option<FlexTensor>; 3] {
+    let [n, c, h, wd] = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(x.clone())).dims();
+    let [o, _, k, _] = Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(w.clone())).dims();
     let d = Dims {
-        n: xs[0],
-        c: xs[1],
-        o: ws[0],
-        h: xs[2],
-        w: xs[3],
-        k: ws[2],
+        n,
+        c,
+        o,
+        h,
+        w: wd,
+        k,
         p: padding,
     };
+    let g = to_vec(g);
     let (oh, ow) = d.out();
-    let db = bias_grad(&g, &d);
-    let dw = want_w.then(|| from_vec(weight_grad(&x, &g, &d), [d.o, d.c, d.k, d.k]));
-    let dx = want_x.then(|| from_vec(input_grad(&w, &g, &d), [d.n, d.c, d.h, d.w]));
-    debug_assert_eq!(g.len(), d.n * d.o * oh * ow);
-    (dx, dw, from_vec(db, [d.o]))
+    assert_eq!(
+        g.len(),
+        d.n * d.o * oh * ow,
+        "output gradient of another shape"
+    );
+    let dx = wanted[0].then(|| from_vec(input_grad(&to_vec(w), &g, &d), [n, c, h, wd]));
+    let dw = wanted[1].then(|| from_vec(weight_grad(&to_vec(x), &g, &d), [o, c, k, k]));
+    let db = wanted[2].then(|| from_vec(bias_grad(&g, &d), [o]));
+    [dx, dw, db]
 }
 
 /// For kernel offset `kx` along an axis of input length `len` and output length `out`: the
