@@ -28,8 +28,8 @@ for r in $(seq "$ROUNDS"); do
   "$base_bin" bench-train --config "$CONFIG" --steps "$STEPS" --data data/emoji | tail -1
   printf '  this tree, 1 worker: '
   target/release/glide bench-train --config "$CONFIG" --steps "$STEPS" --data data/emoji --devices 1 | tail -1
-  printf '  this tree, default workers, burn'"'"'s conv backward (GLIDE_CONV_BACKWARD=burn): '
-  GLIDE_CONV_BACKWARD=burn target/release/glide bench-train --config "$CONFIG" --steps "$STEPS" --data data/emoji | tail -1
+  printf '  this tree, default workers, burn'"'"'s conv and SiLU backward (GLIDE_CONV_BACKWARD=burn GLIDE_SILU_BACKWARD=burn): '
+  GLIDE_CONV_BACKWARD=burn GLIDE_SILU_BACKWARD=burn target/release/glide bench-train --config "$CONFIG" --steps "$STEPS" --data data/emoji | tail -1
   printf '  this tree, default workers: '
   target/release/glide bench-train --config "$CONFIG" --steps "$STEPS" --data data/emoji | tail -1
 done

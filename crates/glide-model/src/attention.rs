@@ -7,6 +7,7 @@ use burn::nn::{GroupNorm, GroupNormConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::conv::conv1d;
 use crate::group_norm::group_norm;
 
 /// Attention over the `H·W` positions of a feature map, with the text tokens prepended to the
@@ -59,9 +60,10 @@ impl<B: Backend> AttentionBlock<B> {
     pub fn forward(&self, x: Tensor<B, 4>, encoder_out: Option<&Tensor<B, 3>>) -> Tensor<B, 4> {
         let [b, c, h, w] = x.dims();
         let t = h * w;
-        let qkv = self
-            .qkv
-            .forward(group_norm(&self.norm, x.clone(), None).reshape([b, c, t]));
+        let qkv = conv1d(
+            &self.qkv,
+            group_norm(&self.norm, x.clone(), None).reshape([b, c, t]),
+        );
         // QKVAttentionLegacy: (B·heads, 3·ch, T), then split channels into q, k, v.
         let heads = self.num_heads;
         let ch = c / heads;
@@ -70,7 +72,7 @@ impl<B: Backend> AttentionBlock<B> {
         let mut k = qkv.clone().narrow(1, ch, ch);
         let mut v = qkv.narrow(1, 2 * ch, ch);
         if let (Some(proj), Some(enc)) = (&self.encoder_kv, encoder_out) {
-            let ekv = proj.forward(enc.clone());
+            let ekv = conv1d(proj, enc.clone());
             let l = ekv.dims()[2];
             let ekv = ekv.reshape([b * heads, 2 * ch, l]);
             k = Tensor::cat(vec![ekv.clone().narrow(1, 0, ch), k], 2);
@@ -83,7 +85,7 @@ impl<B: Backend> AttentionBlock<B> {
         // a[b, c, t] = Σ_s weight[b, t, s]·v[b, c, s], as (weight · vᵀ)ᵀ: the softmax output is
         // the left operand, so its gradient (and the softmax's backward) stays contiguous.
         let a = weight.matmul(v.swap_dims(1, 2)).swap_dims(1, 2); // (B·heads, ch, T)
-        let out = self.proj_out.forward(a.reshape([b, c, t]));
+        let out = conv1d(&self.proj_out, a.reshape([b, c, t]));
         x + out.reshape([b, c, h, w])
     }
 }

@@ -1,8 +1,11 @@
-//! The model's convolutions: `burn::nn::conv::Conv2d`'s forward everywhere; when training on the
+//! The model's convolutions: burn's `Conv2d` / `Conv1d` forward everywhere; when training on the
 //! CPU (`Autodiff<Flex>`), a stride-1 K×K convolution's backward is im2col + GEMM
-//! ([`crate::conv_backward`]) instead of burn's generic path. Same forward numbers either way.
+//! ([`crate::conv_backward`]) instead of burn's generic path (same forward numbers), and the
+//! attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a batched matmul, whose
+//! backward is two more matmuls instead of burn's strided conv1d backward (forward equal to
+//! rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's paths for both.
 
-use burn::nn::conv::Conv2d;
+use burn::nn::conv::{Conv1d, Conv2d};
 use burn::tensor::{Tensor, backend::Backend};
 
 /// `conv.forward(x)`, with the im2col backward where it applies.
@@ -16,6 +19,36 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
         return crate::conv_backward::conv2d(x, conv.weight.val(), bias, padding);
     }
     conv.forward(x)
+}
+
+/// `conv.forward(x)` of a `Conv1d`; a pointwise one (kernel 1, stride 1, no padding) is
+/// `W · x + b` as a batched matmul when training on the CPU.
+///
+/// # Shapes
+/// - x: `[N, C_in, T]` → `[N, C_out, T']`
+pub fn conv1d<B: Backend>(conv: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if is_pointwise(conv) && crate::conv_backward::applies(&x) {
+        let [o, c, _] = conv.weight.dims();
+        let out = conv.weight.val().reshape([1, o, c]).matmul(x);
+        return match &conv.bias {
+            Some(bias) => out + bias.val().reshape([1, o, 1]),
+            None => out,
+        };
+    }
+    conv.forward(x)
+}
+
+/// Whether a `Conv1d` is pointwise: kernel 1, stride 1, no padding or dilation, one group.
+#[cfg(not(target_arch = "wasm32"))]
+fn is_pointwise<B: Backend>(conv: &Conv1d<B>) -> bool {
+    use burn::nn::PaddingConfig1d;
+    // With a kernel of 1, `Same` pads nothing either.
+    let unpadded = matches!(
+        conv.padding,
+        PaddingConfig1d::Valid | PaddingConfig1d::Same | PaddingConfig1d::Explicit(0, 0)
+    );
+    conv.kernel_size == 1 && conv.stride == 1 && conv.dilation == 1 && conv.groups == 1 && unpadded
 }
 
 /// The padding of a square-kernel, stride-1, undilated, ungrouped convolution that pads every
@@ -91,6 +124,36 @@ mod tests {
         check(5, 3, 3, 1, (4, 4), false);
         check(6, 4, 1, 0, (3, 5), true);
         check(3, 2, 5, 2, (6, 6), true);
+    }
+
+    #[test]
+    fn pointwise_conv1d_as_a_matmul_equals_burns_conv1d() {
+        use burn::nn::conv::Conv1dConfig;
+        let device = Default::default();
+        for bias in [true, false] {
+            let conv: Conv1d<A> = Conv1dConfig::new(5, 7, 1).with_bias(bias).init(&device);
+            assert!(is_pointwise(&conv));
+            let x =
+                Tensor::<A, 3>::random([3, 5, 11], Distribution::Default, &device).require_grad();
+            let ours = conv1d(&conv, x.clone());
+            let burns = conv.forward(x.clone());
+            assert_eq!(ours.dims(), burns.dims());
+            assert!(rel_diff(ours.clone().inner(), burns.clone().inner()) < 1e-6);
+            let g = Tensor::<A, 3>::random(burns.dims(), Distribution::Default, &device);
+            let ours = (ours * g.clone()).sum().backward();
+            let burns = (burns * g).sum().backward();
+            let dx = rel_diff(x.grad(&ours).unwrap(), x.grad(&burns).unwrap());
+            assert!(dx < 1e-5, "dX differs by {dx} (bias {bias})");
+            let w = &conv.weight;
+            let dw = rel_diff(w.grad(&ours).unwrap(), w.grad(&burns).unwrap());
+            assert!(dw < 1e-5, "dW differs by {dw} (bias {bias})");
+            if let Some(b) = &conv.bias {
+                let db = rel_diff(b.grad(&ours).unwrap(), b.grad(&burns).unwrap());
+                assert!(db < 1e-5, "db differs by {db}");
+            }
+        }
+        let wide: Conv1d<A> = Conv1dConfig::new(2, 2, 3).init(&device);
+        assert!(!is_pointwise(&wide));
     }
 
     #[test]

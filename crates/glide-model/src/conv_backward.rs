@@ -28,23 +28,28 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, ModuleOps};
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
-type Ad = Autodiff<Flex>;
+pub(crate) type Ad = Autodiff<Flex>;
 type FlexTensor = FloatTensor<Flex>;
 
 /// Whether `x` (of backend `B`) takes this path: `B` is `Autodiff<Flex>`, x is f32 and the
 /// environment does not ask for burn's generic backward.
-pub(crate) fn applies<B: Backend>(x: &Tensor<B, 4>) -> bool {
+pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("GLIDE_CONV_BACKWARD").map_or(true, |v| v != "burn"));
-    enabled && TypeId::of::<B>() == TypeId::of::<Ad>() && x.dtype() == DType::F32
+    enabled && is_cpu_training(x)
 }
 
-/// `T` as `U` when they are the same type (checked by [`applies`]).
-fn same<T: 'static, U: 'static>(t: T) -> U {
+/// Whether `x` is an f32 tensor of the CPU training backend, `Autodiff<Flex>`.
+pub(crate) fn is_cpu_training<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    TypeId::of::<B>() == TypeId::of::<Ad>() && x.dtype() == DType::F32
+}
+
+/// `T` as `U` when they are the same type (checked by [`is_cpu_training`]).
+pub(crate) fn same<T: 'static, U: 'static>(t: T) -> U {
     *(Box::new(t) as Box<dyn Any>)
         .downcast::<U>()
-        .expect("conv_backward is only called for Autodiff<Flex> tensors")
+        .expect("only called for Autodiff<Flex> tensors")
 }
 
 /// A K×K convolution with stride 1 and padding `padding` on every side, whose backward is

@@ -21,6 +21,7 @@ pub mod pytorch;
 pub mod recognize;
 pub mod resblock;
 pub mod shards;
+pub mod silu;
 pub mod unet;
 pub mod weights;
 pub mod xf;

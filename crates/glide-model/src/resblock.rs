@@ -2,12 +2,12 @@
 //! timestep embedding as scale-shift norm, dropout, optional up/down-sampling inside the block
 //! (`resblock_updown`).
 
+use crate::silu::silu;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d,
 };
-use burn::tensor::activation::silu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 

@@ -2,13 +2,13 @@
 //! timestep embedding is shifted by a projection of the caption (`xf_proj`) and whose attention
 //! layers attend to the whole caption sequence (`xf_out`).
 
+use crate::silu::silu;
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{
     Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Initializer, LayerNorm,
     LayerNormConfig, Linear, LinearConfig,
 };
-use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Bool, Int, Tensor, backend::Backend};
