@@ -171,15 +171,16 @@ impl Dims {
     }
 }
 
-/// The values of a 4-d f32 tensor, row-major.
-fn to_vec(t: FlexTensor) -> Vec<f32> {
-    Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(t))
+/// The values of a D-dimensional f32 tensor, row-major.
+pub(crate) fn to_vec<const D: usize>(t: FlexTensor) -> Vec<f32> {
+    Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))
         .into_data()
         .into_vec::<f32>()
-        .expect("conv_backward runs on f32 tensors")
+        .expect("the CPU training paths run on f32 tensors")
 }
 
-fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+/// A flex tensor of these row-major values.
+pub(crate) fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     Tensor::<Flex, D>::from_data(TensorData::new(values, shape), &Default::default())
         .into_primitive()
         .tensor()
@@ -205,15 +206,15 @@ fn gradients(
         k,
         p: padding,
     };
-    let g = to_vec(g);
+    let g = to_vec::<4>(g);
     let (oh, ow) = d.out();
     assert_eq!(
         g.len(),
         d.n * d.o * oh * ow,
         "output gradient of another shape"
     );
-    let dx = wanted[0].then(|| from_vec(input_grad(&to_vec(w), &g, &d), [n, c, h, wd]));
-    let dw = wanted[1].then(|| from_vec(weight_grad(&to_vec(x), &g, &d), [o, c, k, k]));
+    let dx = wanted[0].then(|| from_vec(input_grad(&to_vec::<4>(w), &g, &d), [n, c, h, wd]));
+    let dw = wanted[1].then(|| from_vec(weight_grad(&to_vec::<4>(x), &g, &d), [o, c, k, k]));
     let db = wanted[2].then(|| from_vec(bias_grad(&g, &d), [o]));
     [dx, dw, db]
 }

@@ -30,10 +30,9 @@ mod fused {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::tensor::backend::Backend;
-    use burn::tensor::ops::FloatTensor;
-    use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+    use burn::tensor::{Tensor, TensorPrimitive};
 
-    use crate::conv_backward::{Ad, is_cpu_training, same};
+    use crate::conv_backward::{Ad, from_vec, is_cpu_training, same, to_vec};
 
     /// Whether `x` takes the fused path (see the module docs).
     pub(super) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
@@ -83,19 +82,6 @@ mod fused {
                 .collect();
             grads.register::<Flex>(parent.id, from_vec(dx, shape));
         }
-    }
-
-    fn to_vec<const D: usize>(t: FloatTensor<Flex>) -> Vec<f32> {
-        Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t))
-            .into_data()
-            .into_vec::<f32>()
-            .expect("the fused SiLU runs on f32 tensors")
-    }
-
-    fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FloatTensor<Flex> {
-        Tensor::<Flex, D>::from_data(TensorData::new(values, shape), &Default::default())
-            .into_primitive()
-            .tensor()
     }
 }
 
