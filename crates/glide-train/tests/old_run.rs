@@ -60,7 +60,11 @@ fn a_run_started_before_the_reshape_resumes_and_continues_as_the_old_trainer_did
 
     let ours = CsvLog::read(&run.join("log.csv")).unwrap();
     let theirs = CsvLog::read(&fixture().join("continued.csv")).unwrap();
-    assert_eq!(ours.len(), 6, "steps 1–4 kept from the old log, 5–6 appended");
+    assert_eq!(
+        ours.len(),
+        6,
+        "steps 1–4 kept from the old log, 5–6 appended"
+    );
     assert_eq!(theirs.len(), 6);
     let old_rows = CsvLog::read(&fixture().join("log.csv")).unwrap();
     let no_speed = |r: &LogRow| LogRow {
@@ -75,7 +79,12 @@ fn a_run_started_before_the_reshape_resumes_and_continues_as_the_old_trainer_did
         let step = a.step;
         close(&format!("loss at step {step}"), a.loss, b.loss, 1e-3);
         close(&format!("mse at step {step}"), a.mse, b.mse, 1e-3);
-        close(&format!("grad norm at {step}"), a.grad_norm, b.grad_norm, 1e-3);
+        close(
+            &format!("grad norm at {step}"),
+            a.grad_norm,
+            b.grad_norm,
+            1e-3,
+        );
         close(&format!("lr at step {step}"), a.lr, b.lr, 1e-9);
     }
     let (a, b) = (&ours[5], &theirs[5]);
