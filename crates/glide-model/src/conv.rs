@@ -30,11 +30,19 @@ pub fn conv1d<B: Backend>(conv: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     #[cfg(not(target_arch = "wasm32"))]
     if is_pointwise(conv) && crate::conv_backward::applies(&x) {
         let [o, c, _] = conv.weight.dims();
+        let [n, _, t] = x.dims();
         let out = conv.weight.val().reshape([1, o, c]).matmul(x);
-        return match &conv.bias {
-            Some(bias) => out + bias.val().reshape([1, o, 1]),
-            None => out,
+        let Some(bias) = &conv.bias else {
+            return out;
         };
+        // `[N, O, T] + [1, O, 1]` would take flex's scalar strided path; as `[N·O, T] + [N·O, 1]`
+        // it is one of flex's per-row-scalar fast paths.
+        let bias = bias
+            .val()
+            .reshape([1, o])
+            .repeat_dim(0, n)
+            .reshape([n * o, 1]);
+        return (out.reshape([n * o, t]) + bias).reshape([n, o, t]);
     }
     conv.forward(x)
 }
