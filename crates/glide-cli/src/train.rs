@@ -246,6 +246,10 @@ pub struct EvalArgs {
     /// caption, the emoji it names and the one nearest.
     #[arg(long, default_value_t = 0)]
     show_misses: usize,
+    /// Seed of the samples' noise (the model card's numbers use 0); another seed draws other
+    /// samples for the same captions.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 /// The `data.groups` of the run that made these weights, if its config was stored with them.
@@ -338,6 +342,7 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
                 &captions,
                 s,
                 a.steps,
+                a.seed,
                 &reference,
                 &device,
             )?;

@@ -152,8 +152,8 @@ impl NnScore {
     }
 }
 
-/// Samples one image per caption (DDIM, `steps`, guidance `scale`, batches of 32 seeded by their
-/// index) and scores them against `reference`.
+/// Samples one image per caption (DDIM, `steps`, guidance `scale`, batches of 32, batch i seeded
+/// by `seed · 1,000,003 + i`) and scores them against `reference`.
 #[allow(clippy::too_many_arguments)]
 pub fn nn_score<B: Backend>(
     model: Text2ImUNet<B>,
@@ -162,6 +162,7 @@ pub fn nn_score<B: Backend>(
     captions: &[(String, String)],
     scale: f64,
     steps: usize,
+    seed: u64,
     reference: &Reference,
     device: &B::Device,
 ) -> Result<NnScore, TrainError> {
@@ -178,7 +179,7 @@ pub fn nn_score<B: Backend>(
             guidance_scale: scale,
             steps,
             sampler: glide_diffusion::Sampler::Ddim,
-            seed: i as u64,
+            seed: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             ..Default::default()
         };
         let x = pipe.generate_each(&prompts, &req)?.run();

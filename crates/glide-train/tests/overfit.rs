@@ -120,6 +120,7 @@ fn train_and_score(cfg: &TrainConfig) -> (usize, f64) {
         &captions,
         3.0,
         25,
+        0,
         &reference,
         &device,
     )
