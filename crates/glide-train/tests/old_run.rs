@@ -39,8 +39,9 @@ fn a_run_started_before_the_reshape_resumes_and_continues_as_the_old_trainer_did
     std::fs::create_dir_all(&data).unwrap();
     shapes_folder(&data);
 
-    // The old config.json has none of the keys added since (objective, distillation, loss
-    // weighting, learning-rate decay): they take their defaults.
+    // The old config.json has none of the keys added since (the distillation recipe, loss
+    // weighting, learning-rate decay, the non-finite step limit, data balance): they take their
+    // defaults.
     let mut cfg = TrainConfig::read(&run.join("config.json")).expect("the old config.json loads");
     assert_eq!(cfg.steps, 4);
     assert!(cfg.distill.is_none() && cfg.lr_decay.is_none() && cfg.min_snr_gamma.is_none());
