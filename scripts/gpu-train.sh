@@ -7,6 +7,10 @@
 # `glide train --init`). Here, first: scripts/gpu-prepare.sh; then the device tool with
 #   carry [".device"], command `bash scripts/gpu-train.sh`, timeout_s 600.
 # Rehearsal on this CPU (flex, ~2 minutes): scripts/gpu-prepare.sh --cpu && SMOKE=1 bash scripts/gpu-train.sh
+# RECIPES=1: the model card's recipe table (scripts/recipes.sh) instead, every recipe from scratch
+# for IMAGES (default 100k) images or MINUTES / (number of recipes) each, whichever comes first;
+# writes recipes.md, recipes.txt and recipes-logs.tar.xz. Rehearsal: RECIPES=1 SMOKE=1 IMAGES=64
+# EVAL_N=4 SMOKE_RECIPES="hybrid v" bash scripts/gpu-train.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-6}
@@ -28,6 +32,20 @@ if [ "${SMOKE:-0}" = 1 ]; then
   bench_steps=2
 fi
 "$W/glide" bench-train --config "$cfg" --steps "$bench_steps" 2>&1 | tee "$OUT/bench.txt"
+if [ "${RECIPES:-0}" = 1 ]; then
+  # The model card's equal-budget recipe table instead of training the bundled model: every
+  # configs/recipes/*.json from scratch, IMAGES images each, at most ROW_MINUTES per recipe.
+  rows=$(find configs/recipes -name "*.json" | wc -l)
+  [ -n "${SMOKE_RECIPES:-}" ] && rows=$(wc -w <<< "$SMOKE_RECIPES")
+  G="$W/glide" DATA="$W/data" OUT="$W/recipes" IMAGES=${IMAGES:-100000} \
+    MINUTES=${ROW_MINUTES:-$(awk -v m="$MINUTES" -v n="$rows" 'BEGIN { print m / n }')} \
+    EVAL_N=${EVAL_N:-200} bash scripts/recipes.sh ${SMOKE_RECIPES:-} > "$OUT/recipes.txt" 2>&1 \
+    || echo "recipes.sh failed: see recipes.txt" | tee -a "$OUT/recipes.txt"
+  cp "$W/recipes/recipes.md" "$OUT/" || true
+  tar -C "$W/recipes" -cJf "$OUT/recipes-logs.tar.xz" --exclude='*.safetensors' --exclude=samples .
+  ls -la "$OUT"
+  exit 0
+fi
 "$W/glide" train --config "$cfg" --init "$INIT" --out-dir "$W/run" --max-minutes "$MINUTES" \
   2>&1 | tail -n 40 > "$OUT/train.txt"
 cp "$W/run/ema.safetensors" "$W/run/log.csv" "$W/run/loss.png" "$OUT/"
