@@ -115,7 +115,8 @@ pub struct TrainConfig {
     pub log_every: usize,
     #[config(default = 500)]
     pub checkpoint_every: usize,
-    /// Held-out loss every this many steps, on fixed held-out images, t and noise.
+    /// Held-out loss every this many steps and at the run's last step (also when its time budget
+    /// or Ctrl-C ends it), on fixed held-out images, t and noise.
     #[config(default = 250)]
     pub eval_every: usize,
     /// Held-out images in the fixed evaluation batch.

@@ -196,11 +196,12 @@ impl Hooks {
 
 impl<B: AutodiffBackend> AfterStep<B, Text2ImUNet<B>> for Hooks {
     /// After step `step` (1-based count of steps done): progress, the log row with the held-out
-    /// losses every `eval_every` steps, a checkpoint every `checkpoint_every`, samples every
+    /// losses every `eval_every` steps and at the run's last step, a checkpoint every `checkpoint_every`, samples every
     /// `sample_every`.
     fn after_step(
         &mut self,
         step: usize,
+        last: bool,
         stats: &StepStats,
         learner: &Learner<B>,
         ctx: &StepContext<'_, B>,
@@ -224,7 +225,7 @@ impl<B: AutodiffBackend> AfterStep<B, Text2ImUNet<B>> for Hooks {
             images_per_s: ips,
             ..Default::default()
         };
-        let is_eval = step.is_multiple_of(cfg.eval_every) || step == cfg.steps;
+        let is_eval = step.is_multiple_of(cfg.eval_every) || last;
         if is_eval && let Some(eb) = &self.eval {
             let ((l, m, v), el) = learner.evaluate(ctx, eb);
             row.heldout_loss = Some(l);

@@ -85,9 +85,12 @@ pub struct StepsDone {
 /// What a run does after each step it took (progress, logs, evaluation, checkpoints): the
 /// diffusion run's [`Hooks`], the CLIP run's `ClipHooks`.
 pub trait AfterStep<B: AutodiffBackend, M: AutodiffModule<B>> {
+    /// `last`: the run stops after this step (its step count, budget or Ctrl-C), so its
+    /// evaluation belongs in the log whatever `eval_every` says.
     fn after_step(
         &mut self,
         step: usize,
+        last: bool,
         stats: &StepStats,
         learner: &Learner<B, M>,
         ctx: &StepContext<'_, B, M>,
@@ -149,7 +152,8 @@ pub fn run_steps<B: AutodiffBackend, M: AutodiffModule<B>>(
             continue;
         }
         skipped_in_a_row = 0;
-        hooks.after_step(end.step, &stats, &learner, ctx, clock)?;
+        let last = end.step >= budget.steps || should_stop(budget, end.step, clock);
+        hooks.after_step(end.step, last, &stats, &learner, ctx, clock)?;
     }
     Ok((learner, end))
 }

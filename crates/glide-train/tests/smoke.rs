@@ -161,8 +161,20 @@ fn resume_gives_a_bit_identical_loss_curve() {
         rows.iter_mut().for_each(|r| r.images_per_s = 0.0);
         rows
     };
-    let (a, b) = (read(&cfg.out_dir), read(&cfg_b.out_dir));
+    let (a, mut b) = (read(&cfg.out_dir), read(&cfg_b.out_dir));
     assert_eq!(a.len(), 8, "one row per step");
+    // The interrupted invocation evaluated the step it stopped on; the straight run did not.
+    let stop_row = &mut b[2];
+    assert_eq!(stop_row.step, 3);
+    assert!(
+        stop_row.heldout_loss.is_some() && stop_row.ema_heldout_loss.is_some(),
+        "the step a run stops on has no evaluation"
+    );
+    assert!(a[2].heldout_loss.is_none());
+    stop_row.heldout_loss = None;
+    stop_row.heldout_mse = None;
+    stop_row.heldout_vb = None;
+    stop_row.ema_heldout_loss = None;
     assert!(a.iter().all(|r| r.grad_norm > 0.0));
     assert_eq!(a, b, "the resumed loss curve differs");
     let a = Checkpoint::load(&checkpoint_path(Path::new(&cfg.out_dir))).unwrap();

@@ -244,6 +244,7 @@ impl<B: AutodiffBackend> AfterStep<B, NoisedClip<B>> for ClipHooks {
     fn after_step(
         &mut self,
         step: usize,
+        last: bool,
         stats: &StepStats,
         learner: &Learner<B, NoisedClip<B>>,
         ctx: &StepContext<'_, B, NoisedClip<B>>,
@@ -261,7 +262,7 @@ impl<B: AutodiffBackend> AfterStep<B, NoisedClip<B>> for ClipHooks {
             images_per_s: ips,
             ..Default::default()
         };
-        let is_eval = step.is_multiple_of(self.cfg.eval_every) || step == self.cfg.steps;
+        let is_eval = step.is_multiple_of(self.cfg.eval_every) || last;
         if is_eval && let Some(eb) = &self.eval {
             let ((l, _, _), el) = learner.evaluate(ctx, eb);
             row.heldout_loss = Some(l);
