@@ -168,3 +168,61 @@ fn a_run_killed_at_random_moments_resumes_to_bit_identical_weights() {
     assert_eq!(la.len(), 16);
     assert_eq!(la, lb, "the loss curves differ");
 }
+
+/// SIGTERM (a job scheduler's stop, `kill PID`) ends a run as Ctrl-C does: the step in flight
+/// finishes, is evaluated, and a checkpoint is written at it, so no step is lost.
+#[test]
+fn sigterm_stops_a_run_with_a_checkpoint_at_the_step_it_reached() {
+    let dir = scratch("sigterm");
+    let config = setup(&dir);
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    // No periodic checkpoint or evaluation: whatever the run leaves comes from the signal.
+    cfg["steps"] = 10_000.into();
+    cfg["checkpoint_every"] = 100_000.into();
+    cfg["eval_every"] = 100_000.into();
+    std::fs::write(&config, cfg.to_string()).unwrap();
+    let out = dir.join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_glide"))
+        .args(["train", "--config"])
+        .arg(&config)
+        .arg("--out-dir")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the glide binary starts");
+    let rows = || CsvLog::read(&out.join("log.csv")).map_or(0, |r| r.len());
+    wait_for("three logged steps", || rows() >= 3);
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(sent.success());
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert!(done.status.success(), "SIGTERM is a clean stop: {stderr}");
+    assert!(stderr.contains("stop asked"), "{stderr}");
+    let ckpt = Checkpoint::load(&checkpoint_path(&out)).expect("SIGTERM writes a checkpoint");
+    let log = CsvLog::read(&out.join("log.csv")).unwrap();
+    assert!(
+        (3..10_000).contains(&ckpt.step),
+        "stopped at step {}",
+        ckpt.step
+    );
+    assert_eq!(
+        log.len(),
+        ckpt.step,
+        "one log row per step, up to the checkpoint"
+    );
+    let last = log.last().unwrap();
+    assert_eq!(last.step, ckpt.step);
+    assert!(
+        last.heldout_loss.is_some() && last.ema_heldout_loss.is_some(),
+        "the step it stopped on is evaluated: {last:?}"
+    );
+    assert!(
+        stderr.contains(&format!("stopped at step {}", ckpt.step)),
+        "{stderr}"
+    );
+}

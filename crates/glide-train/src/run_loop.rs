@@ -2,6 +2,7 @@
 //! CLIP trainer's `train_clip`): steps on prefetched batches, non-finite steps skipped, the run's
 //! hooks after each step, stopped by its budget or Ctrl-C; and the clock that times it.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -55,11 +56,17 @@ fn install_ctrlc() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Another handler may exist in an embedding program; training then just isn't interruptible.
+        // Ctrl-C, SIGTERM and SIGHUP (ctrlc's `termination` feature). The terminal may be gone
+        // (SIGHUP), so the message must not panic on a failed write.
         let _ = ctrlc::set_handler(|| {
             if INTERRUPTED.swap(true, Ordering::SeqCst) {
                 std::process::exit(130);
             }
-            eprintln!("\ninterrupted: writing a checkpoint (press Ctrl-C again to quit at once)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "\nstop asked (Ctrl-C, SIGTERM or SIGHUP): finishing this step and writing a \
+                 checkpoint (ask again to quit at once)"
+            );
         });
     });
 }
@@ -103,7 +110,7 @@ pub trait AfterStep<B: AutodiffBackend, M: AutodiffModule<B>> {
 
 /// The optimisation loop of any run: steps `start..budget.steps` on the prefetched batches, a
 /// non-finite step skipped (the run stops after `nonfinite_limit` in a row), `hooks` after each
-/// step taken. Ctrl-C stops it between steps.
+/// step taken. Ctrl-C, SIGTERM or SIGHUP stops it between steps.
 pub fn run_steps<B: AutodiffBackend, M: AutodiffModule<B>>(
     mut learner: Learner<B, M>,
     start: usize,
@@ -121,11 +128,13 @@ pub fn run_steps<B: AutodiffBackend, M: AutodiffModule<B>>(
         skipped: 0,
     };
     let mut skipped_in_a_row = 0;
+    // A stop asked while a step runs or its hooks run ends the run after the next step taken,
+    // which its hooks see as `last` (so it is evaluated and checkpointed).
+    if start < budget.steps && should_stop(budget, start, clock) {
+        end.interrupted = true;
+        return Ok((learner, end));
+    }
     while end.step < budget.steps {
-        if should_stop(budget, end.step, clock) {
-            end.interrupted = true;
-            break;
-        }
         let Some(batch) = batches.next_batch() else {
             break;
         };
@@ -149,16 +158,25 @@ pub fn run_steps<B: AutodiffBackend, M: AutodiffModule<B>>(
                     skipped_in_a_row,
                 ));
             }
+            if should_stop(budget, end.step, clock) {
+                end.interrupted = true;
+                break;
+            }
             continue;
         }
         skipped_in_a_row = 0;
-        let last = end.step >= budget.steps || should_stop(budget, end.step, clock);
+        let stop = should_stop(budget, end.step, clock);
+        let last = end.step >= budget.steps || stop;
         hooks.after_step(end.step, last, &stats, &learner, ctx, clock)?;
+        if stop && end.step < budget.steps {
+            end.interrupted = true;
+            break;
+        }
     }
     Ok((learner, end))
 }
 
-/// Ctrl-C, `stop_after` or `max_minutes` (over all invocations of the run).
+/// Ctrl-C (or SIGTERM/SIGHUP), `stop_after` or `max_minutes` (over all invocations of the run).
 fn should_stop(budget: &Budget, step: usize, clock: &Clock) -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
         || budget.stop_after.is_some_and(|s| step >= s)
