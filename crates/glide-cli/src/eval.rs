@@ -10,7 +10,8 @@ use glide_diffusion::Sampler;
 use glide_model::weights::StateDict;
 use glide_train::batch::TrainData;
 use glide_train::clip_eval::{
-    EvalPoint, EvalSampling, Guidance, eval_set, evaluate_point, plot_tradeoff, table,
+    EvalPoint, EvalSampling, Guidance, eval_set, evaluate_point, plot_tradeoff, points_from_table,
+    table,
 };
 
 use crate::sample::load_clip;
@@ -62,6 +63,11 @@ pub struct EvalArgs {
     /// Default: the `data.groups` the model was trained on.
     #[arg(long, value_delimiter = ',')]
     groups: Option<Vec<String>>,
+    /// Points already measured: a table an earlier `glide eval` printed with the same model,
+    /// CLIPs, --samples, --steps, --sampler and --seed. Its points are not sampled again but are
+    /// in the table and the plot (to go on with a sweep that was stopped).
+    #[arg(long)]
+    known: Option<PathBuf>,
     /// The trade-off plot (sweep).
     #[arg(long, default_value = "docs/samples/guidance-tradeoff.png")]
     plot: PathBuf,
@@ -140,8 +146,17 @@ pub fn run(mut a: EvalArgs) -> Result<()> {
         .map(|&s| Guidance::ClassifierFree(s))
         .chain(a.clip_guidance.iter().map(|&s| Guidance::Clip(s)))
         .collect();
-    let mut done: Vec<EvalPoint> = Vec::new();
-    for g in points {
+    let mut done: Vec<EvalPoint> = match &a.known {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the table of known points {}", path.display())
+            })?;
+            points_from_table(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let known: Vec<Guidance> = done.iter().map(|p| p.guidance).collect();
+    for g in points.into_iter().filter(|g| !known.contains(g)) {
         let p = evaluate_point(&pipe, &eval_clip, guide.as_ref(), &set, g, &sampling)?;
         eprintln!(
             "{} guidance {}: CLIP score {:.2}, R-precision {:.1}%, Fréchet distance {:.4}",

@@ -286,6 +286,42 @@ pub fn table(points: &[EvalPoint]) -> String {
     t
 }
 
+/// The points of a table [`table`] printed (other lines are skipped), so that a sweep can go on
+/// from points already measured with the same model, CLIPs, samples and sampler.
+pub fn points_from_table(text: &str) -> Result<Vec<EvalPoint>, String> {
+    let mut points = Vec::new();
+    for line in text.lines() {
+        let cells: Vec<&str> = line
+            .trim()
+            .trim_matches('|')
+            .split('|')
+            .map(str::trim)
+            .collect();
+        let guidance = match cells.first() {
+            Some(&"classifier-free") => Guidance::ClassifierFree,
+            Some(&"CLIP") => Guidance::Clip,
+            _ => continue,
+        };
+        let bad = || {
+            format!(
+                "cannot read the table row \"{line}\": expected `| method | scale | CLIP score | R-precision % | Fréchet distance | n |`"
+            )
+        };
+        let [_, scale, score, precision, frechet, n] = cells[..] else {
+            return Err(bad());
+        };
+        let num = |c: &str| c.parse::<f64>().map_err(|_| bad());
+        points.push(EvalPoint {
+            guidance: guidance(num(scale)?),
+            clip_score: num(score)?,
+            r_precision: num(precision.trim_end_matches('%'))? / 100.0,
+            frechet: num(frechet)?,
+            n: n.parse().map_err(|_| bad())?,
+        });
+    }
+    Ok(points)
+}
+
 /// The paper's trade-off figure: Fréchet distance (lower is closer to the real images) against
 /// CLIP score (higher follows the captions more), one curve per guidance method, each point
 /// labelled with its scale.
@@ -363,6 +399,41 @@ pub fn plot_tradeoff(points: &[EvalPoint], path: &std::path::Path) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_printed_table_reads_back_as_its_points() {
+        let points = vec![
+            EvalPoint {
+                guidance: Guidance::ClassifierFree(3.0),
+                clip_score: 49.16,
+                r_precision: 0.215,
+                frechet: 0.0437,
+                n: 256,
+            },
+            EvalPoint {
+                guidance: Guidance::Clip(16.0),
+                clip_score: 52.5,
+                r_precision: 0.25,
+                frechet: 0.1,
+                n: 32,
+            },
+        ];
+        let text = format!("256 samples per point\n{}", table(&points));
+        let back = points_from_table(&text).unwrap();
+        assert_eq!(back.len(), 2);
+        for (a, b) in points.iter().zip(&back) {
+            assert_eq!((a.guidance, a.n), (b.guidance, b.n));
+            for (x, y) in [
+                (a.clip_score, b.clip_score),
+                (a.r_precision, b.r_precision),
+                (a.frechet, b.frechet),
+            ] {
+                assert!((x - y).abs() < 1e-9, "{x} vs {y}");
+            }
+        }
+        let err = points_from_table("| CLIP | 4 | 53.46 | 25.4% |").unwrap_err();
+        assert!(err.contains("cannot read the table row"), "{err}");
+    }
 
     fn gaussian_rows(n: usize, d: usize, mean: f64, scale: f64, seed: u64) -> Vec<Vec<f64>> {
         use rand_distr::{Distribution, Normal};
