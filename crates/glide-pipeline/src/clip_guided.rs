@@ -22,10 +22,9 @@ use crate::{GenerateRequest, PipelineError, Text2Im};
 /// vocabulary; one that names another is refused ([`PipelineError::ClipVocab`]).
 ///
 /// Its parameters are frozen (`no_grad`): guidance differentiates with respect to the image
-/// only, and a forward pass on an autodiff backend then registers nothing. (With trainable
-/// parameters every scoring or text forward left a graph that was never consumed, and burn's
-/// graph cleaner, which visits every graph at each backward, slowed each guided step down as a
-/// sweep went on: a 256-sample CLIP point went from 10 to over 30 minutes.)
+/// only. With trainable parameters every scoring or text forward on the autodiff backend leaves
+/// a graph that is never consumed, and burn's graph cleaner visits every graph at each backward,
+/// so each guided step gets slower the longer a process runs.
 pub fn load_noised_clip<A: burn::tensor::backend::Backend>(
     states: &[StateDict],
     model_vocab: Option<&str>,
