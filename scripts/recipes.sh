@@ -8,6 +8,7 @@
 # 200), OUT (default runs/recipes), G (the glide binary, default target/release/glide, built if
 # missing), DATA (shards of `glide data emoji`, default data/emoji), MINUTES (a wall-clock cap
 # per recipe; a capped row says how many images it saw), EXTRA (more `glide train` flags).
+# Rows already in $OUT/recipes.md for the same IMAGES and EVAL_N are kept and not rerun.
 # On this 2-core CPU a row of 100k images takes ~65 min (27 images/s) plus ~5 min of evaluation;
 # scripts/gpu-train.sh runs it on a lent GPU (RECIPES=1).
 set -euo pipefail
@@ -31,7 +32,8 @@ declare -A what=(
   [v-lr2e-3]="v, learning rate 2e-3"
   [v-batch64]="v, batch 64 (others 16): a quarter of the steps"
   [v-width64]="v, 64 channels (others 32): ~4× the parameters"
-  [v-ema9999]="v, EMA decay 0.9999 (others 0.999)"
+  [v-ema9999]="v, EMA decay 0.9999 (others 0.999; the warm-up min(decay, (1+n)/(10+n)) binds both before step 8,991)"
+  [v-ema99]="v, EMA decay 0.99 (binds from step 890: a horizon of ~100 steps)"
 )
 if [ $# -gt 0 ]; then names=("$@"); else
   names=()
@@ -39,15 +41,24 @@ if [ $# -gt 0 ]; then names=("$@"); else
 fi
 mkdir -p "$OUT"
 table="$OUT/recipes.md"
-{
-  echo "$IMAGES images per recipe, from scratch; \`glide eval-emoji --n $EVAL_N --guidance 3\` on the EMA weights"
-  echo
-  echo "| recipe | what differs | images | steps | wall (min) | images/s | held-out ε-MSE (last evaluation) | EMA held-out loss (its own objective) | NN top 1 / top 5, training | NN top 1 / top 5, held-out |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
-} > "$table"
+title="$IMAGES images per recipe, from scratch; \`glide eval-emoji --n $EVAL_N --guidance 3\` on the EMA weights"
+# A table of the same budget goes on: its rows are kept and its recipes are not run again
+# (a stopped comparison continues in a later invocation). Another budget starts a new table.
+if [ ! -f "$table" ] || [ "$(head -n 1 "$table")" != "$title" ]; then
+  {
+    echo "$title"
+    echo
+    echo "| recipe | what differs | images | steps | wall (min) | images/s | held-out ε-MSE (last evaluation) | EMA held-out loss (its own objective) | NN top 1 / top 5 / median rank, training | NN top 1 / top 5 / median rank, held-out |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  } > "$table"
+fi
 for name in "${names[@]}"; do
   cfg="configs/recipes/$name.json"
   [ -f "$cfg" ] || { echo "recipes: no $cfg; the recipes are the files in configs/recipes/" >&2; exit 1; }
+  if grep -q "^| \`$name\` |" "$table"; then
+    echo "recipes: $name is already in $table (delete its row to run it again)"
+    continue
+  fi
   run="$OUT/$name"
   tmp_cfg="$OUT/$name.config.json"
   # The run's data and out_dir follow DATA and OUT.
@@ -77,7 +88,8 @@ for name in "${names[@]}"; do
   $G eval-emoji --weights "$run/ema.safetensors" --data "$DATA" --n "$EVAL_N" --guidance 3 \
     > "$run.eval.md" 2>&1 || { tail -n 20 "$run.eval.md" >&2; exit 1; }
   # Rows of eval-emoji's table: | captions | guidance | top 1 | top 5 | median rank | chance | n |
-  nn() { awk -F'|' -v set="$1" '$2 ~ "^ *"set" *$" { gsub(/ /, "", $4); gsub(/ /, "", $5); print $4 " / " $5 }' "$run.eval.md"; }
+  # (the median rank among all images still moves when no sample is the nearest yet)
+  nn() { awk -F'|' -v set="$1" '$2 ~ "^ *"set" *$" { gsub(/ /, "", $4); gsub(/ /, "", $5); gsub(/ /, "", $6); print $4 " / " $5 " / " $6 }' "$run.eval.md"; }
   printf '| `%s` | %s | %s | %s | %.1f | %.1f | %.4f%s | %.4f%s | %s | %s |\n' "$name" "${what[$name]:-}" \
     "$(( done_steps * batch ))" "$done_steps" "$(awk -v s="$wall" 'BEGIN { print s / 60 }')" "$ips" "$heldout_mse" "$at" \
     "$ema_loss" "$at" "$(nn training)" "$(nn held-out)" >> "$table"
