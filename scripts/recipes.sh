@@ -9,8 +9,8 @@
 # missing), DATA (shards of `glide data emoji`, default data/emoji), MINUTES (a wall-clock cap
 # per recipe; a capped row says how many images it saw), EXTRA (more `glide train` flags).
 # Rows already in $OUT/recipes.md for the same IMAGES and EVAL_N are kept and not rerun.
-# On this 2-core CPU a row of 100k images takes ~65 min (27 images/s) plus ~5 min of evaluation;
-# scripts/gpu-train.sh runs it on a lent GPU (RECIPES=1).
+# On this 2-core CPU a row of 100k images takes ~45 min (36-39 images/s at 32 channels) plus ~3-5 min
+# of evaluation; scripts/gpu-train.sh runs it on a lent GPU (RECIPES=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 IMAGES=${IMAGES:-100000}
@@ -88,7 +88,7 @@ for name in "${names[@]}"; do
   $G eval-emoji --weights "$run/ema.safetensors" --data "$DATA" --n "$EVAL_N" --guidance 3 \
     > "$run.eval.md" 2>&1 || { tail -n 20 "$run.eval.md" >&2; exit 1; }
   # Rows of eval-emoji's table: | captions | guidance | top 1 | top 5 | median rank | chance | n |
-  # (the median rank among all images still moves when no sample is the nearest yet)
+  # (the median rank among all emoji still moves when no sample's nearest is the captioned one yet)
   nn() { awk -F'|' -v set="$1" '$2 ~ "^ *"set" *$" { gsub(/ /, "", $4); gsub(/ /, "", $5); gsub(/ /, "", $6); print $4 " / " $5 " / " $6 }' "$run.eval.md"; }
   printf '| `%s` | %s | %s | %s | %.1f | %.1f | %.4f%s | %.4f%s | %s | %s |\n' "$name" "${what[$name]:-}" \
     "$(( done_steps * batch ))" "$done_steps" "$(awk -v s="$wall" 'BEGIN { print s / 60 }')" "$ips" "$heldout_mse" "$at" \
