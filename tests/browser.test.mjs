@@ -599,6 +599,35 @@ test("weights from this computer: one .safetensors, or an index with its shards;
   await page.close();
 });
 
+test("weights held in f16 (?weights_dtype=f16 on the CPU; by default on a GPU with shader-f16) sample exactly what the same file widened to f32 samples", async () => {
+  const q = `model=tiny-sharded&steps=${STEPS}&seed=${SEED}&sampler=${SAMPLER}&guidance=${GUIDANCE}&batch=1`;
+  const wide = await openPage(`backend=cpu&${q}`);
+  assert.match(await wide.textContent("#needs"), /MB of weights in f32\)/);
+  // what the loaded model holds, read back from its parameters
+  const held = (page) => page.evaluate(() => window.__glide.weightsDtype);
+  assert.equal(await held(wide), "f32");
+  const a = await generate(wide, PROMPT);
+  await wide.close();
+  const half = await openPage(`backend=cpu&weights_dtype=f16&${q}`);
+  const mb = (text) => Number(/\((\d+) MB of weights/.exec(text)[1]);
+  const needs = await half.textContent("#needs");
+  assert.match(needs, /MB of weights in f16\)/);
+  assert.equal(await held(half), "f16");
+  const b = await generate(half, PROMPT);
+  await half.close();
+  assert.equal(maxAbsDiff(a.raw, b.raw), 0, "the model held in f16 samples something else than the f32 one");
+  // On WebGPU the worker holds f16 exactly when the adapter has shader-f16 (SwiftShader has not).
+  const gpu = await openPage(`backend=webgpu&${q}`);
+  const f16 = await gpu.evaluate(async () => (await navigator.gpu.requestAdapter()).features.has("shader-f16"));
+  const gpuNeeds = await gpu.textContent("#needs");
+  assert.match(gpuNeeds, f16 ? /MB of weights in f16\)/ : /MB of weights in f32\)/);
+  assert.equal(await held(gpu), f16 ? "f16" : "f32");
+  console.log(`weights in f16: ${mb(needs)} MB against ${mb(gpuNeeds)} MB; adapter shader-f16: ${f16}`);
+  // half the weights' memory (the line rounds to whole MB)
+  if (!f16) assert.ok(mb(gpuNeeds) > 0 && Math.abs(mb(needs) * 2 - mb(gpuNeeds)) <= 1, `${needs} vs ${gpuNeeds}`);
+  await gpu.close();
+});
+
 test("a GPU whose buffers are too small gets a sentence, not a crash: for the model before its download, for a batch before it runs", async () => {
   const before = shardRequests().length;
   const page = await browser.newPage();

@@ -9,7 +9,7 @@ use burn::tensor::{Tensor, backend::Backend};
 use clap::{Parser, Subcommand};
 use glide_diffusion::sampling::Sampler;
 use glide_diffusion::sampling::Steps;
-use glide_model::weights::{fixture_style_init, save_weights};
+use glide_model::weights::{ParamStorage, fixture_style_init, save_weights};
 use glide_model::{GlideConfig, check_fixture_with};
 use glide_pipeline::image::{batch_to_rgb8, encode_png, grid};
 use glide_pipeline::{GenerateRequest, Text2Im};
@@ -165,6 +165,10 @@ enum Command {
         /// Largest relative L2 error accepted.
         #[arg(long, default_value_t = 1e-4)]
         tolerance: f64,
+        /// Hold the parameters in f16 (rounded; each layer widened to f32 where it runs), as the
+        /// web page does on a GPU with `shader-f16`.
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+        param_dtype: String,
     },
     /// Write a seeded model with non-zero random weights (fixture-style init), or all zeros.
     Init {
@@ -222,7 +226,13 @@ fn main() {
             fixture,
             weights,
             tolerance,
-        } => check(&fixture, weights.as_deref(), tolerance),
+            param_dtype,
+        } => check(
+            &fixture,
+            weights.as_deref(),
+            tolerance,
+            param_dtype == "f16",
+        ),
         Command::Init {
             preset,
             seed,
@@ -316,7 +326,7 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64) -> Result<()> {
+fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64, half: bool) -> Result<()> {
     let bytes = std::fs::read(fixture)
         .with_context(|| format!("cannot read the fixture {}", fixture.display()))?;
     let weights = weights
@@ -326,7 +336,11 @@ fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64) -> Result<()> {
                 .with_context(|| format!("cannot read the weights {}", p.display()))
         })
         .transpose()?;
-    let report = check_fixture_with::<B>(&bytes, weights.as_deref(), &device::<B>())?;
+    let storage = match half {
+        true => ParamStorage::F16,
+        false => ParamStorage::F32,
+    };
+    let report = check_fixture_with::<B>(&bytes, weights.as_deref(), storage, &device::<B>())?;
     println!(
         "{}: {} parameters{}",
         fixture.display(),

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 
-use crate::weights::{StateDict, WeightsError, apply_state_dict, config_from_metadata};
+use crate::weights::{
+    ParamStorage, StateDict, WeightsError, apply_state_dict, config_from_metadata,
+};
 use crate::{GlideConfig, ImageCond, Text2ImUNet};
 
 /// The reference fixtures' folder: `$GLIDE_FIXTURES`, else `../shared/fixtures/glide-reference`
@@ -106,14 +108,16 @@ pub fn check_fixture<B: Backend>(
     bytes: &[u8],
     device: &B::Device,
 ) -> Result<CheckReport, CheckError> {
-    check_fixture_with::<B>(bytes, None, device)
+    check_fixture_with::<B>(bytes, None, ParamStorage::F32, device)
 }
 
 /// As [`check_fixture`], but with the parameters (and, when it has them, the options) of another
-/// weights file, e.g. a converted checkpoint: the fixture's inputs run through `weights`.
+/// weights file, e.g. a converted checkpoint: the fixture's inputs run through `weights`. The
+/// model holds its parameters as `storage` says (f16: rounded, each layer widened where it runs).
 pub fn check_fixture_with<B: Backend>(
     bytes: &[u8],
     weights: Option<&[u8]>,
+    storage: ParamStorage,
     device: &B::Device,
 ) -> Result<CheckReport, CheckError> {
     let mut state = StateDict::from_safetensors(bytes)?;
@@ -129,6 +133,7 @@ pub fn check_fixture_with<B: Backend>(
         }
     };
     state.tensors.retain(|k, _| !k.starts_with("param."));
+    let params = params.held_as(storage);
 
     let model: Text2ImUNet<B> = config.init(device);
     let num_params = crate::weights::num_params(&model);

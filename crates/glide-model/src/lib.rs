@@ -15,6 +15,7 @@ pub mod conv;
 #[cfg(not(target_arch = "wasm32"))]
 mod conv_backward;
 pub mod group_norm;
+pub mod half;
 pub mod memory;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;

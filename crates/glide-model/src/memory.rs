@@ -113,6 +113,18 @@ impl GlideConfig {
 }
 
 impl GpuNeeds {
+    /// The needs when the weights are held in f16 ([`crate::weights::ParamStorage::F16`]): half
+    /// the weights, plus one layer widened to f32 while it runs (estimated as the largest weight
+    /// in f32, which is also the largest weight buffer a kernel then binds).
+    pub fn held_in_f16(self) -> Self {
+        let weights = self.weights / 2;
+        GpuNeeds {
+            weights,
+            total: self.total - (self.weights - weights) + self.largest_weight,
+            ..self
+        }
+    }
+
     /// The needs of a cascade: `self`'s stage, then `next`'s, with both stages' weights resident
     /// and one stage's activations alive at a time.
     pub fn then(self, next: GpuNeeds) -> GpuNeeds {
@@ -226,6 +238,18 @@ mod tests {
             e.contains("maxBufferSize") && e.contains("?backend=cpu"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn weights_held_in_f16_need_half_the_memory_and_the_same_buffers() {
+        let full = GlideConfig::base().gpu_needs(2);
+        let half = full.held_in_f16();
+        assert_eq!(half.weights, full.weights / 2);
+        assert_eq!(half.largest_weight, full.largest_weight);
+        assert_eq!(half.largest_activation, full.largest_activation);
+        // the released base: ~1.5 GB of f32 weights, ~0.77 GB in f16
+        assert!(half.total + full.weights / 2 - full.largest_weight == full.total);
+        assert!(half.total < full.total * 3 / 4, "{half:?} vs {full:?}");
     }
 
     #[test]

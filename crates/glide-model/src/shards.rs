@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::weights::{StateDict, WeightsError};
+use crate::weights::{ParamStorage, StateDict, WeightsError};
 
 /// The end of an index file's name (`base.safetensors.index.json`).
 pub const INDEX_SUFFIX: &str = ".safetensors.index.json";
@@ -150,8 +150,18 @@ impl ShardIndex {
     /// Checks one downloaded shard against the index ([`Self::verify_shard`], and that it holds
     /// exactly the tensors mapped to it) and reads it.
     pub fn read_shard(&self, file: &str, bytes: &[u8]) -> Result<StateDict, WeightsError> {
+        self.read_shard_as(file, bytes, ParamStorage::F32)
+    }
+
+    /// [`Self::read_shard`] with the floats held as `storage` says.
+    pub fn read_shard_as(
+        &self,
+        file: &str,
+        bytes: &[u8],
+        storage: ParamStorage,
+    ) -> Result<StateDict, WeightsError> {
         self.verify_shard(file, bytes)?;
-        let state = StateDict::from_safetensors(bytes)?;
+        let state = StateDict::from_safetensors_as(bytes, storage)?;
         let expected = self.weight_map.iter().filter(|(_, f)| *f == file).count();
         let stray = state
             .tensors
@@ -352,9 +362,18 @@ mod tests {
         assert_eq!(back.tensors, s.tensors);
         assert_eq!(back.metadata, s.metadata);
         // f16 halves the data
-        let (half, _) = s.to_shards(true, 1 << 20, "m");
+        let (half, half_files) = s.to_shards(true, 1 << 20, "m");
         assert_eq!(half.metadata["total_size"], Value::from(920));
         assert_eq!(half.shards.len(), 1);
+        // …and read as f16 it stays f16 (never widened), values intact
+        let (file, bytes) = &half_files[0];
+        let held = half.read_shard_as(file, bytes, ParamStorage::F16).unwrap();
+        for (name, data) in &held.tensors {
+            assert_eq!(data.dtype, DType::F16, "{name}");
+            assert_eq!(data.clone().convert::<f32>(), s.tensors[name], "{name}");
+        }
+        let wide = half.read_shard(file, bytes).unwrap();
+        assert!(wide.tensors.values().all(|d| d.dtype == DType::F32));
     }
 
     #[test]

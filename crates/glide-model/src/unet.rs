@@ -16,6 +16,7 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 use crate::GlideConfig;
 use crate::attention::AttentionBlock;
 use crate::group_norm::group_norm;
+use crate::half::{f32_val, widened};
 use crate::resblock::{ResBlock, ResBlockSpec, conv3x3};
 use crate::xf::Transformer;
 
@@ -39,7 +40,8 @@ fn run_block<B: Backend>(
     emb: &Tensor<B, 2>,
     xf_out: &Tensor<B, 3>,
 ) -> Tensor<B, 4> {
-    for layer in block {
+    // One block's parameters in f32 at a time when the model is held in f16 (crate::half).
+    for layer in widened(block).iter() {
         h = match layer {
             Layer::Conv(conv) => crate::conv::conv2d(conv, h),
             Layer::Res(res) => res.forward(h, emb),
@@ -321,24 +323,23 @@ impl<B: Backend> Text2ImUNet<B> {
     /// - tokens: `[B, text_ctx]`, mask: `[B, text_ctx]` (true = real token)
     pub fn encode_text(&self, tokens: Tensor<B, 2, Int>, mask: Tensor<B, 2, Bool>) -> TextEmb<B> {
         let [b, l] = tokens.dims();
-        let mut xf_in = self.token_embedding.forward(tokens)
-            + self.positional_embedding.val().unsqueeze_dim::<3>(0);
+        let mut xf_in = widened(&self.token_embedding).forward(tokens)
+            + f32_val(&self.positional_embedding).unsqueeze_dim::<3>(0);
         let w = xf_in.dims()[2];
         if let Some(pad) = &self.padding_embedding {
             let keep = mask.reshape([b, l, 1]).expand([b, l, w]);
-            xf_in = pad
-                .val()
+            xf_in = f32_val(pad)
                 .unsqueeze_dim::<3>(0)
                 .expand([b, l, w])
                 .mask_where(keep, xf_in);
         }
         let mut xf_out = self.transformer.forward(xf_in);
         if let Some(ln) = &self.final_ln {
-            xf_out = ln.forward(xf_out);
+            xf_out = widened(ln).forward(xf_out);
         }
         let last = xf_out.clone().narrow(1, l - 1, 1).reshape([b, w]);
         TextEmb {
-            xf_proj: self.transformer_proj.forward(last),
+            xf_proj: widened(&self.transformer_proj).forward(last),
             xf_out: xf_out.swap_dims(1, 2),
         }
     }
@@ -374,11 +375,12 @@ impl<B: Backend> Text2ImUNet<B> {
         guidance: Option<Tensor<B, 1>>,
     ) -> Tensor<B, 4> {
         let emb = timestep_embedding(timesteps, self.model_channels);
-        let mut emb = self
-            .time_embed
+        let time_embed = widened(&self.time_embed);
+        let mut emb = time_embed
             .linear_2
-            .forward(silu(self.time_embed.linear_1.forward(emb)));
+            .forward(silu(time_embed.linear_1.forward(emb)));
         if let (Some(g), Some(w)) = (&self.guidance_embed, guidance) {
+            let g = widened(g);
             let w = timestep_embedding(w * GUIDANCE_EMBED_SCALE, self.model_channels);
             emb = emb + g.linear_2.forward(silu(g.linear_1.forward(w)));
         }
@@ -397,7 +399,8 @@ impl<B: Backend> Text2ImUNet<B> {
             let skip = hs.pop().expect("one skip per output block");
             h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, &text.xf_out);
         }
-        crate::conv::conv2d(&self.out_conv, silu(group_norm(&self.out_norm, h, None)))
+        let h = silu(group_norm(&widened(&self.out_norm), h, None));
+        crate::conv::conv2d(&widened(&self.out_conv), h)
     }
 
     /// Encodes the caption and runs the UNet (the original `forward`).

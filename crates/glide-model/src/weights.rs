@@ -140,7 +140,30 @@ impl std::fmt::Display for LoadReport {
     }
 }
 
-/// A set of named f32 tensors in the original layout and naming, plus file metadata.
+/// The dtype a model's float parameters are held in once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ParamStorage {
+    /// f32, the dtype every layer computes in (f16 files are widened when read).
+    #[default]
+    F32,
+    /// f16: half the memory; f32 files are rounded when read, and each layer widens its
+    /// parameters to f32 where it runs ([`crate::half`]). For a GPU with `shader-f16`.
+    F16,
+}
+
+impl ParamStorage {
+    /// A float tensor's data in this dtype.
+    fn hold(self, data: TensorData) -> TensorData {
+        match (self, data.dtype) {
+            (ParamStorage::F32, DType::F32) | (ParamStorage::F16, DType::F16) => data,
+            (ParamStorage::F32, _) => data.convert::<f32>(),
+            (ParamStorage::F16, _) => data.convert::<burn::tensor::f16>(),
+        }
+    }
+}
+
+/// A set of named tensors in the original layout and naming, plus file metadata. Floats are f32,
+/// or f16 when read with [`ParamStorage::F16`].
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
     pub tensors: BTreeMap<String, TensorData>,
@@ -150,6 +173,25 @@ pub struct StateDict {
 impl StateDict {
     /// Reads a safetensors file; F16/BF16 tensors are widened to f32, integer tensors kept.
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self, WeightsError> {
+        Self::from_safetensors_as(bytes, ParamStorage::F32)
+    }
+
+    /// A safetensors file's metadata alone (no tensor is read): enough to decide how to hold a
+    /// model before its weights are read.
+    pub fn metadata_of_safetensors(bytes: &[u8]) -> Result<Self, WeightsError> {
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Parse(e.to_string()))?;
+        Ok(Self {
+            tensors: BTreeMap::new(),
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// Reads a safetensors file with its floats held as `storage` says (an f16 file read as f16
+    /// is never widened, so it takes half the memory of [`Self::from_safetensors`]); integer
+    /// tensors kept.
+    pub fn from_safetensors_as(bytes: &[u8], storage: ParamStorage) -> Result<Self, WeightsError> {
+        let float = |data: TensorData| storage.hold(data);
         let (_, meta) =
             SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::Parse(e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| WeightsError::Parse(e.to_string()))?;
@@ -158,10 +200,14 @@ impl StateDict {
             let shape = view.shape().to_vec();
             let raw = view.data().to_vec();
             let data = match view.dtype() {
-                Dtype::F32 => TensorData::from_bytes_vec(raw, shape, DType::F32),
-                Dtype::F64 => TensorData::from_bytes_vec(raw, shape, DType::F64),
-                Dtype::F16 => TensorData::from_bytes_vec(raw, shape, DType::F16).convert::<f32>(),
-                Dtype::BF16 => TensorData::from_bytes_vec(raw, shape, DType::BF16).convert::<f32>(),
+                Dtype::F32 => float(TensorData::from_bytes_vec(raw, shape, DType::F32)),
+                Dtype::F64 => match storage {
+                    // kept in f64 (trajectories and schedules); parameters are narrowed on apply
+                    ParamStorage::F32 => TensorData::from_bytes_vec(raw, shape, DType::F64),
+                    ParamStorage::F16 => float(TensorData::from_bytes_vec(raw, shape, DType::F64)),
+                },
+                Dtype::F16 => float(TensorData::from_bytes_vec(raw, shape, DType::F16)),
+                Dtype::BF16 => float(TensorData::from_bytes_vec(raw, shape, DType::BF16)),
                 Dtype::I64 => TensorData::from_bytes_vec(raw, shape, DType::I64),
                 Dtype::I32 => TensorData::from_bytes_vec(raw, shape, DType::I32),
                 Dtype::U8 => TensorData::from_bytes_vec(raw, shape, DType::U8),
@@ -183,6 +229,19 @@ impl StateDict {
             tensors,
             metadata: meta.metadata().clone().unwrap_or_default(),
         })
+    }
+
+    /// The same tensors with every float held as `storage` says (integers kept).
+    pub fn held_as(mut self, storage: ParamStorage) -> Self {
+        for data in self.tensors.values_mut() {
+            if matches!(
+                data.dtype,
+                DType::F32 | DType::F64 | DType::F16 | DType::BF16
+            ) {
+                *data = storage.hold(std::mem::replace(data, TensorData::new(vec![0f32], [1])));
+            }
+        }
+        self
     }
 
     /// The parameters of `model` under their original names and layout.
@@ -272,7 +331,8 @@ impl StateDict {
 }
 
 /// Applies `state` (original names) to `model`. Returns the model and a report; tensors that did
-/// not fit are left at their previous values.
+/// not fit are left at their previous values. f16 tensors are applied as f16 (the model then holds
+/// them in f16, see [`crate::half`]), every other float as f32.
 pub fn apply_state_dict<B: Backend>(
     model: Text2ImUNet<B>,
     state: &StateDict,
@@ -305,12 +365,12 @@ pub fn apply_named<B: Backend, M: Module<B>>(
         .filter(|(_, d)| is_float(d))
         .map(|(k, data)| {
             let path = to_burn(k).split('.').map(String::from).collect();
-            TensorSnapshot::from_data(
-                data.clone().convert::<f32>(),
-                path,
-                Vec::new(),
-                ParamId::new(),
-            )
+            let data = if data.dtype == DType::F16 {
+                data.clone()
+            } else {
+                data.clone().convert::<f32>()
+            };
+            TensorSnapshot::from_data(data, path, Vec::new(), ParamId::new())
         })
         .collect();
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);

@@ -110,7 +110,8 @@ impl<B: Backend> Transformer<B> {
     /// - x: `[B, T, W]` → `[B, T, W]`
     pub fn forward(&self, mut x: Tensor<B, 3>) -> Tensor<B, 3> {
         for block in &self.resblocks {
-            x = block.forward(x);
+            // One layer's parameters in f32 at a time when held in f16 (crate::half).
+            x = crate::half::widened(block).forward(x);
         }
         x
     }

@@ -44,6 +44,11 @@ pub enum ToWorker {
         /// to see what a smaller GPU would say).
         #[serde(default)]
         max_buffer: Option<u64>,
+        /// `?weights_dtype=f16|f32`: hold the weights in this dtype (f16 only where the backend
+        /// can: the CPU always, a GPU with `shader-f16`). Unset: f16 on a `shader-f16` GPU and,
+        /// on the CPU, for models over 1 GB in f32.
+        #[serde(default)]
+        weights_dtype: Option<String>,
     },
     Generate {
         id: u64,
@@ -147,6 +152,9 @@ pub enum FromWorker {
         /// Stages counted: 2 for a cascade (both held, run one after the other).
         #[serde(default = "one")]
         stages: usize,
+        /// The weights are held in f16 (the adapter has `shader-f16`); else f32.
+        #[serde(default)]
+        f16: bool,
     },
     /// Ready to generate. `backend` is "webgpu" or "cpu"; `note` explains a fallback.
     Ready {
@@ -161,6 +169,10 @@ pub enum FromWorker {
         /// Side of the finished images (the upsampler's in a cascade; else `image_size`).
         #[serde(default)]
         output_size: usize,
+        /// The dtypes the loaded parameters are held in, read back from the model ("f16",
+        /// "f32"; both in a cascade whose stages differ).
+        #[serde(default)]
+        weights_dtype: String,
     },
     /// One step done; `previews` are RGB bytes of the predicted x₀ per image.
     Step {
@@ -330,6 +342,7 @@ mod tests {
             ToWorker::Load {
                 upsampler: None,
                 max_buffer: None,
+                weights_dtype: None,
                 ..
             }
         ));

@@ -120,6 +120,8 @@ mod imp {
         local_files: Option<js_sys::Array>,
         /// `?gpu_max_buffer=`: treat the GPU as allowing buffers of at most this many bytes.
         max_buffer: Option<u64>,
+        /// `?weights_dtype=f16|f32`: how the worker holds weights.
+        weights_dtype: Option<String>,
         /// The worker's estimate of the model's GPU needs.
         needs: Option<String>,
         /// Respacing of the base model (overrides steps when set) and of the upsampler.
@@ -206,6 +208,7 @@ mod imp {
             let backend = BackendChoice::parse(&q.get("backend").unwrap_or_default());
             let fixed_weights = q.get("weights");
             let max_buffer = q.get("gpu_max_buffer").and_then(|v| v.parse().ok());
+            let weights_dtype = q.get("weights_dtype");
             let models = ModelList::bundled();
             let bundled = models.models[0].clone();
             let url = fixed_weights.clone().unwrap_or_else(|| {
@@ -244,6 +247,7 @@ mod imp {
                     backend,
                     upsampler: None,
                     max_buffer,
+                    weights_dtype: weights_dtype.clone(),
                 },
                 backend_choice: backend,
                 fixed_weights: fixed_weights.is_some(),
@@ -253,6 +257,7 @@ mod imp {
                 worker_started: false,
                 local_files: None,
                 max_buffer,
+                weights_dtype,
                 needs: None,
                 respacing: String::new(),
                 up_respacing: String::new(),

@@ -10,6 +10,7 @@ mod imp {
     use burn::tensor::backend::{AutodiffBackend, Backend};
     use glide_diffusion::SampleStep;
     use glide_model::clip::NoisedClip;
+    use glide_model::weights::ParamStorage;
     use glide_model::{GpuLimits, GpuNeeds, check_gpu_fit};
     use glide_pipeline::cascade_edit::cascade_inputs;
     use glide_pipeline::image::{batch_to_rgb8, encode_png};
@@ -38,6 +39,10 @@ mod imp {
         gpu: bool,
         /// WebGPU has been set up (once per worker; a second model reuses it), with these limits.
         gpu_limits: Option<GpuLimits>,
+        /// That GPU has `shader-f16` (weights are then held in f16).
+        gpu_f16: bool,
+        /// `?weights_dtype=`: how to hold weights (`None`: the worker decides).
+        weights_dtype: Option<ParamStorage>,
         /// `?gpu_max_buffer=`: the limits are treated as at most this.
         max_buffer: Option<u64>,
         /// Destroys the WebGPU device (the `LoseDevice` test hook).
@@ -109,20 +114,23 @@ mod imp {
         Ok(())
     }
 
-    /// The GPU's limits (setting WebGPU up on first use), lowered to `?gpu_max_buffer=`.
-    async fn gpu_limits(state: &Rc<RefCell<State>>) -> GpuLimits {
+    /// The GPU's limits (setting WebGPU up on first use), lowered to `?gpu_max_buffer=`, and
+    /// whether it has `shader-f16`.
+    async fn gpu_limits(state: &Rc<RefCell<State>>) -> (GpuLimits, bool) {
         let known = state.borrow().gpu_limits;
         let limits = match known {
             Some(l) => l,
             None => {
-                let (l, destroy) = loading::setup_gpu().await;
+                let setup = loading::setup_gpu().await;
                 let mut s = state.borrow_mut();
-                s.gpu_limits = Some(l);
-                s.destroy_gpu = Some(Rc::from(destroy));
-                l
+                s.gpu_limits = Some(setup.limits);
+                s.gpu_f16 = setup.f16;
+                s.destroy_gpu = Some(Rc::from(setup.destroy));
+                setup.limits
             }
         };
-        limits.capped(state.borrow().max_buffer)
+        let s = state.borrow();
+        (limits.capped(s.max_buffer), s.gpu_f16)
     }
 
     /// Reads, checks and builds one model on the chosen backend.
@@ -132,13 +140,18 @@ mod imp {
         gpu: bool,
         earlier: &Cell<Option<GpuNeeds>>,
     ) -> Result<(Loaded, Option<String>), String> {
-        let limits = if gpu {
-            Some(gpu_limits(state).await)
+        let (limits, gpu_f16) = if gpu {
+            let (limits, f16) = gpu_limits(state).await;
+            (Some(limits), f16)
         } else {
-            None
+            (None, false)
         };
-        let approve =
-            |cfg: &glide_model::GlideConfig| loading::approve(cfg, limits.as_ref(), earlier);
+        let holding = loading::Holding {
+            limits,
+            gpu_f16,
+            choice: state.borrow().weights_dtype,
+        };
+        let approve = |cfg: &glide_model::GlideConfig| loading::approve(cfg, &holding, earlier);
         let weights = loading::read_source(source, &approve).await?;
         let vocab = weights.metadata.get("vocab").cloned();
         Ok((loading::build_one(&weights, gpu, &source.name())?, vocab))
@@ -173,7 +186,7 @@ mod imp {
             loaded = loading::build_cascade(loaded, up_model, false)?;
             model = format!("{model} + {}", up.name());
         }
-        let (image_size, params, student_steps, output_size) = loaded.summary();
+        let (image_size, params, student_steps, output_size, weights_dtype) = loaded.summary();
         {
             let mut s = state.borrow_mut();
             s.loaded = Some(Rc::new(loaded));
@@ -194,6 +207,7 @@ mod imp {
             model,
             student_steps,
             output_size,
+            weights_dtype,
         });
         Ok(())
     }
@@ -299,8 +313,16 @@ mod imp {
                 backend,
                 upsampler,
                 max_buffer,
+                weights_dtype,
             } => {
-                state.borrow_mut().max_buffer = max_buffer;
+                let mut s = state.borrow_mut();
+                s.max_buffer = max_buffer;
+                s.weights_dtype = match weights_dtype.as_deref() {
+                    Some("f16") => Some(ParamStorage::F16),
+                    Some("f32") => Some(ParamStorage::F32),
+                    _ => None,
+                };
+                drop(s);
                 let up = upsampler.map(Source::Url);
                 start_load(state, Source::Url(url), up, backend);
             }

@@ -69,6 +69,7 @@ impl App {
             backend: self.backend_choice,
             upsampler: e.upsampler.clone(),
             max_buffer: self.max_buffer,
+            weights_dtype: self.weights_dtype.clone(),
         }
     }
 
@@ -207,7 +208,9 @@ impl App {
         largest_mb: f64,
         limit_mb: Option<f64>,
         stages: usize,
+        f16: bool,
     ) {
+        let dtype = if f16 { "f16" } else { "f32" };
         let what = if stages > 1 {
             format!("Both stages need about {total_mb:.0} MB")
         } else {
@@ -215,12 +218,12 @@ impl App {
         };
         self.needs = Some(match limit_mb {
             Some(l) => format!(
-                "{what} of GPU memory ({weights_mb:.0} MB of weights), and buffers of up to \
-                 {largest_mb:.0} MB (this GPU allows buffers of up to {l:.0} MB)."
+                "{what} of GPU memory ({weights_mb:.0} MB of weights in {dtype}), and buffers of \
+                 up to {largest_mb:.0} MB (this GPU allows buffers of up to {l:.0} MB)."
             ),
             None => format!(
-                "{what} of memory on the CPU ({weights_mb:.0} MB of weights); expect a much \
-                 slower run than on a GPU."
+                "{what} of memory on the CPU ({weights_mb:.0} MB of weights in {dtype}); expect a \
+                 much slower run than on a GPU."
             ),
         });
     }

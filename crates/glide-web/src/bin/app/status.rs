@@ -94,7 +94,15 @@ impl App {
                 largest_buffer_mb,
                 limit_mb,
                 stages,
-            } => self.on_needs(weights_mb, total_mb, largest_buffer_mb, limit_mb, stages),
+                f16,
+            } => self.on_needs(
+                weights_mb,
+                total_mb,
+                largest_buffer_mb,
+                limit_mb,
+                stages,
+                f16,
+            ),
             FromWorker::Progress { loaded, total, .. } => {
                 self.status = Status::Loading { loaded, total };
             }
@@ -182,6 +190,7 @@ impl App {
             student_steps,
             output_size,
             model,
+            weights_dtype,
             ..
         } = ready
         else {
@@ -189,6 +198,7 @@ impl App {
         };
         publish("backend", &JsValue::from_str(&backend));
         publish("model", &JsValue::from_str(&model));
+        publish("weightsDtype", &JsValue::from_str(&weights_dtype));
         self.ran_on_gpu = backend == "webgpu";
         publish(
             "studentSteps",

@@ -7,9 +7,9 @@ use std::cell::Cell;
 
 use burn::backend::{Autodiff, Flex};
 use burn::backend::wgpu::{RuntimeOptions, WebGpu, WgpuDevice, graphics, init_setup_async};
-use burn::tensor::backend::Backend;
+use burn::tensor::{DType, backend::Backend};
 use glide_model::shards::INDEX_SUFFIX;
-use glide_model::weights::{StateDict, config_from_metadata};
+use glide_model::weights::{ParamStorage, StateDict, config_from_metadata};
 use glide_model::{GlideConfig, GpuLimits, GpuNeeds, ShardIndex, check_gpu_fit};
 use glide_model::clip::NoisedClip;
 use glide_pipeline::clip_guided::load_noised_clip;
@@ -73,20 +73,28 @@ pub enum Loaded {
 }
 
 impl Loaded {
-    /// (base image size, parameters of all stages, student steps, output size).
-    pub fn summary(&self) -> (usize, usize, Option<usize>, usize) {
-        fn of<B: Backend>(m: &Model<B>) -> (usize, usize, Option<usize>, usize) {
+    /// (base image size, parameters of all stages, student steps, output size, the dtypes the
+    /// parameters are held in).
+    pub fn summary(&self) -> (usize, usize, Option<usize>, usize, String) {
+        fn of<B: Backend>(m: &Model<B>) -> (usize, usize, Option<usize>, usize, String) {
             use burn::module::Module;
-            let params = match m {
-                Model::One(p) => p.model.num_params(),
-                Model::Cascade(c) => c.base.model.num_params() + c.upsampler.model.num_params(),
+            use glide_model::half::param_dtypes;
+            let (params, mut dtypes) = match m {
+                Model::One(p) => (p.model.num_params(), param_dtypes(&p.model)),
+                Model::Cascade(c) => (
+                    c.base.model.num_params() + c.upsampler.model.num_params(),
+                    [param_dtypes(&c.base.model), param_dtypes(&c.upsampler.model)].concat(),
+                ),
             };
+            dtypes.dedup();
+            let names: Vec<String> = dtypes.iter().map(|d| format!("{d:?}").to_lowercase()).collect();
             let b = m.base();
             (
                 b.config.image_size,
                 params,
                 b.config.student_steps,
                 m.output_size(),
+                names.join(" + "),
             )
         }
         match self {
@@ -96,9 +104,17 @@ impl Loaded {
     }
 }
 
-/// Sets WebGPU up (once per worker); returns the device's buffer limits and a function that
-/// destroys the device (the `LoseDevice` test hook).
-pub async fn setup_gpu() -> (GpuLimits, Box<dyn Fn()>) {
+/// WebGPU as set up for this worker.
+pub struct GpuSetup {
+    pub limits: GpuLimits,
+    /// The adapter has `shader-f16`: weights can be held in f16.
+    pub f16: bool,
+    /// Destroys the device (the `LoseDevice` test hook).
+    pub destroy: Box<dyn Fn()>,
+}
+
+/// Sets WebGPU up (once per worker).
+pub async fn setup_gpu() -> GpuSetup {
     let device = WgpuDevice::default();
     let setup = init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
     // A lost device (driver reset, GPU process crash) cannot be recovered in place.
@@ -108,24 +124,65 @@ pub async fn setup_gpu() -> (GpuLimits, Box<dyn Fn()>) {
         });
     });
     let limits = setup.device.limits();
-    let device = setup.device.clone();
-    (
-        GpuLimits {
+    let wgpu_device = setup.device.clone();
+    GpuSetup {
+        limits: GpuLimits {
             max_buffer_size: limits.max_buffer_size,
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         },
-        Box::new(move || device.destroy()),
-    )
+        // burn's WebGPU runtime requests every feature the adapter has; this is true when
+        // `shader-f16` was among them.
+        f16: <WebGpu as Backend>::supports_dtype(&device, DType::F16),
+        destroy: Box::new(move || wgpu_device.destroy()),
+    }
+}
+
+/// On the CPU, models whose weights take more than this in f32 are held in f16: the tab's wasm
+/// memory is 4 GB at most, and the released base and upsampler together take 3.1 GB in f32.
+const CPU_F16_ABOVE: u64 = 1 << 30;
+
+/// How the worker holds a model's weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Holding {
+    /// On WebGPU, the adapter's limits (`None` on the CPU).
+    pub limits: Option<GpuLimits>,
+    /// The GPU has `shader-f16`.
+    pub gpu_f16: bool,
+    /// `?weights_dtype=f16|f32`: the visitor's choice (`None`: f16 on a `shader-f16` GPU, and
+    /// on the CPU for models over 1 GB in f32). A GPU without `shader-f16` holds f32 regardless.
+    pub choice: Option<ParamStorage>,
+}
+
+impl Holding {
+    fn storage(&self, cfg: &GlideConfig) -> ParamStorage {
+        let f16 = match (self.limits.is_some(), self.choice) {
+            (_, Some(ParamStorage::F32)) => false,
+            (true, _) => self.gpu_f16,
+            (false, Some(ParamStorage::F16)) => true,
+            (false, None) => cfg.gpu_needs(1).weights > CPU_F16_ABOVE,
+        };
+        if f16 {
+            ParamStorage::F16
+        } else {
+            ParamStorage::F32
+        }
+    }
 }
 
 /// Reports what `cfg` asks of the GPU (with `earlier`, the stages loaded before it: a cascade
-/// holds both) and, on WebGPU (`limits`), refuses a model that cannot fit.
+/// holds both) and, on WebGPU, refuses a model that cannot fit; returns how to hold its weights.
 pub fn approve(
     cfg: &GlideConfig,
-    limits: Option<&GpuLimits>,
+    holding: &Holding,
     earlier: &Cell<Option<GpuNeeds>>,
-) -> Result<(), String> {
-    let stage = cfg.gpu_needs(2);
+) -> Result<ParamStorage, String> {
+    let limits = holding.limits.as_ref();
+    let storage = holding.storage(cfg);
+    let f16 = storage == ParamStorage::F16;
+    let stage = match f16 {
+        true => cfg.gpu_needs(2).held_in_f16(),
+        false => cfg.gpu_needs(2),
+    };
     let needs = earlier.get().map_or(stage, |e| e.then(stage));
     post(&FromWorker::Needs {
         weights_mb: needs.weights as f64 / 1e6,
@@ -133,13 +190,14 @@ pub fn approve(
         largest_buffer_mb: needs.largest_weight.max(needs.largest_activation) as f64 / 1e6,
         limit_mb: limits.map(|l| l.largest_buffer().0 as f64 / 1e6),
         stages: if earlier.get().is_some() { 2 } else { 1 },
+        f16,
     });
     earlier.set(Some(needs));
     match limits {
         Some(l) => check_gpu_fit(cfg, 1, true, l)
-            .map(|_| ())
+            .map(|_| storage)
             .map_err(|e| e.to_string()),
-        None => Ok(()),
+        None => Ok(storage),
     }
 }
 
@@ -163,7 +221,7 @@ async fn read_file(file: &File) -> Result<Vec<u8>, String> {
 async fn read_sharded<F, Fut>(
     what: &str,
     index_bytes: &[u8],
-    approve: &dyn Fn(&GlideConfig) -> Result<(), String>,
+    approve: &dyn Fn(&GlideConfig) -> Result<ParamStorage, String>,
     mut shard: F,
 ) -> Result<StateDict, String>
 where
@@ -172,7 +230,7 @@ where
 {
     let index = ShardIndex::parse(index_bytes).map_err(|e| unusable(what, e))?;
     let cfg = config_from_metadata(&index.metadata_only()).map_err(|e| unusable(what, e))?;
-    approve(&cfg)?;
+    let storage = approve(&cfg)?;
     let total = index.download_bytes();
     let mut offset = 0;
     let mut state = index.metadata_only();
@@ -181,22 +239,23 @@ where
         let bytes = shard(index.clone(), file.to_string(), report).await?;
         offset += bytes.len() as u64;
         let part = index
-            .read_shard(file, &bytes)
+            .read_shard_as(file, &bytes, storage)
             .map_err(|e| unusable(what, e))?;
         state.merge(part).map_err(|e| unusable(what, e))?;
     }
     Ok(state)
 }
 
-/// The weights of `source`, once `approve` has accepted the model they describe.
+/// The weights of `source`, once `approve` has accepted the model they describe, with their floats
+/// held as it says (f16 files are then never widened in the tab's memory).
 pub async fn read_source(
     source: &Source,
-    approve: &dyn Fn(&GlideConfig) -> Result<(), String>,
+    approve: &dyn Fn(&GlideConfig) -> Result<ParamStorage, String>,
 ) -> Result<StateDict, String> {
     let whole = |what: &str, bytes: &[u8]| -> Result<StateDict, String> {
-        let state = StateDict::from_safetensors(bytes).map_err(|e| unusable(what, e))?;
-        approve(&config_from_metadata(&state).map_err(|e| unusable(what, e))?)?;
-        Ok(state)
+        let meta = StateDict::metadata_of_safetensors(bytes).map_err(|e| unusable(what, e))?;
+        let storage = approve(&config_from_metadata(&meta).map_err(|e| unusable(what, e))?)?;
+        StateDict::from_safetensors_as(bytes, storage).map_err(|e| unusable(what, e))
     };
     match source {
         Source::Url(url) if url.ends_with(INDEX_SUFFIX) => {
@@ -255,7 +314,8 @@ pub async fn read_source(
     }
 }
 
-/// A pipeline from weights on WebGPU (`gpu`, after [`setup_gpu`]) or the CPU.
+/// A pipeline from weights on WebGPU (`gpu`, after [`setup_gpu`]) or the CPU; parameters are held
+/// in the dtype `state` holds them in (f16 only on a GPU with `shader-f16`).
 pub fn build_one(state: &StateDict, gpu: bool, what: &str) -> Result<Loaded, String> {
     let bad = |e: glide_pipeline::PipelineError| unusable(what, e);
     Ok(if gpu {
