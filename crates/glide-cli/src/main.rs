@@ -194,6 +194,9 @@ enum Command {
         n: usize,
         #[arg(long, default_value_t = 3.0)]
         guidance: f64,
+        /// Hold the parameters in f16 (each layer widened to f32 where it runs).
+        #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+        param_dtype: String,
     },
 }
 
@@ -244,7 +247,8 @@ fn main() {
             steps,
             n,
             guidance,
-        } => bench(&preset, steps, n, guidance),
+            param_dtype,
+        } => bench(&preset, steps, n, guidance, param_dtype == "f16"),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -351,6 +355,16 @@ fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64, half: bool) -> 
             None => String::new(),
         }
     );
+    let held: Vec<String> = report
+        .param_dtypes
+        .iter()
+        .map(|d| format!("{d:?}").to_lowercase())
+        .collect();
+    println!(
+        "  parameters held in {} ({})",
+        held.join(" + "),
+        backend::NAME
+    );
     for (key, err) in &report.errors {
         let verdict = if *err <= tolerance { "ok" } else { "FAIL" };
         println!("  {key}: relative L2 error {err:.3e} {verdict}");
@@ -401,10 +415,13 @@ fn config_low_res(config: &GlideConfig) -> Option<usize> {
     config.super_res.then(|| (config.image_size / 4).max(1))
 }
 
-fn bench(name: &str, steps: usize, n: usize, guidance: f64) -> Result<()> {
+fn bench(name: &str, steps: usize, n: usize, guidance: f64, half: bool) -> Result<()> {
     let config = preset(name)?;
     let t0 = Instant::now();
-    let model = fixture_style_init(config.init::<B>(&device::<B>()), 0, false);
+    let mut model = fixture_style_init(config.init::<B>(&device::<B>()), 0, false);
+    if half {
+        model = glide_model::half::cast_params(model, burn::tensor::DType::F16);
+    }
     eprintln!(
         "{name}: {} parameters, built in {:.1} s",
         model.num_params(),
@@ -443,9 +460,10 @@ fn bench(name: &str, steps: usize, n: usize, guidance: f64) -> Result<()> {
     }
     let ms = start.elapsed().as_secs_f64() * 1e3 / done.max(1) as f64;
     println!(
-        "{name} on {}: {ms:.1} ms per sampling step (batch {n}, guidance {guidance}: {} UNet rows per step)",
+        "{name} on {}: {ms:.1} ms per sampling step (batch {n}, guidance {guidance}: {} UNet rows per step, parameters in {})",
         backend::NAME,
-        if guidance != 1.0 { 2 * n } else { n }
+        if guidance != 1.0 { 2 * n } else { n },
+        if half { "f16" } else { "f32" }
     );
     Ok(())
 }

@@ -47,6 +47,8 @@ pub struct CheckReport {
     pub model_keys: BTreeSet<String>,
     /// `param.*` keys of the file.
     pub file_param_keys: BTreeSet<String>,
+    /// The dtypes the model held its parameters in, read back from it.
+    pub param_dtypes: Vec<burn::tensor::DType>,
 }
 
 impl CheckReport {
@@ -202,6 +204,7 @@ pub fn check_fixture_with<B: Backend>(
         unused_keys: state.tensors.keys().cloned().collect(),
         model_keys,
         file_param_keys: params.tensors.keys().cloned().collect(),
+        param_dtypes: crate::half::param_dtypes(&model),
         config,
     })
 }
