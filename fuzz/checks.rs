@@ -7,7 +7,7 @@ use burn::backend::Flex;
 use glide_data::imaging::decode_image;
 use glide_data::reader::read_shard_bytes;
 use glide_model::pytorch::read_pytorch;
-use glide_model::weights::{StateDict, config_from_metadata};
+use glide_model::weights::{ParamStorage, StateDict, config_from_metadata};
 use glide_pipeline::Text2Im;
 use glide_pipeline::UserMask;
 use glide_tokenizer::Tokenizer;
@@ -37,14 +37,20 @@ fn tokenize(tok: &Tokenizer, data: &[u8]) {
 }
 
 /// Any bytes as a weights file: a sentence or a model, never a panic or a huge allocation.
+/// Read as the web worker does too: metadata first, floats held in f16.
 pub fn weights(data: &[u8]) {
+    let _ = StateDict::metadata_of_safetensors(data);
+    let half = StateDict::from_safetensors_as(data, ParamStorage::F16);
     let Ok(state) = StateDict::from_safetensors(data) else {
+        assert!(half.is_err(), "read as f16 but not as f32");
         return;
     };
+    let half = half.expect("read as f32 but not as f16");
     // Options within glide-rs's caps may still describe a legitimately large model: build only
     // small ones here (the caps themselves are what the loader checks).
     if config_from_metadata(&state).is_ok_and(|c| c.approx_params() < 20_000_000) {
         let _ = Text2Im::<Flex>::from_safetensors(data, &Default::default());
+        let _ = Text2Im::<Flex>::from_state_dict(&half, &Default::default());
     }
 }
 

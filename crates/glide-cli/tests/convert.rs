@@ -124,16 +124,21 @@ fn converted_unets_equal_the_fixtures_and_reproduce_their_outputs() {
         assert_eq!(state.metadata["preset"], preset, "{pt}");
         assert_same_params(&state, &safetensors(&fixture), "param.", dtype == "f16");
 
-        let check = glide(&[
-            "check",
-            "--fixture",
-            fixture.to_str().unwrap(),
-            "--weights",
-            converted.to_str().unwrap(),
-            // f16 weights move the outputs by ~1e-3 relative
-            "--tolerance",
-            if dtype == "f16" { "1e-2" } else { "1e-4" },
-        ]);
+        let check_as = |param_dtype: &str| {
+            glide(&[
+                "check",
+                "--fixture",
+                fixture.to_str().unwrap(),
+                "--weights",
+                converted.to_str().unwrap(),
+                // f16 weights move the outputs by ~1e-3 relative
+                "--tolerance",
+                if dtype == "f16" { "1e-2" } else { "1e-4" },
+                "--param-dtype",
+                param_dtype,
+            ])
+        };
+        let check = check_as("f32");
         let report = String::from_utf8_lossy(&check.stdout);
         assert!(
             check.status.success(),
@@ -145,17 +150,7 @@ fn converted_unets_equal_the_fixtures_and_reproduce_their_outputs() {
         if dtype == "f16" {
             // Held in f16 on the device (as the page does on a `shader-f16` GPU), the f16 file
             // computes exactly what it computes widened to f32 at load: the same errors.
-            let held = glide(&[
-                "check",
-                "--fixture",
-                fixture.to_str().unwrap(),
-                "--weights",
-                converted.to_str().unwrap(),
-                "--tolerance",
-                "1e-2",
-                "--param-dtype",
-                "f16",
-            ]);
+            let held = check_as("f16");
             let held = String::from_utf8_lossy(&held.stdout);
             let errors = |r: &str| {
                 r.lines()

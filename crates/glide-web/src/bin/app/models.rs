@@ -201,15 +201,18 @@ impl App {
 
     /// The worker's estimate of what the model asks for, as a line for the page: GPU memory
     /// and buffers on WebGPU (`limit_mb`), memory on the CPU.
-    fn on_needs(
-        &mut self,
-        weights_mb: f64,
-        total_mb: f64,
-        largest_mb: f64,
-        limit_mb: Option<f64>,
-        stages: usize,
-        f16: bool,
-    ) {
+    fn on_needs(&mut self, needs: FromWorker) {
+        let FromWorker::Needs {
+            weights_mb,
+            total_mb,
+            largest_buffer_mb: largest_mb,
+            limit_mb,
+            stages,
+            f16,
+        } = needs
+        else {
+            return;
+        };
         let dtype = if f16 { "f16" } else { "f32" };
         let what = if stages > 1 {
             format!("Both stages need about {total_mb:.0} MB")

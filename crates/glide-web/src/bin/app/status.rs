@@ -88,21 +88,7 @@ impl App {
                     self.send_load();
                 }
             }
-            FromWorker::Needs {
-                weights_mb,
-                total_mb,
-                largest_buffer_mb,
-                limit_mb,
-                stages,
-                f16,
-            } => self.on_needs(
-                weights_mb,
-                total_mb,
-                largest_buffer_mb,
-                limit_mb,
-                stages,
-                f16,
-            ),
+            needs @ FromWorker::Needs { .. } => self.on_needs(needs),
             FromWorker::Progress { loaded, total, .. } => {
                 self.status = Status::Loading { loaded, total };
             }

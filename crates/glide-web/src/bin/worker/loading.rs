@@ -138,7 +138,9 @@ pub async fn setup_gpu() -> GpuSetup {
 }
 
 /// On the CPU, models whose weights take more than this in f32 are held in f16: the tab's wasm
-/// memory is 4 GB at most, and the released base and upsampler together take 3.1 GB in f32.
+/// memory is 4 GB at most, and loading holds the weights up to three times (the file's tensors,
+/// the copies being applied, the model); the released base (1.4 GB in f32) crashed the worker
+/// when held in f32 on the CPU, and runs in f16.
 const CPU_F16_ABOVE: u64 = 1 << 30;
 
 /// How the worker holds a model's weights.
@@ -154,18 +156,27 @@ pub struct Holding {
 }
 
 impl Holding {
-    fn storage(&self, cfg: &GlideConfig) -> ParamStorage {
+    fn storage(&self, cfg: &GlideConfig) -> Result<ParamStorage, String> {
+        let large = cfg.gpu_needs(1).weights > CPU_F16_ABOVE;
         let f16 = match (self.limits.is_some(), self.choice) {
+            (false, Some(ParamStorage::F32)) if large => {
+                return Err(format!(
+                    "This model's weights take {:.0} MB in f32, more than the CPU path of a tab \
+                     can hold while loading them: remove weights_dtype=f32 from the address to \
+                     hold them in f16 (half the memory, the same samples up to f16 rounding).",
+                    cfg.gpu_needs(1).weights as f64 / 1e6
+                ));
+            }
             (_, Some(ParamStorage::F32)) => false,
             (true, _) => self.gpu_f16,
             (false, Some(ParamStorage::F16)) => true,
-            (false, None) => cfg.gpu_needs(1).weights > CPU_F16_ABOVE,
+            (false, None) => large,
         };
-        if f16 {
+        Ok(if f16 {
             ParamStorage::F16
         } else {
             ParamStorage::F32
-        }
+        })
     }
 }
 
@@ -177,7 +188,7 @@ pub fn approve(
     earlier: &Cell<Option<GpuNeeds>>,
 ) -> Result<ParamStorage, String> {
     let limits = holding.limits.as_ref();
-    let storage = holding.storage(cfg);
+    let storage = holding.storage(cfg)?;
     let f16 = storage == ParamStorage::F16;
     let stage = match f16 {
         true => cfg.gpu_needs(2).held_in_f16(),
