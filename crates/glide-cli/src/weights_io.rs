@@ -14,7 +14,7 @@ use crate::{B, device, write};
 pub fn load_pipeline(path: &Path) -> Result<Text2Im<B>> {
     let state = read_weights_file(path)
         .with_context(|| format!("cannot read the weights {}", path.display()))?;
-    Text2Im::<B>::from_state_dict(&state, &device::<B>())
+    Text2Im::<B>::from_state_dict(state, &device::<B>())
         .with_context(|| format!("cannot use the weights {}", path.display()))
 }
 

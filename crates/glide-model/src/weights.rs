@@ -5,12 +5,16 @@
 //! PyTorch adapters transpose `Linear` weights and rename norm `gamma`/`beta` ↔ `weight`/`bias`.
 //! Loading reports missing, unexpected and wrongly shaped keys by their original names.
 
+use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use burn::module::{Module, ParamId};
 use burn::tensor::{DType, TensorData, backend::Backend};
 use burn_store::{
     ApplyError, BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, TensorSnapshot,
+    TensorSnapshotError,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -168,6 +172,19 @@ impl ParamStorage {
 pub struct StateDict {
     pub tensors: BTreeMap<String, TensorData>,
     pub metadata: HashMap<String, String>,
+}
+
+/// A state dict given by value is consumed by the loaders ([`apply_named`]); by reference, copied.
+impl From<StateDict> for Cow<'_, StateDict> {
+    fn from(state: StateDict) -> Self {
+        Cow::Owned(state)
+    }
+}
+
+impl<'a> From<&'a StateDict> for Cow<'a, StateDict> {
+    fn from(state: &'a StateDict) -> Self {
+        Cow::Borrowed(state)
+    }
 }
 
 impl StateDict {
@@ -332,10 +349,11 @@ impl StateDict {
 
 /// Applies `state` (original names) to `model`. Returns the model and a report; tensors that did
 /// not fit are left at their previous values. f16 tensors are applied as f16 (the model then holds
-/// them in f16, see [`crate::half`]), every other float as f32.
-pub fn apply_state_dict<B: Backend>(
+/// them in f16, see [`crate::half`]), every other float as f32. An owned `state` is consumed
+/// tensor by tensor (each freed once applied); a borrowed one is copied first.
+pub fn apply_state_dict<'a, B: Backend>(
     model: Text2ImUNet<B>,
-    state: &StateDict,
+    state: impl Into<Cow<'a, StateDict>>,
 ) -> (Text2ImUNet<B>, LoadReport) {
     apply_named(model, state, &torch_to_burn, &burn_to_torch)
 }
@@ -343,12 +361,13 @@ pub fn apply_state_dict<B: Backend>(
 /// Applies `state` to any module whose parameter paths are `to_burn(original key)`
 /// (`to_torch` is the inverse, for the report), through burn-store's PyTorch adapter (`Linear`
 /// weights transposed, norm `weight`/`bias` → `gamma`/`beta`).
-pub fn apply_named<B: Backend, M: Module<B>>(
+pub fn apply_named<'a, B: Backend, M: Module<B>>(
     mut model: M,
-    state: &StateDict,
+    state: impl Into<Cow<'a, StateDict>>,
     to_burn: &dyn Fn(&str) -> String,
     to_torch: &dyn Fn(&str) -> String,
 ) -> (M, LoadReport) {
+    let state = state.into().into_owned();
     // Parameters are floats: an integer or boolean tensor under a parameter's name is a wrong
     // file, not something to convert silently.
     let is_float =
@@ -359,18 +378,35 @@ pub fn apply_named<B: Backend, M: Module<B>>(
         .filter(|(_, d)| !is_float(d))
         .map(|(k, d)| format!("{k}: dtype {:?}; weights must be F32, F16 or BF16", d.dtype))
         .collect();
+    // Each tensor moves into its snapshot and out of it when applied (burn-store reads a snapshot
+    // once), so at no point do the weights exist twice beside the model: what lets the released
+    // base load in a browser tab's 4 GB.
     let snapshots: Vec<TensorSnapshot> = state
         .tensors
-        .iter()
+        .into_iter()
         .filter(|(_, d)| is_float(d))
         .map(|(k, data)| {
-            let path = to_burn(k).split('.').map(String::from).collect();
+            let path = to_burn(&k).split('.').map(String::from).collect();
             let data = if data.dtype == DType::F16 {
-                data.clone()
+                data
             } else {
-                data.clone().convert::<f32>()
+                data.convert::<f32>()
             };
-            TensorSnapshot::from_data(data, path, Vec::new(), ParamId::new())
+            let (dtype, shape) = (data.dtype, data.shape.clone());
+            let cell = RefCell::new(Some(data));
+            let take = move || {
+                cell.borrow_mut()
+                    .take()
+                    .ok_or_else(|| TensorSnapshotError::DataError(format!("{k} was read twice")))
+            };
+            TensorSnapshot::from_closure(
+                Rc::new(take),
+                dtype,
+                shape,
+                path,
+                Vec::new(),
+                ParamId::new(),
+            )
         })
         .collect();
     let result = model.apply(snapshots, None, Some(Box::new(PyTorchToBurnAdapter)), true);
@@ -436,17 +472,18 @@ pub fn load_weights<B: Backend>(
     model: Text2ImUNet<B>,
     bytes: &[u8],
 ) -> Result<Text2ImUNet<B>, WeightsError> {
-    load_state_dict(model, &StateDict::from_safetensors(bytes)?)
+    load_state_dict(model, StateDict::from_safetensors(bytes)?)
 }
 
 /// [`apply_state_dict`], strictly: any missing, unexpected or mis-shaped key is an error. A
 /// `param.` prefix (reference fixtures) is recognised and stripped.
-pub fn load_state_dict<B: Backend>(
+pub fn load_state_dict<'a, B: Backend>(
     model: Text2ImUNet<B>,
-    state: &StateDict,
+    state: impl Into<Cow<'a, StateDict>>,
 ) -> Result<Text2ImUNet<B>, WeightsError> {
+    let state = state.into();
     let (model, report) = if state.tensors.keys().any(|k| k.starts_with("param.")) {
-        apply_state_dict(model, &state.strip_prefix("param."))
+        apply_state_dict(model, state.strip_prefix("param."))
     } else {
         apply_state_dict(model, state)
     };

@@ -180,14 +180,19 @@ impl<B: Backend> Text2Im<B> {
 
     /// Loads a safetensors file whose metadata holds the GLIDE `options`; every key must fit.
     pub fn from_safetensors(bytes: &[u8], device: &B::Device) -> Result<Self, PipelineError> {
-        Self::from_state_dict(&StateDict::from_safetensors(bytes)?, device)
+        Self::from_state_dict(StateDict::from_safetensors(bytes)?, device)
     }
 
     /// A pipeline from weights already read (one file, or the shards of a sharded model merged
-    /// with [`StateDict::merge`]); the config and vocabulary come from their metadata.
-    pub fn from_state_dict(state: &StateDict, device: &B::Device) -> Result<Self, PipelineError> {
-        let config = config_from_metadata(state)?;
-        let tokenizer = tokenizer_for(state)?;
+    /// with [`StateDict::merge`]); the config and vocabulary come from their metadata. Given by
+    /// value, the weights are consumed as they are applied (no second copy).
+    pub fn from_state_dict<'a>(
+        state: impl Into<std::borrow::Cow<'a, StateDict>>,
+        device: &B::Device,
+    ) -> Result<Self, PipelineError> {
+        let state = state.into();
+        let config = config_from_metadata(&state)?;
+        let tokenizer = tokenizer_for(&state)?;
         let model = load_state_dict(config.init::<B>(device), state)?;
         Ok(Self::new(model, config, device.clone()).with_tokenizer(tokenizer))
     }

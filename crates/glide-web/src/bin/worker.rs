@@ -154,7 +154,7 @@ mod imp {
         let approve = |cfg: &glide_model::GlideConfig| loading::approve(cfg, &holding, earlier);
         let weights = loading::read_source(source, &approve).await?;
         let vocab = weights.metadata.get("vocab").cloned();
-        Ok((loading::build_one(&weights, gpu, &source.name())?, vocab))
+        Ok((loading::build_one(weights, gpu, &source.name())?, vocab))
     }
 
     async fn load(

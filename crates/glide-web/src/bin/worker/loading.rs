@@ -137,11 +137,15 @@ pub async fn setup_gpu() -> GpuSetup {
     }
 }
 
-/// On the CPU, models whose weights take more than this in f32 are held in f16: the tab's wasm
-/// memory is 4 GB at most, and loading holds the weights up to three times (the file's tensors,
-/// the copies being applied, the model); the released base (1.4 GB in f32) crashed the worker
-/// when held in f32 on the CPU, and runs in f16.
+/// On the CPU, models whose weights take more than this in f32 are held in f16: half the memory
+/// of a tab whose wasm memory is 4 GB at most (the released base and upsampler take 3.1 GB in
+/// f32), for a small cost in speed (the released base: 15.3 s per guided step in f16, 15.7 s in
+/// f32, measured once each).
 const CPU_F16_ABOVE: u64 = 1 << 30;
+
+/// What the CPU path may use of the tab's 4 GB of wasm memory (the page and the allocator's slack
+/// take the rest).
+const CPU_MEMORY: u64 = 3_500_000_000;
 
 /// How the worker holds a model's weights.
 #[derive(Debug, Clone, Copy)]
@@ -156,27 +160,18 @@ pub struct Holding {
 }
 
 impl Holding {
-    fn storage(&self, cfg: &GlideConfig) -> Result<ParamStorage, String> {
-        let large = cfg.gpu_needs(1).weights > CPU_F16_ABOVE;
+    fn storage(&self, cfg: &GlideConfig) -> ParamStorage {
         let f16 = match (self.limits.is_some(), self.choice) {
-            (false, Some(ParamStorage::F32)) if large => {
-                return Err(format!(
-                    "This model's weights take {:.0} MB in f32, more than the CPU path of a tab \
-                     can hold while loading them: remove weights_dtype=f32 from the address to \
-                     hold them in f16 (half the memory, the same samples up to f16 rounding).",
-                    cfg.gpu_needs(1).weights as f64 / 1e6
-                ));
-            }
             (_, Some(ParamStorage::F32)) => false,
             (true, _) => self.gpu_f16,
             (false, Some(ParamStorage::F16)) => true,
-            (false, None) => large,
+            (false, None) => cfg.gpu_needs(1).weights > CPU_F16_ABOVE,
         };
-        Ok(if f16 {
+        if f16 {
             ParamStorage::F16
         } else {
             ParamStorage::F32
-        })
+        }
     }
 }
 
@@ -188,22 +183,37 @@ pub fn approve(
     earlier: &Cell<Option<GpuNeeds>>,
 ) -> Result<ParamStorage, String> {
     let limits = holding.limits.as_ref();
-    let storage = holding.storage(cfg)?;
+    let storage = holding.storage(cfg);
     let f16 = storage == ParamStorage::F16;
     let stage = match f16 {
         true => cfg.gpu_needs(2).held_in_f16(),
         false => cfg.gpu_needs(2),
     };
+    let stages_before = earlier.get().is_some();
     let needs = earlier.get().map_or(stage, |e| e.then(stage));
     post(&FromWorker::Needs {
         weights_mb: needs.weights as f64 / 1e6,
         total_mb: needs.total as f64 / 1e6,
         largest_buffer_mb: needs.largest_weight.max(needs.largest_activation) as f64 / 1e6,
         limit_mb: limits.map(|l| l.largest_buffer().0 as f64 / 1e6),
-        stages: if earlier.get().is_some() { 2 } else { 1 },
+        stages: if stages_before { 2 } else { 1 },
         f16,
     });
     earlier.set(Some(needs));
+    if limits.is_none() && needs.total > CPU_MEMORY {
+        let what = if stages_before { "These models need" } else { "This model needs" };
+        return Err(format!(
+            "{what} about {:.0} MB of memory on the CPU, more than a browser tab can give them \
+             (4 GB at most): {}",
+            needs.total as f64 / 1e6,
+            if f16 {
+                "run them on a GPU with WebGPU (remove backend=cpu from the address)."
+            } else {
+                "remove weights_dtype=f32 from the address to hold the weights in f16 (half the \
+                 memory)."
+            }
+        ));
+    }
     match limits {
         Some(l) => check_gpu_fit(cfg, 1, true, l)
             .map(|_| storage)
@@ -327,7 +337,7 @@ pub async fn read_source(
 
 /// A pipeline from weights on WebGPU (`gpu`, after [`setup_gpu`]) or the CPU; parameters are held
 /// in the dtype `state` holds them in (f16 only on a GPU with `shader-f16`).
-pub fn build_one(state: &StateDict, gpu: bool, what: &str) -> Result<Loaded, String> {
+pub fn build_one(state: StateDict, gpu: bool, what: &str) -> Result<Loaded, String> {
     let bad = |e: glide_pipeline::PipelineError| unusable(what, e);
     Ok(if gpu {
         Loaded::Gpu(Model::One(
