@@ -250,14 +250,13 @@ impl StateDict {
 
     /// The same tensors with every float held as `storage` says (integers kept).
     pub fn held_as(mut self, storage: ParamStorage) -> Self {
-        for data in self.tensors.values_mut() {
-            if matches!(
-                data.dtype,
-                DType::F32 | DType::F64 | DType::F16 | DType::BF16
-            ) {
-                *data = storage.hold(std::mem::replace(data, TensorData::new(vec![0f32], [1])));
-            }
-        }
+        self.tensors = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .map(|(name, data)| match data.dtype {
+                DType::F32 | DType::F64 | DType::F16 | DType::BF16 => (name, storage.hold(data)),
+                _ => (name, data),
+            })
+            .collect();
         self
     }
 
