@@ -626,6 +626,20 @@ test("weights held in f16 (?weights_dtype=f16 on the CPU; by default on a GPU wi
   // half the weights' memory (the line rounds to whole MB)
   if (!f16) assert.ok(mb(gpuNeeds) > 0 && Math.abs(mb(needs) * 2 - mb(gpuNeeds)) <= 1, `${needs} vs ${gpuNeeds}`);
   await gpu.close();
+  // A model too large for the CPU path's memory (here lowered to 8 MB) is refused before its
+  // download, with what to do: f16 when it was held in f32, else a GPU.
+  const before = shardRequests().length;
+  for (const [dtype, advice] of [["f32", /remove weights_dtype=f32/], ["f16", /run on a GPU with WebGPU/]]) {
+    const context = await browser.newContext(); // an empty Cache Storage: a download would show
+    const small = await context.newPage();
+    await small.goto(`http://127.0.0.1:${port}/?backend=cpu&weights_dtype=${dtype}&cpu_memory=8000000&${q}`);
+    await small.waitForSelector("#error", { timeout: 60_000 });
+    const text = await small.textContent("#error");
+    assert.match(text, /This model needs about \d+ MB of memory on the CPU, more than the 8 MB a browser tab can give/);
+    assert.match(text, advice);
+    await context.close();
+  }
+  assert.equal(shardRequests().length, before, "a refused model's shards were downloaded");
 });
 
 test("a GPU whose buffers are too small gets a sentence, not a crash: for the model before its download, for a batch before it runs", async () => {

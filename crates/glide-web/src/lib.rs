@@ -49,6 +49,10 @@ pub enum ToWorker {
         /// on the CPU, for models over 1 GB in f32.
         #[serde(default)]
         weights_dtype: Option<String>,
+        /// Treat the CPU path as having at most this many bytes (`?cpu_memory=`: to see what a
+        /// smaller tab would say).
+        #[serde(default)]
+        cpu_memory: Option<u64>,
     },
     Generate {
         id: u64,
@@ -343,6 +347,7 @@ mod tests {
                 upsampler: None,
                 max_buffer: None,
                 weights_dtype: None,
+                cpu_memory: None,
                 ..
             }
         ));

@@ -122,6 +122,8 @@ mod imp {
         max_buffer: Option<u64>,
         /// `?weights_dtype=f16|f32`: how the worker holds weights.
         weights_dtype: Option<String>,
+        /// `?cpu_memory=BYTES`: treat the CPU path as having at most this much memory.
+        cpu_memory: Option<u64>,
         /// The worker's estimate of the model's GPU needs.
         needs: Option<String>,
         /// Respacing of the base model (overrides steps when set) and of the upsampler.
@@ -209,6 +211,7 @@ mod imp {
             let fixed_weights = q.get("weights");
             let max_buffer = q.get("gpu_max_buffer").and_then(|v| v.parse().ok());
             let weights_dtype = q.get("weights_dtype");
+            let cpu_memory = q.get("cpu_memory").and_then(|v| v.parse().ok());
             let models = ModelList::bundled();
             let bundled = models.models[0].clone();
             let url = fixed_weights.clone().unwrap_or_else(|| {
@@ -248,6 +251,7 @@ mod imp {
                     upsampler: None,
                     max_buffer,
                     weights_dtype: weights_dtype.clone(),
+                    cpu_memory,
                 },
                 backend_choice: backend,
                 fixed_weights: fixed_weights.is_some(),
@@ -258,6 +262,7 @@ mod imp {
                 local_files: None,
                 max_buffer,
                 weights_dtype,
+                cpu_memory,
                 needs: None,
                 respacing: String::new(),
                 up_respacing: String::new(),

@@ -43,6 +43,8 @@ mod imp {
         gpu_f16: bool,
         /// `?weights_dtype=`: how to hold weights (`None`: the worker decides).
         weights_dtype: Option<ParamStorage>,
+        /// `?cpu_memory=`: the CPU path's memory is treated as at most this.
+        cpu_memory: Option<u64>,
         /// `?gpu_max_buffer=`: the limits are treated as at most this.
         max_buffer: Option<u64>,
         /// Destroys the WebGPU device (the `LoseDevice` test hook).
@@ -150,6 +152,7 @@ mod imp {
             limits,
             gpu_f16,
             choice: state.borrow().weights_dtype,
+            cpu_memory: loading::cpu_memory(state.borrow().cpu_memory),
         };
         let approve = |cfg: &glide_model::GlideConfig| loading::approve(cfg, &holding, earlier);
         let weights = loading::read_source(source, &approve).await?;
@@ -314,9 +317,11 @@ mod imp {
                 upsampler,
                 max_buffer,
                 weights_dtype,
+                cpu_memory,
             } => {
                 let mut s = state.borrow_mut();
                 s.max_buffer = max_buffer;
+                s.cpu_memory = cpu_memory;
                 s.weights_dtype = match weights_dtype.as_deref() {
                     Some("f16") => Some(ParamStorage::F16),
                     Some("f32") => Some(ParamStorage::F32),

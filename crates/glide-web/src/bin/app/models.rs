@@ -70,6 +70,7 @@ impl App {
             upsampler: e.upsampler.clone(),
             max_buffer: self.max_buffer,
             weights_dtype: self.weights_dtype.clone(),
+            cpu_memory: self.cpu_memory,
         }
     }
 

@@ -147,6 +147,11 @@ const CPU_F16_ABOVE: u64 = 1 << 30;
 /// take the rest).
 const CPU_MEMORY: u64 = 3_500_000_000;
 
+/// The CPU path's memory, lowered to `?cpu_memory=` when given.
+pub fn cpu_memory(cap: Option<u64>) -> u64 {
+    cap.map_or(CPU_MEMORY, |c| c.min(CPU_MEMORY))
+}
+
 /// How the worker holds a model's weights.
 #[derive(Debug, Clone, Copy)]
 pub struct Holding {
@@ -157,6 +162,8 @@ pub struct Holding {
     /// `?weights_dtype=f16|f32`: the visitor's choice (`None`: f16 on a `shader-f16` GPU, and
     /// on the CPU for models over 1 GB in f32). A GPU without `shader-f16` holds f32 regardless.
     pub choice: Option<ParamStorage>,
+    /// Bytes the CPU path may use ([`cpu_memory`]).
+    pub cpu_memory: u64,
 }
 
 impl Holding {
@@ -200,14 +207,15 @@ pub fn approve(
         f16,
     });
     earlier.set(Some(needs));
-    if limits.is_none() && needs.total > CPU_MEMORY {
+    if limits.is_none() && needs.total > holding.cpu_memory {
         let what = if stages_before { "These models need" } else { "This model needs" };
         return Err(format!(
-            "{what} about {:.0} MB of memory on the CPU, more than a browser tab can give them \
-             (4 GB at most): {}",
+            "{what} about {:.0} MB of memory on the CPU, more than the {:.0} MB a browser tab \
+             can give: {}",
             needs.total as f64 / 1e6,
+            holding.cpu_memory as f64 / 1e6,
             if f16 {
-                "run them on a GPU with WebGPU (remove backend=cpu from the address)."
+                "run on a GPU with WebGPU (remove backend=cpu from the address if it is there)."
             } else {
                 "remove weights_dtype=f32 from the address to hold the weights in f16 (half the \
                  memory)."
