@@ -5,36 +5,17 @@
 //   glide export --in /tmp/base.safetensors --out /tmp/big/base.safetensors.index.json --shard-mb 64
 //   node scripts/bench-browser-base.mjs /tmp/big/base.safetensors.index.json cpu webgpu
 // EXTRA='&weights_dtype=f32' appends to the page's address.
-import { createServer } from "node:http";
-import { readFileSync, existsSync, statSync } from "node:fs";
-import { join, extname, normalize, resolve, dirname, basename } from "node:path";
-import { chromium } from "playwright-core";
+import { dirname, resolve, basename } from "node:path";
+import { servePage, launchChromium } from "./bench-page.mjs";
 
-const ROOT = resolve(import.meta.dirname, "..");
-const DIST = join(ROOT, "dist");
 const [index, ...backends] = process.argv.slice(2);
 if (!index || backends.length === 0) {
   console.error("usage: node scripts/bench-browser-base.mjs INDEX.safetensors.index.json cpu|webgpu...");
   process.exit(2);
 }
-const SHARDS = dirname(resolve(index));
-const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
-
-const server = createServer((req, res) => {
-  const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  const file = path.startsWith("/big/") ? join(SHARDS, normalize(path.slice(5)))
-    : join(DIST, normalize(path === "/" ? "/index.html" : path));
-  if (!existsSync(file) || !statSync(file).isFile()) return res.writeHead(404).end();
-  const body = readFileSync(file);
-  res.writeHead(200, { "content-type": MIME[extname(file)] || "application/octet-stream", "content-length": body.length }).end(body);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const port = server.address().port;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false,
-  args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-});
+const server = await servePage({ "/big/": dirname(resolve(index)) });
+const port = server.port;
+const browser = await launchChromium();
 for (const backend of backends) {
   const page = await browser.newPage();
   page.on("pageerror", (e) => console.log("page error:", e.message));

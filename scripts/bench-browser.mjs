@@ -3,17 +3,12 @@
 // not a test: run after `make web` and scripts/distill.sh.
 //   node scripts/bench-browser.mjs [images per setting, default 5]
 // Prints a markdown table; these machines are noisy, so compare the ratios within one run.
-import { createServer } from "node:http";
-import { readFileSync, existsSync, statSync } from "node:fs";
-import { join, extname, normalize, resolve } from "node:path";
-import { chromium } from "playwright-core";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { ROOT, servePage, launchChromium } from "./bench-page.mjs";
 
-const ROOT = resolve(import.meta.dirname, "..");
-const DIST = join(ROOT, "dist");
 const N = Number(process.argv[2] || 5);
 const PROMPT = "a red apple";
-const MIME = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm", ".css": "text/css" };
-
 const settings = [
   { name: "student, 4 steps", weights: "www/models/student.safetensors", steps: 4 },
   { name: "student, 8 steps", weights: "runs/distill/student-8.safetensors", steps: 8 },
@@ -22,20 +17,9 @@ const settings = [
   { name: "teacher guided DDIM, 100 steps", weights: "www/models/base.safetensors", steps: 100, cpuOnly: true },
 ];
 
-const server = createServer((req, res) => {
-  const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
-  const file = path.startsWith("/runs/") ? join(ROOT, normalize(path)) : join(DIST, normalize(path === "/" ? "/index.html" : path));
-  if (!existsSync(file) || !statSync(file).isFile()) return res.writeHead(404).end();
-  const body = readFileSync(file);
-  res.writeHead(200, { "content-type": MIME[extname(file)] || "application/octet-stream", "content-length": body.length }).end(body);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const port = server.address().port;
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium", headless: false,
-  args: ["--headless=new", "--no-sandbox", "--enable-unsafe-webgpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
-});
+const server = await servePage({ "/runs/": join(ROOT, "runs") });
+const port = server.port;
+const browser = await launchChromium();
 
 const rows = [];
 for (const backend of ["webgpu", "cpu"]) {
