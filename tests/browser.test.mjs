@@ -640,6 +640,11 @@ test("weights held in f16 (?weights_dtype=f16 on the CPU; by default on a GPU wi
     await context.close();
   }
   assert.equal(shardRequests().length, before, "a refused model's shards were downloaded");
+  const bad = await browser.newPage();
+  await bad.goto(`http://127.0.0.1:${port}/?backend=cpu&weights_dtype=bf16&${q}`);
+  await bad.waitForSelector("#error", { timeout: 60_000 });
+  assert.match(await bad.textContent("#error"), /weights_dtype=bf16 is neither f16 nor f32/);
+  await bad.close();
 });
 
 test("a GPU whose buffers are too small gets a sentence, not a crash: for the model before its download, for a batch before it runs", async () => {

@@ -156,7 +156,8 @@ pub enum FromWorker {
         /// Stages counted: 2 for a cascade (both held, run one after the other).
         #[serde(default = "one")]
         stages: usize,
-        /// The weights are held in f16 (the adapter has `shader-f16`); else f32.
+        /// The weights are held in f16 (on a `shader-f16` GPU; on the CPU for models over 1 GB
+        /// or when asked); else f32.
         #[serde(default)]
         f16: bool,
     },

@@ -319,14 +319,24 @@ mod imp {
                 weights_dtype,
                 cpu_memory,
             } => {
+                let dtype = match weights_dtype.as_deref() {
+                    None => None,
+                    Some("f16") => Some(ParamStorage::F16),
+                    Some("f32") => Some(ParamStorage::F32),
+                    Some(other) => {
+                        post(&FromWorker::Error {
+                            message: format!(
+                                "weights_dtype={other} is neither f16 nor f32: remove it from \
+                                 the address, or use one of those."
+                            ),
+                        });
+                        return;
+                    }
+                };
                 let mut s = state.borrow_mut();
                 s.max_buffer = max_buffer;
                 s.cpu_memory = cpu_memory;
-                s.weights_dtype = match weights_dtype.as_deref() {
-                    Some("f16") => Some(ParamStorage::F16),
-                    Some("f32") => Some(ParamStorage::F32),
-                    _ => None,
-                };
+                s.weights_dtype = dtype;
                 drop(s);
                 let up = upsampler.map(Source::Url);
                 start_load(state, Source::Url(url), up, backend);
