@@ -355,14 +355,9 @@ fn check(fixture: &Path, weights: Option<&Path>, tolerance: f64, half: bool) -> 
             None => String::new(),
         }
     );
-    let held: Vec<String> = report
-        .param_dtypes
-        .iter()
-        .map(|d| format!("{d:?}").to_lowercase())
-        .collect();
     println!(
         "  parameters held in {} ({})",
-        held.join(" + "),
+        glide_model::half::dtype_names(&report.param_dtypes),
         backend::NAME
     );
     for (key, err) in &report.errors {

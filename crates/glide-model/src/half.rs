@@ -26,18 +26,22 @@ impl<B: Backend> ModuleVisitor<B> for AllF32 {
     }
 }
 
+/// `tensor` in `dtype` (itself when it already is).
+fn in_dtype<B: Backend, const D: usize>(tensor: Tensor<B, D>, dtype: DType) -> Tensor<B, D> {
+    if tensor.dtype() == dtype {
+        tensor
+    } else {
+        tensor.cast(dtype)
+    }
+}
+
 /// Casts every float parameter to `0` (those already in it are kept as they are).
 struct CastTo(DType);
 
 impl<B: Backend> ModuleMapper<B> for CastTo {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let tensor = if tensor.dtype() == self.0 {
-            tensor
-        } else {
-            tensor.cast(self.0)
-        };
-        Param::from_mapped_value(id, tensor, mapper)
+        Param::from_mapped_value(id, in_dtype(tensor, self.0), mapper)
     }
 }
 
@@ -55,12 +59,7 @@ pub fn widened<B: Backend, M: Module<B>>(module: &M) -> Cow<'_, M> {
 
 /// A parameter's value in f32 (widened when it is held in another float dtype).
 pub fn f32_val<B: Backend, const D: usize>(param: &Param<Tensor<B, D>>) -> Tensor<B, D> {
-    let value = param.val();
-    if value.dtype() == DType::F32 {
-        value
-    } else {
-        value.cast(DType::F32)
-    }
+    in_dtype(param.val(), DType::F32)
 }
 
 /// `module` with every float parameter cast to `dtype` (e.g. a model built in f32 held in f16).
@@ -82,6 +81,17 @@ pub fn param_dtypes<B: Backend, M: Module<B>>(module: &M) -> Vec<DType> {
     let mut seen = Dtypes(Vec::new());
     module.visit(&mut seen);
     seen.0
+}
+
+/// Dtypes as people write them, each once: `[F16, F32, F16]` → "f16 + f32".
+pub fn dtype_names(dtypes: &[DType]) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for name in dtypes.iter().map(|d| format!("{d:?}").to_lowercase()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names.join(" + ")
 }
 
 #[cfg(test)]
@@ -113,5 +123,9 @@ mod tests {
         assert_ne!(got.as_bytes(), wide.forward(x).into_data().as_bytes());
         // The held parameters stay f16: widening copies, it does not convert in place.
         assert_eq!(param_dtypes::<Flex, _>(&half), vec![DType::F16]);
+        assert_eq!(
+            dtype_names(&[DType::F16, DType::F32, DType::F16]),
+            "f16 + f32"
+        );
     }
 }

@@ -79,22 +79,20 @@ impl Loaded {
         fn of<B: Backend>(m: &Model<B>) -> (usize, usize, Option<usize>, usize, String) {
             use burn::module::Module;
             use glide_model::half::param_dtypes;
-            let (params, mut dtypes) = match m {
+            let (params, dtypes) = match m {
                 Model::One(p) => (p.model.num_params(), param_dtypes(&p.model)),
                 Model::Cascade(c) => (
                     c.base.model.num_params() + c.upsampler.model.num_params(),
                     [param_dtypes(&c.base.model), param_dtypes(&c.upsampler.model)].concat(),
                 ),
             };
-            dtypes.dedup();
-            let names: Vec<String> = dtypes.iter().map(|d| format!("{d:?}").to_lowercase()).collect();
             let b = m.base();
             (
                 b.config.image_size,
                 params,
                 b.config.student_steps,
                 m.output_size(),
-                names.join(" + "),
+                glide_model::half::dtype_names(&dtypes),
             )
         }
         match self {
