@@ -198,7 +198,7 @@ fn device_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
             .map(|(d, dev)| {
                 let m = model.clone().fork(dev);
                 let work = &work;
-                s.spawn(move || work(m, d, dev))
+                s.spawn(move || on_own_thread(|| work(m, d, dev)))
             })
             .collect();
         handles
@@ -206,4 +206,18 @@ fn device_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
             .map(|h| h.join().expect("a training worker thread panicked"))
             .collect()
     })
+}
+
+/// Runs `f` with this thread as a rayon pool of one: flex parallelises a large op over rayon's
+/// global pool, whose threads would then compete with the other workers for the same cores
+/// (four busy threads on two cores); in a pool of one, each worker's ops stay on its own thread.
+fn on_own_thread<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build()
+    {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
 }
