@@ -1,22 +1,23 @@
 //! The model's convolutions: burn's `Conv2d` / `Conv1d` forward everywhere; when training on the
-//! CPU (`Autodiff<Flex>`), a stride-1 K×K convolution's backward is im2col + GEMM
-//! ([`crate::conv_backward`]) instead of burn's generic path (same forward numbers), and the
-//! attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a batched matmul, whose
-//! backward is two more matmuls instead of burn's strided conv1d backward (forward equal to
-//! rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's paths for both.
+//! CPU (`Autodiff<Flex>`), a stride-1 K×K convolution runs forward and backward as im2col + GEMM
+//! ([`crate::conv_im2col`]) instead of flex's forward and burn's generic backward (equal to
+//! rounding), and the attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a
+//! batched matmul, whose backward is two more matmuls instead of burn's strided conv1d backward
+//! (forward equal to rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's paths
+//! for both.
 
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::tensor::{Tensor, backend::Backend};
 
-/// `conv.forward(x)`, with the im2col backward where it applies.
+/// `conv.forward(x)`, as im2col + GEMM forward and backward where it applies.
 ///
 /// # Shapes
 /// - x: `[N, C_in, H, W]` → `[N, C_out, H', W']`
 pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     #[cfg(not(target_arch = "wasm32"))]
-    if let Some(padding) = symmetric_padding(conv).filter(|_| crate::conv_backward::applies(&x)) {
+    if let Some(padding) = symmetric_padding(conv).filter(|_| crate::conv_im2col::applies(&x)) {
         let bias = conv.bias.as_ref().map(|b| b.val());
-        return crate::conv_backward::conv2d(x, conv.weight.val(), bias, padding);
+        return crate::conv_im2col::conv2d(x, conv.weight.val(), bias, padding);
     }
     conv.forward(x)
 }
@@ -28,7 +29,7 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// - x: `[N, C_in, T]` → `[N, C_out, T']`
 pub fn conv1d<B: Backend>(conv: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     #[cfg(not(target_arch = "wasm32"))]
-    if is_pointwise(conv) && crate::conv_backward::applies(&x) {
+    if is_pointwise(conv) && crate::conv_im2col::applies(&x) {
         let [o, c, _] = conv.weight.dims();
         let [n, _, t] = x.dims();
         let out = conv.weight.val().reshape([1, o, c]).matmul(x);
@@ -103,7 +104,7 @@ mod tests {
             .init(&device);
         let x = Tensor::<A, 4>::random([3, c, h, w], Distribution::Default, &device).require_grad();
         assert!(
-            crate::conv_backward::applies(&x),
+            crate::conv_im2col::applies(&x),
             "the test must take the im2col path"
         );
         assert!(symmetric_padding(&conv).is_some());
@@ -178,6 +179,6 @@ mod tests {
         assert_eq!(symmetric_padding(&lopsided), None);
         // Inference (no autodiff) never takes it.
         let plain = Tensor::<Flex, 4>::zeros([1, 2, 8, 8], &device);
-        assert!(!crate::conv_backward::applies(&plain));
+        assert!(!crate::conv_im2col::applies(&plain));
     }
 }

@@ -13,7 +13,7 @@ pub mod clip;
 pub mod config;
 pub mod conv;
 #[cfg(not(target_arch = "wasm32"))]
-mod conv_backward;
+mod conv_im2col;
 pub mod group_norm;
 pub mod half;
 pub mod memory;

@@ -32,7 +32,7 @@ mod fused {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorPrimitive};
 
-    use crate::conv_backward::{Ad, from_vec, is_cpu_training, same, to_vec};
+    use crate::conv_im2col::{Ad, from_vec, is_cpu_training, same, to_vec};
 
     /// Whether `x` takes the fused path (see the module docs).
     pub(super) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
@@ -47,7 +47,7 @@ mod fused {
         let x = same::<_, Tensor<Ad, D>>(x);
         let shape = x.dims();
         let x = x.into_primitive().tensor();
-        let values = to_vec::<D>(x.primitive.clone());
+        let values = to_vec(x.primitive.clone());
         let sigmoid: Vec<f32> = values.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
         let y = values.iter().zip(&sigmoid).map(|(&v, &s)| v * s).collect();
         let out = match SiluBackward::<D>
@@ -74,7 +74,7 @@ mod fused {
                 return;
             };
             let (x, sigmoid, shape) = ops.state;
-            let g = to_vec::<D>(grads.consume::<Flex>(&ops.node));
+            let g = to_vec(grads.consume::<Flex>(&ops.node));
             let dx = g
                 .iter()
                 .zip(x.iter().zip(&sigmoid))

@@ -1,0 +1,492 @@
+//! A K×K, stride-1 convolution on the CPU training backend (`Autodiff<Flex>`) as im2col + GEMM,
+//! forward and backward, the way PyTorch's CPU convolution computes it.
+//!
+//! burn 0.21 runs every backend's conv2d backward through a generic path (dX as a
+//! `conv_transpose2d`, dW as a `conv2d` on dim-swapped copies with a kernel the size of the
+//! image) that was ~38% of a training step on flex; flex's own forward converts to NHWC and back
+//! around its GEMM at every call. Here, per image n, with the patch matrix in "patch rows" layout
+//! (colᵀ_n = im2col(x_n), `[H·W, K·K·C]`, columns ordered (ky, kx, c) so that each patch is K·K
+//! contiguous runs of C channels of the NHWC image) and the weight permuted alike (W′, `[O, K·K·C]`):
+//!
+//! - forward: outᵀ_n = colᵀ_n · W′ᵀ (`[H·W, K·K·C] × [K·K·C, O]`), transposed into NCHW, + b;
+//! - dW′ = Σ_n g_n · colᵀ_n (`[O, H·W] × [H·W, K·K·C]`), the patch rows made again from x;
+//! - dX_n = col2im(W′ᵀ · g_n) (`[K·K·C, O] × [O, H·W]`, then the K·K shifted windows added back);
+//! - db = Σ_{n, y, x} g.
+//!
+//! These operand layouts are the ones gemm runs fastest here (its packing of a transposed operand
+//! cost up to 3× in the weight gradient). The patch rows of one image at a time live in a
+//! per-thread scratch buffer that stays allocated (and in cache) between calls: keeping every
+//! image's patch rows for the backward instead cost more in allocation and page faults
+//! (~12% of a step) than making them again. Only gradients that a parent needs are computed (the
+//! UNet's first convolution never computes dX). Forward numbers equal `burn::nn::conv::Conv2d`'s
+//! to rounding (another summation order). `GLIDE_CONV_BACKWARD=burn` in the environment keeps
+//! burn's paths (for benchmarks).
+
+use std::any::{Any, TypeId};
+use std::sync::OnceLock;
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+
+pub(crate) type Ad = Autodiff<Flex>;
+
+/// Whether `x` (of backend `B`) takes this path: `B` is `Autodiff<Flex>`, x is f32 and the
+/// environment does not ask for burn's generic convolution.
+pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var("GLIDE_CONV_BACKWARD").map_or(true, |v| v != "burn"));
+    enabled && is_cpu_training(x)
+}
+
+/// Whether `x` is an f32 tensor of the CPU training backend, `Autodiff<Flex>`.
+pub(crate) fn is_cpu_training<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    TypeId::of::<B>() == TypeId::of::<Ad>() && x.dtype() == DType::F32
+}
+
+/// `T` as `U` when they are the same type (checked by [`is_cpu_training`]).
+pub(crate) fn same<T: 'static, U: 'static>(t: T) -> U {
+    *(Box::new(t) as Box<dyn Any>)
+        .downcast::<U>()
+        .expect("only called for Autodiff<Flex> tensors")
+}
+
+/// The values of an f32 tensor, row-major (a copy only when it is not contiguous).
+pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
+    match t.as_slice::<f32>() {
+        Some(v) => std::borrow::Cow::Borrowed(v),
+        None => std::borrow::Cow::Owned(to_vec(t.clone())),
+    }
+}
+
+/// The values of an f32 tensor, row-major.
+pub(crate) fn to_vec(t: FlexTensor) -> Vec<f32> {
+    t.into_data()
+        .into_vec::<f32>()
+        .expect("the CPU training paths run on f32 tensors")
+}
+
+/// A flex tensor of these row-major values.
+pub(crate) fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The shape of a flex tensor as an array.
+fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
+    Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t.clone())).dims()
+}
+
+/// A K×K convolution with stride 1 and padding `padding` on every side, as im2col + GEMM
+/// forward and backward. Call only where [`applies`] is true.
+///
+/// # Shapes
+/// - x: `[N, C, H, W]`, weight: `[O, C, K, K]`, bias: `[O]` → `[N, O, H + 2p − K + 1, …]`
+pub(crate) fn conv2d<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    padding: usize,
+) -> Tensor<B, 4> {
+    let x = same::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
+    let weight = same::<_, Tensor<Ad, 4>>(weight).into_primitive().tensor();
+    let bias = bias.map(|b| same::<_, Tensor<Ad, 1>>(b).into_primitive().tensor());
+    let [n, c, h, w] = dims(&x.primitive);
+    let [o, _, k, _] = dims(&weight.primitive);
+    let d = Dims {
+        n,
+        c,
+        o,
+        h,
+        w,
+        k,
+        p: padding,
+    };
+    let w_perm = permute_weight(&values(&weight.primitive), &d);
+    let b = bias.as_ref().map(|b| values(&b.primitive).into_owned());
+    let out = from_vec(
+        forward(&values(&x.primitive), &w_perm, b.as_deref(), &d),
+        [n, o, d.out().0, d.out().1],
+    );
+    let state = State {
+        x: x.primitive.clone(),
+        w_perm,
+        d,
+    };
+    let out = match &bias {
+        Some(bias) => match ConvIm2col
+            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+        None => match ConvIm2colNoBias
+            .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+    };
+    same(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(out)))
+}
+
+#[derive(Debug)]
+struct ConvIm2col;
+#[derive(Debug)]
+struct ConvIm2colNoBias;
+
+/// What the backward pass keeps: the input x (shared, not copied), the permuted weight W′
+/// (`[O, K·K·C]`) and the sizes.
+#[derive(Clone, Debug)]
+struct State {
+    x: FlexTensor,
+    w_perm: Vec<f32>,
+    d: Dims,
+}
+
+impl Backward<Flex, 3> for ConvIm2col {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        register_gradients(grads, g, ops.state, parents);
+    }
+}
+
+impl Backward<Flex, 2> for ConvIm2colNoBias {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [x, w] = ops.parents.map(|p| p.map(|node| node.id));
+        register_gradients(grads, g, ops.state, [x, w, None]);
+    }
+}
+
+/// Computes and registers the gradient of each parent (x, weight, bias) that needs one.
+fn register_gradients(
+    grads: &mut Gradients,
+    g: FlexTensor,
+    state: State,
+    parents: [Option<NodeId>; 3],
+) {
+    let d = state.d;
+    let g = values(&g);
+    let (oh, ow) = d.out();
+    assert_eq!(
+        g.len(),
+        d.n * d.o * oh * ow,
+        "output gradient of another shape"
+    );
+    let [x, w, b] = parents;
+    if let Some(node) = x {
+        let dx = input_grad(&state.w_perm, &g, &d);
+        grads.register::<Flex>(node, from_vec(dx, [d.n, d.c, d.h, d.w]));
+    }
+    if let Some(node) = w {
+        let dw = weight_grad(&values(&state.x), &g, &d);
+        grads.register::<Flex>(node, from_vec(dw, [d.o, d.c, d.k, d.k]));
+    }
+    if let Some(node) = b {
+        grads.register::<Flex>(node, from_vec(bias_grad(&g, &d), [d.o]));
+    }
+}
+
+/// The sizes of one convolution.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    n: usize,
+    c: usize,
+    o: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    p: usize,
+}
+
+impl Dims {
+    /// Output height and width.
+    fn out(&self) -> (usize, usize) {
+        (
+            self.h + 2 * self.p + 1 - self.k,
+            self.w + 2 * self.p + 1 - self.k,
+        )
+    }
+    /// Columns of a patch row (K·K·C).
+    fn kkc(&self) -> usize {
+        self.c * self.k * self.k
+    }
+}
+
+/// Per-thread buffers for one image at a time: the NHWC image, its patch rows (or their
+/// gradient) and the transposed output.
+#[derive(Default)]
+struct Scratch {
+    nhwc: Vec<f32>,
+    col: Vec<f32>,
+    out_t: Vec<f32>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// The first `len` elements of `v`, grown (never shrunk) to hold them.
+fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+/// The patch rows of image `x_n` (`[C, H, W]`) into `col` (`[H·W, K·K·C]`), through `nhwc`.
+fn patches(x_n: &[f32], d: &Dims, nhwc: &mut Vec<f32>, col: &mut Vec<f32>) {
+    let (oh, ow) = d.out();
+    let nhwc = sized(nhwc, x_n.len());
+    transpose(x_n, d.c, d.h * d.w, nhwc);
+    im2col_rows(nhwc, d, sized(col, oh * ow * d.kkc()));
+}
+
+/// The convolution's output, `[N, O, OH, OW]` row-major.
+fn forward(x: &[f32], w_perm: &[f32], b: Option<&[f32]>, d: &Dims) -> Vec<f32> {
+    let (oh, ow) = d.out();
+    let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
+    let mut out = vec![0.0; d.n * d.o * hw];
+    SCRATCH.with_borrow_mut(|s| {
+        for (n, out_n) in out.chunks_exact_mut(d.o * hw).enumerate() {
+            patches(&x[n * chw..(n + 1) * chw], d, &mut s.nhwc, &mut s.col);
+            let lhs = View {
+                data: &s.col[..hw * kkc],
+                row_stride: kkc,
+                col_stride: 1,
+            };
+            let w_t = View {
+                data: w_perm,
+                row_stride: 1,
+                col_stride: kkc,
+            };
+            let out_t = sized(&mut s.out_t, hw * d.o);
+            gemm(out_t, (hw, d.o, kkc), lhs, w_t, false);
+            transpose(out_t, hw, d.o, out_n);
+            if let Some(b) = b {
+                for (plane, &bias) in out_n.chunks_exact_mut(hw).zip(b) {
+                    plane.iter_mut().for_each(|v| *v += bias);
+                }
+            }
+        }
+    });
+    out
+}
+
+/// W′[o][(ky·K + kx)·C + c] = W[o][c][ky][kx].
+fn permute_weight(w: &[f32], d: &Dims) -> Vec<f32> {
+    let kk = d.k * d.k;
+    let mut out = vec![0.0; d.o * d.kkc()];
+    for (dst, src) in out.chunks_exact_mut(d.kkc()).zip(w.chunks_exact(d.kkc())) {
+        for c in 0..d.c {
+            for r in 0..kk {
+                dst[r * d.c + c] = src[c * kk + r];
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`permute_weight`]: dW[o][c][ky][kx] = dW′[o][(ky·K + kx)·C + c].
+fn unpermute_weight(w_perm: &[f32], d: &Dims) -> Vec<f32> {
+    let kk = d.k * d.k;
+    let mut out = vec![0.0; d.o * d.kkc()];
+    for (dst, src) in out
+        .chunks_exact_mut(d.kkc())
+        .zip(w_perm.chunks_exact(d.kkc()))
+    {
+        for c in 0..d.c {
+            for r in 0..kk {
+                dst[c * kk + r] = src[r * d.c + c];
+            }
+        }
+    }
+    out
+}
+
+/// dst (`[cols, rows]`) = srcᵀ, src `[rows, cols]` row-major; in tiles that stay in cache.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const T: usize = 16;
+    for r0 in (0..rows).step_by(T) {
+        for c0 in (0..cols).step_by(T) {
+            for r in r0..(r0 + T).min(rows) {
+                for c in c0..(c0 + T).min(cols) {
+                    dst[c * rows + r] = src[r * cols + c];
+                }
+            }
+        }
+    }
+}
+
+/// For kernel offset `kx` along an axis of input length `len` and output length `out`: the
+/// output range whose input position `i + kx − p` is inside the image.
+fn valid(kx: usize, p: usize, len: usize, out: usize) -> std::ops::Range<usize> {
+    let lo = p.saturating_sub(kx);
+    let hi = (len + p).saturating_sub(kx).min(out);
+    lo..hi.max(lo)
+}
+
+/// colᵀ[y·OW + x][(ky·K + kx)·C + c] = x_nhwc[y + ky − p][x + kx − p][c] (0 outside the image).
+fn im2col_rows(nhwc: &[f32], d: &Dims, col_t: &mut [f32]) {
+    let (oh, ow) = d.out();
+    let (c, kkc) = (d.c, d.kkc());
+    for y in 0..oh {
+        for x in 0..ow {
+            let row = &mut col_t[(y * ow + x) * kkc..(y * ow + x + 1) * kkc];
+            for ky in 0..d.k {
+                let iy = (y + ky).wrapping_sub(d.p);
+                for kx in 0..d.k {
+                    let ix = (x + kx).wrapping_sub(d.p);
+                    let dst = &mut row[(ky * d.k + kx) * c..(ky * d.k + kx + 1) * c];
+                    if iy < d.h && ix < d.w {
+                        let src = (iy * d.w + ix) * c;
+                        dst.copy_from_slice(&nhwc[src..src + c]);
+                    } else {
+                        dst.fill(0.0);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The transpose of im2col for the W′ᵀ·g layout: dx[c][y + ky − p][x + kx − p] +=
+/// dcol[(ky·K + kx)·C + c][y·OW + x].
+fn col2im_add(dcol: &[f32], d: &Dims, dx: &mut [f32]) {
+    let (oh, ow) = d.out();
+    for ky in 0..d.k {
+        let rows = valid(ky, d.p, d.h, oh);
+        for kx in 0..d.k {
+            let cols = valid(kx, d.p, d.w, ow);
+            for c in 0..d.c {
+                let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
+                let r = (ky * d.k + kx) * d.c + c;
+                let src = &dcol[r * oh * ow..(r + 1) * oh * ow];
+                for y in rows.clone() {
+                    let dst = (y + ky - d.p) * d.w + cols.start + kx - d.p;
+                    let from = &src[y * ow + cols.start..y * ow + cols.end];
+                    for (a, b) in plane[dst..dst + cols.len()].iter_mut().zip(from) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major or transposed view of a matrix in a slice: element (i, j) is at
+/// `i·row_stride + j·col_stride`.
+struct View<'a> {
+    data: &'a [f32],
+    row_stride: usize,
+    col_stride: usize,
+}
+
+/// dst (`[m, n]`, row-major) = lhs (`[m, k]`) · rhs (`[k, n]`), added to dst when `accumulate`.
+fn gemm(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: View, rhs: View, accumulate: bool) {
+    let last =
+        |v: &View, rows: usize, cols: usize| (rows - 1) * v.row_stride + (cols - 1) * v.col_stride;
+    assert!(dst.len() >= m * n && m > 0 && n > 0 && k > 0);
+    assert!(last(&lhs, m, k) < lhs.data.len() && last(&rhs, k, n) < rhs.data.len());
+    // SAFETY: every index the GEMM reads or writes is within the slices (asserted above), and
+    // dst does not alias lhs or rhs (a &mut and two & borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// dW = unpermute(Σ_n g_n · colᵀ_n).
+fn weight_grad(x: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
+    let (oh, ow) = d.out();
+    let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
+    let mut dw = vec![0.0; d.o * kkc];
+    SCRATCH.with_borrow_mut(|s| {
+        for n in 0..d.n {
+            patches(&x[n * chw..(n + 1) * chw], d, &mut s.nhwc, &mut s.col);
+            let g_n = View {
+                data: &g[n * d.o * hw..(n + 1) * d.o * hw],
+                row_stride: hw,
+                col_stride: 1,
+            };
+            let col_n = View {
+                data: &s.col[..hw * kkc],
+                row_stride: kkc,
+                col_stride: 1,
+            };
+            gemm(&mut dw, (d.o, kkc, hw), g_n, col_n, n > 0);
+        }
+    });
+    unpermute_weight(&dw, d)
+}
+
+/// dX_n = col2im(W′ᵀ · g_n).
+fn input_grad(w_perm: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
+    let (oh, ow) = d.out();
+    let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
+    let mut dx = vec![0.0; d.n * chw];
+    SCRATCH.with_borrow_mut(|s| {
+        let dcol = sized(&mut s.col, kkc * hw);
+        for (n, dx_n) in dx.chunks_exact_mut(chw).enumerate() {
+            let w_t = View {
+                data: w_perm,
+                row_stride: 1,
+                col_stride: kkc,
+            };
+            let g_n = View {
+                data: &g[n * d.o * hw..(n + 1) * d.o * hw],
+                row_stride: hw,
+                col_stride: 1,
+            };
+            gemm(dcol, (kkc, hw, d.o), w_t, g_n, false);
+            col2im_add(dcol, d, dx_n);
+        }
+    });
+    dx
+}
+
+/// db[o] = Σ_n Σ_p g_n[o][p].
+fn bias_grad(g: &[f32], d: &Dims) -> Vec<f32> {
+    let (oh, ow) = d.out();
+    let hw = oh * ow;
+    let mut db = vec![0.0f32; d.o];
+    for (i, plane) in g.chunks_exact(hw).enumerate() {
+        db[i % d.o] += plane.iter().sum::<f32>();
+    }
+    db
+}
