@@ -22,20 +22,19 @@
 //! to rounding (another summation order). `GLIDE_CONV_BACKWARD=burn` in the environment keeps
 //! burn's paths (for benchmarks).
 
-use std::any::{Any, TypeId};
 use std::sync::OnceLock;
 
+use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Tensor, TensorPrimitive};
 
-pub(crate) type Ad = Autodiff<Flex>;
+use crate::cpu_ops::{Ad, View, dims, from_vec, gemm, is_cpu_training, same, values};
 
 /// Whether `x` (of backend `B`) takes this path: `B` is `Autodiff<Flex>`, x is f32 and the
 /// environment does not ask for burn's generic convolution.
@@ -44,43 +43,6 @@ pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     let enabled =
         *ENABLED.get_or_init(|| std::env::var("GLIDE_CONV_BACKWARD").map_or(true, |v| v != "burn"));
     enabled && is_cpu_training(x)
-}
-
-/// Whether `x` is an f32 tensor of the CPU training backend, `Autodiff<Flex>`.
-pub(crate) fn is_cpu_training<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
-    TypeId::of::<B>() == TypeId::of::<Ad>() && x.dtype() == DType::F32
-}
-
-/// `T` as `U` when they are the same type (checked by [`is_cpu_training`]).
-pub(crate) fn same<T: 'static, U: 'static>(t: T) -> U {
-    *(Box::new(t) as Box<dyn Any>)
-        .downcast::<U>()
-        .expect("only called for Autodiff<Flex> tensors")
-}
-
-/// The values of an f32 tensor, row-major (a copy only when it is not contiguous).
-pub(crate) fn values(t: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    match t.as_slice::<f32>() {
-        Some(v) => std::borrow::Cow::Borrowed(v),
-        None => std::borrow::Cow::Owned(to_vec(t.clone())),
-    }
-}
-
-/// The values of an f32 tensor, row-major.
-pub(crate) fn to_vec(t: FlexTensor) -> Vec<f32> {
-    t.into_data()
-        .into_vec::<f32>()
-        .expect("the CPU training paths run on f32 tensors")
-}
-
-/// A flex tensor of these row-major values.
-pub(crate) fn from_vec<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
-}
-
-/// The shape of a flex tensor as an array.
-fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
-    Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t.clone())).dims()
 }
 
 /// A K×K convolution with stride 1 and padding `padding` on every side, as im2col + GEMM
@@ -387,47 +349,6 @@ fn col2im_add(dcol: &[f32], d: &Dims, dx: &mut [f32]) {
                 }
             }
         }
-    }
-}
-
-/// A row-major or transposed view of a matrix in a slice: element (i, j) is at
-/// `i·row_stride + j·col_stride`.
-struct View<'a> {
-    data: &'a [f32],
-    row_stride: usize,
-    col_stride: usize,
-}
-
-/// dst (`[m, n]`, row-major) = lhs (`[m, k]`) · rhs (`[k, n]`), added to dst when `accumulate`.
-fn gemm(dst: &mut [f32], (m, n, k): (usize, usize, usize), lhs: View, rhs: View, accumulate: bool) {
-    let last =
-        |v: &View, rows: usize, cols: usize| (rows - 1) * v.row_stride + (cols - 1) * v.col_stride;
-    assert!(dst.len() >= m * n && m > 0 && n > 0 && k > 0);
-    assert!(last(&lhs, m, k) < lhs.data.len() && last(&rhs, k, n) < rhs.data.len());
-    // SAFETY: every index the GEMM reads or writes is within the slices (asserted above), and
-    // dst does not alias lhs or rhs (a &mut and two & borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.col_stride as isize,
-            lhs.row_stride as isize,
-            rhs.data.as_ptr(),
-            rhs.col_stride as isize,
-            rhs.row_stride as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 

@@ -14,11 +14,17 @@ pub mod config;
 pub mod conv;
 #[cfg(not(target_arch = "wasm32"))]
 mod conv_im2col;
+#[cfg(not(target_arch = "wasm32"))]
+mod cpu_ops;
 pub mod group_norm;
+#[cfg(not(target_arch = "wasm32"))]
+mod group_norm_cpu;
 pub mod half;
 pub mod memory;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;
+#[cfg(not(target_arch = "wasm32"))]
+mod qkv_attention;
 pub mod recognize;
 pub mod resblock;
 pub mod shards;

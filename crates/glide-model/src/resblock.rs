@@ -12,7 +12,7 @@ use burn::tensor::module::avg_pool2d;
 use burn::tensor::{Tensor, backend::Backend};
 
 use crate::conv::conv2d;
-use crate::group_norm::group_norm;
+use crate::group_norm::group_norm_silu;
 
 fn conv3x3_config(channels_in: usize, channels_out: usize) -> Conv2dConfig {
     Conv2dConfig::new([channels_in, channels_out], [3, 3])
@@ -121,7 +121,7 @@ impl<B: Backend> ResBlock<B> {
     /// - emb: `[B, E]`
     /// - output: `[B, C_out, H', W']` (H' = 2H when `up`, H/2 when `down`)
     pub fn forward(&self, x: Tensor<B, 4>, emb: &Tensor<B, 2>) -> Tensor<B, 4> {
-        let h = silu(group_norm(&self.in_norm, x.clone(), None));
+        let h = group_norm_silu(&self.in_norm, x.clone(), None);
         let (h, x) = if self.up {
             (upsample2x(h), upsample2x(x))
         } else if self.down {
@@ -136,11 +136,11 @@ impl<B: Backend> ResBlock<B> {
             let oc = e / 2;
             let scale = emb_out.clone().narrow(1, 0, oc);
             let shift = emb_out.narrow(1, oc, oc);
-            group_norm(&self.out_norm, h, Some((scale, shift)))
+            group_norm_silu(&self.out_norm, h, Some((scale, shift)))
         } else {
-            group_norm(&self.out_norm, h + emb_out.reshape([b, e, 1, 1]), None)
+            group_norm_silu(&self.out_norm, h + emb_out.reshape([b, e, 1, 1]), None)
         };
-        let h = conv2d(&self.out_conv, self.dropout.forward(silu(h)));
+        let h = conv2d(&self.out_conv, self.dropout.forward(h));
         let skip = match &self.skip_connection {
             Some(conv) => conv2d(conv, x),
             None => x,

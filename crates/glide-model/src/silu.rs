@@ -32,7 +32,7 @@ mod fused {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorPrimitive};
 
-    use crate::conv_im2col::{Ad, from_vec, is_cpu_training, same, to_vec};
+    use crate::cpu_ops::{Ad, from_vec, is_cpu_training, same, to_vec};
 
     /// Whether `x` takes the fused path (see the module docs).
     pub(super) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {

@@ -15,7 +15,7 @@ use burn::tensor::{Bool, Int, Tensor, backend::Backend};
 
 use crate::GlideConfig;
 use crate::attention::AttentionBlock;
-use crate::group_norm::group_norm;
+use crate::group_norm::group_norm_silu;
 use crate::half::{f32_val, widened};
 use crate::resblock::{ResBlock, ResBlockSpec, conv3x3};
 use crate::xf::Transformer;
@@ -399,7 +399,7 @@ impl<B: Backend> Text2ImUNet<B> {
             let skip = hs.pop().expect("one skip per output block");
             h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, &text.xf_out);
         }
-        let h = silu(group_norm(&widened(&self.out_norm), h, None));
+        let h = group_norm_silu(&widened(&self.out_norm), h, None);
         crate::conv::conv2d(&widened(&self.out_conv), h)
     }
 

@@ -1,0 +1,326 @@
+//! GroupNorm with its affine, the ResBlock's scale-shift and (optionally) the SiLU after it, as
+//! one op with its own backward on the CPU training backend (`Autodiff<Flex>`).
+//!
+//! Through burn's ops, [`crate::group_norm::group_norm`] is ~15 recorded ops (means, centring,
+//! variance, rsqrt, the per-channel products) and the SiLU two more, each a pass over the
+//! activation forward and again backward. Here, per (example, group) with x̂ = (x − μ)·rstd and
+//! u = 1 + scale (1 without scale-shift), y = x̂·γ·u + β·u + shift and out = y or y·σ(y):
+//!
+//! - forward: one pass for μ and the variance, one for y (and σ(y), kept for the backward);
+//! - backward, given ∂L/∂out: gy (through the SiLU, with y made again from x), then
+//!   dγ = Σ gy·x̂·u, dβ = Σ gy·u, dscale = Σ_hw gy·(x̂·γ + β), dshift = Σ_hw gy and
+//!   dx = rstd·(dx̂ − mean_g(dx̂) − x̂·mean_g(dx̂·x̂)) with dx̂ = gy·γ·u.
+//!
+//! Equal to burn's ops to rounding (tested in `group_norm.rs`). `GLIDE_GROUP_NORM_BACKWARD=burn`
+//! in the environment keeps burn's ops (benchmarks).
+
+use std::sync::OnceLock;
+
+use burn::backend::Flex;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use crate::cpu_ops::{Ad, dims, from_vec, is_cpu_training, same, values};
+
+/// Whether `x` takes this path (see the module docs).
+pub(crate) fn applies<B: Backend>(x: &Tensor<B, 4>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    let enabled = *ENABLED
+        .get_or_init(|| std::env::var("GLIDE_GROUP_NORM_BACKWARD").map_or(true, |v| v != "burn"));
+    enabled && is_cpu_training(x)
+}
+
+/// GroupNorm of `x` in `groups` groups with affine (γ, β), then `· (1 + scale) + shift` when
+/// given, then SiLU when `silu`. Call only where [`applies`] is true.
+///
+/// # Shapes
+/// - x: `[B, C, H, W]`, gamma, beta: `[C]`, scale_shift: `([B, C], [B, C])` → `[B, C, H, W]`
+pub(crate) fn group_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    (gamma, beta): (Tensor<B, 1>, Tensor<B, 1>),
+    scale_shift: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    groups: usize,
+    epsilon: f64,
+    silu: bool,
+) -> Tensor<B, 4> {
+    let ad = |t: Tensor<B, 1>| same::<_, Tensor<Ad, 1>>(t).into_primitive().tensor();
+    let ad2 = |t: Tensor<B, 2>| same::<_, Tensor<Ad, 2>>(t).into_primitive().tensor();
+    let x = same::<_, Tensor<Ad, 4>>(x).into_primitive().tensor();
+    let (gamma, beta) = (ad(gamma), ad(beta));
+    let scale_shift = scale_shift.map(|(s, h)| (ad2(s), ad2(h)));
+    let [b, c, h, w] = dims(&x.primitive);
+    let d = Dims {
+        b,
+        c,
+        hw: h * w,
+        groups,
+        eps: epsilon,
+    };
+    let params = Params {
+        gamma: values(&gamma.primitive).into_owned(),
+        beta: values(&beta.primitive).into_owned(),
+        scale: scale_shift
+            .as_ref()
+            .map(|(s, _)| values(&s.primitive).into_owned()),
+        shift: scale_shift
+            .as_ref()
+            .map(|(_, h)| values(&h.primitive).into_owned()),
+    };
+    let (out, stats, sigmoid) = forward(&values(&x.primitive), &params, &d, silu);
+    let out = from_vec(out, [b, c, h, w]);
+    let state = State {
+        x: x.primitive.clone(),
+        params,
+        stats,
+        sigmoid,
+        d,
+    };
+    let out = match scale_shift {
+        Some((scale, shift)) => match WithScaleShift
+            .prepare::<NoCheckpointing>([x.node, gamma.node, beta.node, scale.node, shift.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+        None => match Affine
+            .prepare::<NoCheckpointing>([x.node, gamma.node, beta.node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish(state, out),
+            OpsKind::UnTracked(prep) => prep.finish(out),
+        },
+    };
+    same(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// Sizes and ε.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    b: usize,
+    c: usize,
+    hw: usize,
+    groups: usize,
+    eps: f64,
+}
+
+/// γ, β (`[C]`) and the scale-shift (`[B, C]` each), as values.
+#[derive(Clone, Debug)]
+struct Params {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    scale: Option<Vec<f32>>,
+    shift: Option<Vec<f32>>,
+}
+
+impl Params {
+    /// u = 1 + scale and the additive term β·u + shift of example `b`, channel `c`.
+    fn u_and_offset(&self, d: &Dims, b: usize, c: usize) -> (f32, f32) {
+        let u = self.scale.as_ref().map_or(1.0, |s| 1.0 + s[b * d.c + c]);
+        let shift = self.shift.as_ref().map_or(0.0, |s| s[b * d.c + c]);
+        (u, self.beta[c] * u + shift)
+    }
+}
+
+/// x (shared, not copied), the parameters, (μ, rstd) per (example, group), σ(y) when the SiLU is
+/// fused, and the sizes.
+#[derive(Clone, Debug)]
+struct State {
+    x: FlexTensor,
+    params: Params,
+    stats: Vec<(f32, f32)>,
+    sigmoid: Option<Vec<f32>>,
+    d: Dims,
+}
+
+#[derive(Debug)]
+struct Affine;
+#[derive(Debug)]
+struct WithScaleShift;
+
+impl Backward<Flex, 3> for Affine {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [x, gamma, beta] = ops.parents.map(|p| p.map(|node| node.id));
+        let got = backward(&values(&g), &ops.state);
+        let (d, c) = (ops.state.d, ops.state.d.c);
+        for (node, (grad, shape)) in [x, gamma, beta].into_iter().zip([
+            (got.dx, vec![d.b, c, d.hw]),
+            (got.dgamma, vec![c]),
+            (got.dbeta, vec![c]),
+        ]) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node, reshaped(grad, &shape, &ops.state));
+            }
+        }
+    }
+}
+
+impl Backward<Flex, 5> for WithScaleShift {
+    type State = State;
+
+    fn backward(self, ops: Ops<State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let g = grads.consume::<Flex>(&ops.node);
+        let [x, gamma, beta, scale, shift] = ops.parents.map(|p| p.map(|node| node.id));
+        let got = backward(&values(&g), &ops.state);
+        let (d, c) = (ops.state.d, ops.state.d.c);
+        for (node, (grad, shape)) in [x, gamma, beta, scale, shift].into_iter().zip([
+            (got.dx, vec![d.b, c, d.hw]),
+            (got.dgamma, vec![c]),
+            (got.dbeta, vec![c]),
+            (got.dscale, vec![d.b, c]),
+            (got.dshift, vec![d.b, c]),
+        ]) {
+            if let Some(node) = node {
+                grads.register::<Flex>(node, reshaped(grad, &shape, &ops.state));
+            }
+        }
+    }
+}
+
+/// A gradient as a tensor of its parent's shape (x's is 4-d: `[B, C, H, W]`).
+fn reshaped(grad: Vec<f32>, shape: &[usize], state: &State) -> FlexTensor {
+    match shape.len() {
+        1 => from_vec(grad, [shape[0]]),
+        2 => from_vec(grad, [shape[0], shape[1]]),
+        _ => from_vec(grad, dims::<4>(&state.x)),
+    }
+}
+
+/// The output, (μ, rstd) per (example, group) and σ(y) when `silu`.
+fn forward(
+    x: &[f32],
+    p: &Params,
+    d: &Dims,
+    silu: bool,
+) -> (Vec<f32>, Vec<(f32, f32)>, Option<Vec<f32>>) {
+    let cg = d.c / d.groups;
+    let mut out = vec![0.0; x.len()];
+    let mut sigmoid = silu.then(|| vec![0.0; x.len()]);
+    let mut stats = Vec::with_capacity(d.b * d.groups);
+    for b in 0..d.b {
+        for g in 0..d.groups {
+            let span = (b * d.c + g * cg) * d.hw..(b * d.c + (g + 1) * cg) * d.hw;
+            let xs = &x[span.clone()];
+            let n = xs.len() as f64;
+            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = xs
+                .iter()
+                .map(|&v| (f64::from(v) - mean).powi(2))
+                .sum::<f64>()
+                / n;
+            let rstd = 1.0 / (var + d.eps).sqrt();
+            let (mean, rstd) = (mean as f32, rstd as f32);
+            stats.push((mean, rstd));
+            for ci in 0..cg {
+                let c = g * cg + ci;
+                let (u, offset) = p.u_and_offset(d, b, c);
+                let a = rstd * p.gamma[c] * u;
+                let lo = span.start + ci * d.hw;
+                let ys = &mut out[lo..lo + d.hw];
+                for (y, &v) in ys.iter_mut().zip(&x[lo..lo + d.hw]) {
+                    *y = (v - mean) * a + offset;
+                }
+                if let Some(sig) = &mut sigmoid {
+                    for (y, s) in ys.iter_mut().zip(&mut sig[lo..lo + d.hw]) {
+                        *s = 1.0 / (1.0 + (-*y).exp());
+                        *y *= *s;
+                    }
+                }
+            }
+        }
+    }
+    (out, stats, sigmoid)
+}
+
+/// The gradients of every input.
+struct Grads {
+    dx: Vec<f32>,
+    dgamma: Vec<f32>,
+    dbeta: Vec<f32>,
+    dscale: Vec<f32>,
+    dshift: Vec<f32>,
+}
+
+/// The gradients given g = ∂L/∂out.
+fn backward(g: &[f32], s: &State) -> Grads {
+    let (d, p) = (&s.d, &s.params);
+    let x = values(&s.x);
+    let cg = d.c / d.groups;
+    let mut out = Grads {
+        dx: vec![0.0; x.len()],
+        dgamma: vec![0.0; d.c],
+        dbeta: vec![0.0; d.c],
+        dscale: vec![0.0; d.b * d.c],
+        dshift: vec![0.0; d.b * d.c],
+    };
+    let mut gy = vec![0.0f32; cg * d.hw];
+    for b in 0..d.b {
+        for grp in 0..d.groups {
+            let (mean, rstd) = s.stats[b * d.groups + grp];
+            let lo = (b * d.c + grp * cg) * d.hw;
+            // Σ dx̂ and Σ dx̂·x̂ over the group.
+            let (mut sum_dxh, mut sum_dxh_xh) = (0.0f64, 0.0f64);
+            for ci in 0..cg {
+                let c = grp * cg + ci;
+                let (u, offset) = p.u_and_offset(d, b, c);
+                let a = rstd * p.gamma[c] * u;
+                let at = lo + ci * d.hw;
+                let gy_c = &mut gy[ci * d.hw..(ci + 1) * d.hw];
+                let (xs, gs) = (&x[at..at + d.hw], &g[at..at + d.hw]);
+                match &s.sigmoid {
+                    Some(sig) => {
+                        for ((o, (&xv, &gv)), &sv) in gy_c
+                            .iter_mut()
+                            .zip(xs.iter().zip(gs))
+                            .zip(&sig[at..at + d.hw])
+                        {
+                            let y = (xv - mean) * a + offset;
+                            *o = gv * sv * (1.0 + y * (1.0 - sv));
+                        }
+                    }
+                    None => gy_c.copy_from_slice(gs),
+                }
+                let (mut s_gy, mut s_gy_xh) = (0.0f32, 0.0f32);
+                for (&gv, &xv) in gy_c.iter().zip(xs) {
+                    s_gy += gv;
+                    s_gy_xh += gv * (xv - mean) * rstd;
+                }
+                out.dgamma[c] += s_gy_xh * u;
+                out.dbeta[c] += s_gy * u;
+                out.dscale[b * d.c + c] = s_gy_xh * p.gamma[c] + s_gy * p.beta[c];
+                out.dshift[b * d.c + c] = s_gy;
+                let k = p.gamma[c] * u;
+                sum_dxh += f64::from(s_gy * k);
+                sum_dxh_xh += f64::from(s_gy_xh * k);
+            }
+            let n = (cg * d.hw) as f64;
+            let (m1, m2) = ((sum_dxh / n) as f32, (sum_dxh_xh / n) as f32);
+            for ci in 0..cg {
+                let c = grp * cg + ci;
+                let (u, _) = p.u_and_offset(d, b, c);
+                let k = p.gamma[c] * u;
+                let at = lo + ci * d.hw;
+                let gy_c = &gy[ci * d.hw..(ci + 1) * d.hw];
+                for ((o, &gv), &xv) in out.dx[at..at + d.hw]
+                    .iter_mut()
+                    .zip(gy_c)
+                    .zip(&x[at..at + d.hw])
+                {
+                    let xh = (xv - mean) * rstd;
+                    *o = rstd * (gv * k - m1 - xh * m2);
+                }
+            }
+        }
+    }
+    out
+}
