@@ -282,16 +282,36 @@ fn unpermute_weight(w_perm: &[f32], d: &Dims) -> Vec<f32> {
     out
 }
 
-/// dst (`[cols, rows]`) = srcᵀ, src `[rows, cols]` row-major; in tiles that stay in cache.
+/// dst (`[cols, rows]`) = srcᵀ, src `[rows, cols]` row-major: 8×8 tiles read as rows into
+/// registers and written as columns (the edges one by one).
 fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    const T: usize = 16;
-    for r0 in (0..rows).step_by(T) {
-        for c0 in (0..cols).step_by(T) {
-            for r in r0..(r0 + T).min(rows) {
-                for c in c0..(c0 + T).min(cols) {
-                    dst[c * rows + r] = src[r * cols + c];
+    const B: usize = 8;
+    assert!(src.len() >= rows * cols && dst.len() >= rows * cols);
+    let (rb, cb) = (rows - rows % B, cols - cols % B);
+    for r0 in (0..rb).step_by(B) {
+        for c0 in (0..cb).step_by(B) {
+            let mut tile = [[0.0f32; B]; B];
+            for (i, row) in tile.iter_mut().enumerate() {
+                row.copy_from_slice(&src[(r0 + i) * cols + c0..][..B]);
+            }
+            for j in 0..B {
+                let out: &mut [f32; B] = (&mut dst[(c0 + j) * rows + r0..][..B])
+                    .try_into()
+                    .expect("8 values");
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = tile[i][j];
                 }
             }
+        }
+        for r in r0..r0 + B {
+            for c in cb..cols {
+                dst[c * rows + r] = src[r * cols + c];
+            }
+        }
+    }
+    for r in rb..rows {
+        for c in 0..cols {
+            dst[c * rows + r] = src[r * cols + c];
         }
     }
 }

@@ -212,14 +212,9 @@ fn forward(
             let span = (b * d.c + g * cg) * d.hw..(b * d.c + (g + 1) * cg) * d.hw;
             let xs = &x[span.clone()];
             let n = xs.len() as f64;
-            let mean = xs.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-            let var = xs
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>()
-                / n;
-            let rstd = 1.0 / (var + d.eps).sqrt();
-            let (mean, rstd) = (mean as f32, rstd as f32);
+            let mean = (lane_sum(xs, |v| v) / n) as f32;
+            let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
+            let rstd = (1.0 / (var + d.eps).sqrt()) as f32;
             stats.push((mean, rstd));
             for ci in 0..cg {
                 let c = g * cg + ci;
@@ -240,6 +235,20 @@ fn forward(
         }
     }
     (out, stats, sigmoid)
+}
+
+/// Σ f(v) over `xs`, in 16 f32 lanes (vectorised; each lane sums ≤ 1/16 of the values) added
+/// up in f64.
+fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut lanes = [0.0f32; 16];
+    let mut chunks = xs.chunks_exact(16);
+    for chunk in &mut chunks {
+        for (l, &v) in lanes.iter_mut().zip(chunk) {
+            *l += f(v);
+        }
+    }
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + f64::from(tail)
 }
 
 /// The gradients of every input.
