@@ -325,27 +325,37 @@ fn valid(kx: usize, p: usize, len: usize, out: usize) -> std::ops::Range<usize> 
 }
 
 /// colᵀ[y·OW + x][(ky·K + kx)·C + c] = x_nhwc[y + ky − p][x + kx − p][c] (0 outside the image).
+/// For one kernel row ky the K pixels of a patch are neighbours in the NHWC image, so each patch
+/// row is K copies of (up to) K·C contiguous values.
 fn im2col_rows(nhwc: &[f32], d: &Dims, col_t: &mut [f32]) {
     let (oh, ow) = d.out();
-    let (c, kkc) = (d.c, d.kkc());
+    let (c, k, kkc) = (d.c, d.k, d.kkc());
     for y in 0..oh {
         for x in 0..ow {
             let row = &mut col_t[(y * ow + x) * kkc..(y * ow + x + 1) * kkc];
-            for ky in 0..d.k {
+            // The kernel columns kx whose input column x + kx − p is inside the image.
+            let kx = valid_taps(x, d.p, d.w, k);
+            for ky in 0..k {
+                let dst = &mut row[ky * k * c..(ky + 1) * k * c];
                 let iy = (y + ky).wrapping_sub(d.p);
-                for kx in 0..d.k {
-                    let ix = (x + kx).wrapping_sub(d.p);
-                    let dst = &mut row[(ky * d.k + kx) * c..(ky * d.k + kx + 1) * c];
-                    if iy < d.h && ix < d.w {
-                        let src = (iy * d.w + ix) * c;
-                        dst.copy_from_slice(&nhwc[src..src + c]);
-                    } else {
-                        dst.fill(0.0);
-                    }
+                if iy >= d.h || kx.is_empty() {
+                    dst.fill(0.0);
+                    continue;
                 }
+                dst[..kx.start * c].fill(0.0);
+                dst[kx.end * c..].fill(0.0);
+                let src = (iy * d.w + x + kx.start - d.p) * c;
+                dst[kx.start * c..kx.end * c].copy_from_slice(&nhwc[src..src + kx.len() * c]);
             }
         }
     }
+}
+
+/// The taps kx in 0..k whose input position `x + kx − p` lies in 0..len.
+fn valid_taps(x: usize, p: usize, len: usize, k: usize) -> std::ops::Range<usize> {
+    let lo = p.saturating_sub(x).min(k);
+    let hi = (len + p).saturating_sub(x).min(k).max(lo);
+    lo..hi
 }
 
 /// The transpose of im2col for the W′ᵀ·g layout: dx[c][y + ky − p][x + kx − p] +=

@@ -204,8 +204,8 @@ fn forward(
     silu: bool,
 ) -> (Vec<f32>, Vec<(f32, f32)>, Option<Vec<f32>>) {
     let cg = d.c / d.groups;
-    let mut out = vec![0.0; x.len()];
-    let mut sigmoid = silu.then(|| vec![0.0; x.len()]);
+    let mut out = Vec::with_capacity(x.len());
+    let mut sigmoid = silu.then(|| Vec::with_capacity(x.len()));
     let mut stats = Vec::with_capacity(d.b * d.groups);
     for b in 0..d.b {
         for g in 0..d.groups {
@@ -221,14 +221,11 @@ fn forward(
                 let (u, offset) = p.u_and_offset(d, b, c);
                 let a = rstd * p.gamma[c] * u;
                 let lo = span.start + ci * d.hw;
-                let ys = &mut out[lo..lo + d.hw];
-                for (y, &v) in ys.iter_mut().zip(&x[lo..lo + d.hw]) {
-                    *y = (v - mean) * a + offset;
-                }
+                out.extend(x[lo..lo + d.hw].iter().map(|&v| (v - mean) * a + offset));
                 if let Some(sig) = &mut sigmoid {
-                    for (y, s) in ys.iter_mut().zip(&mut sig[lo..lo + d.hw]) {
-                        *s = 1.0 / (1.0 + (-*y).exp());
-                        *y *= *s;
+                    sig.extend(out[lo..].iter().map(|&y| 1.0 / (1.0 + (-y).exp())));
+                    for (y, s) in out[lo..].iter_mut().zip(&sig[lo..]) {
+                        *y *= s;
                     }
                 }
             }
