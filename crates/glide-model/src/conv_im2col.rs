@@ -72,15 +72,9 @@ pub(crate) fn conv2d<B: Backend>(
     };
     let w_perm = permute_weight(&values(&weight.primitive), &d);
     let b = bias.as_ref().map(|b| values(&b.primitive).into_owned());
-    let out = from_vec(
-        forward(&values(&x.primitive), &w_perm, b.as_deref(), &d),
-        [n, o, d.out().0, d.out().1],
-    );
-    let state = State {
-        x: x.primitive.clone(),
-        w_perm,
-        d,
-    };
+    let (out, nhwc) = forward(&values(&x.primitive), &w_perm, b.as_deref(), &d);
+    let out = from_vec(out, [n, o, d.out().0, d.out().1]);
+    let state = State { nhwc, w_perm, d };
     let out = match &bias {
         Some(bias) => match ConvIm2col
             .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
@@ -107,11 +101,11 @@ struct ConvIm2col;
 #[derive(Debug)]
 struct ConvIm2colNoBias;
 
-/// What the backward pass keeps: the input x (shared, not copied), the permuted weight W′
-/// (`[O, K·K·C]`) and the sizes.
+/// What the backward pass keeps: the input in NHWC layout (`[N, H, W, C]`, made by the forward),
+/// the permuted weight W′ (`[O, K·K·C]`) and the sizes.
 #[derive(Clone, Debug)]
 struct State {
-    x: FlexTensor,
+    nhwc: Vec<f32>,
     w_perm: Vec<f32>,
     d: Dims,
 }
@@ -157,7 +151,7 @@ fn register_gradients(
         grads.register::<Flex>(node, from_vec(dx, [d.n, d.c, d.h, d.w]));
     }
     if let Some(node) = w {
-        let dw = weight_grad(&values(&state.x), &g, &d);
+        let dw = weight_grad(&state.nhwc, &g, &d);
         grads.register::<Flex>(node, from_vec(dw, [d.o, d.c, d.k, d.k]));
     }
     if let Some(node) = b {
@@ -191,11 +185,10 @@ impl Dims {
     }
 }
 
-/// Per-thread buffers for one image at a time: the NHWC image, its patch rows (or their
-/// gradient) and the transposed output.
+/// Per-thread buffers for one image at a time: its patch rows (or their gradient) and the
+/// transposed output.
 #[derive(Default)]
 struct Scratch {
-    nhwc: Vec<f32>,
     col: Vec<f32>,
     out_t: Vec<f32>,
 }
@@ -212,22 +205,18 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut v[..len]
 }
 
-/// The patch rows of image `x_n` (`[C, H, W]`) into `col` (`[H·W, K·K·C]`), through `nhwc`.
-fn patches(x_n: &[f32], d: &Dims, nhwc: &mut Vec<f32>, col: &mut Vec<f32>) {
-    let (oh, ow) = d.out();
-    let nhwc = sized(nhwc, x_n.len());
-    transpose(x_n, d.c, d.h * d.w, nhwc);
-    im2col_rows(nhwc, d, sized(col, oh * ow * d.kkc()));
-}
-
-/// The convolution's output, `[N, O, OH, OW]` row-major.
-fn forward(x: &[f32], w_perm: &[f32], b: Option<&[f32]>, d: &Dims) -> Vec<f32> {
+/// The convolution's output (`[N, O, OH, OW]`) and the input in NHWC layout (`[N, H, W, C]`),
+/// both row-major.
+fn forward(x: &[f32], w_perm: &[f32], b: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
     let (oh, ow) = d.out();
     let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
     let mut out = vec![0.0; d.n * d.o * hw];
+    let mut nhwc = vec![0.0; d.n * chw];
     SCRATCH.with_borrow_mut(|s| {
         for (n, out_n) in out.chunks_exact_mut(d.o * hw).enumerate() {
-            patches(&x[n * chw..(n + 1) * chw], d, &mut s.nhwc, &mut s.col);
+            let nhwc_n = &mut nhwc[n * chw..(n + 1) * chw];
+            transpose(&x[n * chw..(n + 1) * chw], d.c, d.h * d.w, nhwc_n);
+            im2col_rows(nhwc_n, d, sized(&mut s.col, hw * kkc));
             let lhs = View {
                 data: &s.col[..hw * kkc],
                 row_stride: kkc,
@@ -248,7 +237,7 @@ fn forward(x: &[f32], w_perm: &[f32], b: Option<&[f32]>, d: &Dims) -> Vec<f32> {
             }
         }
     });
-    out
+    (out, nhwc)
 }
 
 /// W′[o][(ky·K + kx)·C + c] = W[o][c][ky][kx].
@@ -382,14 +371,18 @@ fn col2im_add(dcol: &[f32], d: &Dims, dx: &mut [f32]) {
     }
 }
 
-/// dW = unpermute(Σ_n g_n · colᵀ_n).
-fn weight_grad(x: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
+/// dW = unpermute(Σ_n g_n · colᵀ_n), the patch rows made again from the NHWC input.
+fn weight_grad(nhwc: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
     let (oh, ow) = d.out();
     let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
     let mut dw = vec![0.0; d.o * kkc];
     SCRATCH.with_borrow_mut(|s| {
         for n in 0..d.n {
-            patches(&x[n * chw..(n + 1) * chw], d, &mut s.nhwc, &mut s.col);
+            im2col_rows(
+                &nhwc[n * chw..(n + 1) * chw],
+                d,
+                sized(&mut s.col, hw * kkc),
+            );
             let g_n = View {
                 data: &g[n * d.o * hw..(n + 1) * d.o * hw],
                 row_stride: hw,
