@@ -186,15 +186,14 @@ mod tests {
             let gt = Tensor::<A, 1>::from_data(g.clone(), &device).reshape([3, 8, 5, 4]);
             let grads = (out.clone() * gt).sum().backward();
             let grad = |t: &Tensor<A, 1>| t.grad(&grads).map(|g| g.into_data());
-            let outs = [
+            [
                 Some(out.inner().reshape([480]).into_data()),
                 grad(&xl),
                 grad(&gl),
                 grad(&bl),
                 grad(&sl),
                 grad(&hl),
-            ];
-            outs
+            ]
         };
         for (with_scale_shift, silu) in [(false, false), (false, true), (true, false), (true, true)]
         {

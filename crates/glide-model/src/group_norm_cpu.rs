@@ -135,7 +135,7 @@ impl Params {
 struct State {
     x: FlexTensor,
     params: Params,
-    stats: Vec<(f32, f32)>,
+    stats: Stats,
     sigmoid: Option<Vec<f32>>,
     d: Dims,
 }
@@ -196,13 +196,11 @@ fn reshaped(grad: Vec<f32>, shape: &[usize], state: &State) -> FlexTensor {
     }
 }
 
+/// (μ, rstd) per (example, group).
+type Stats = Vec<(f32, f32)>;
+
 /// The output, (μ, rstd) per (example, group) and σ(y) when `silu`.
-fn forward(
-    x: &[f32],
-    p: &Params,
-    d: &Dims,
-    silu: bool,
-) -> (Vec<f32>, Vec<(f32, f32)>, Option<Vec<f32>>) {
+fn forward(x: &[f32], p: &Params, d: &Dims, silu: bool) -> (Vec<f32>, Stats, Option<Vec<f32>>) {
     let cg = d.c / d.groups;
     let mut out = Vec::with_capacity(x.len());
     let mut sigmoid = silu.then(|| Vec::with_capacity(x.len()));
