@@ -34,15 +34,13 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::cpu_ops::{Ad, View, dims, from_vec, gemm, is_cpu_training, same, values};
+use crate::cpu_ops::{Ad, View, dims, enabled, from_vec, gemm, is_cpu_training, same, values};
 
 /// Whether `x` (of backend `B`) takes this path: `B` is `Autodiff<Flex>`, x is f32 and the
 /// environment does not ask for burn's generic convolution.
 pub(crate) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var("GLIDE_CONV_BACKWARD").map_or(true, |v| v != "burn"));
-    enabled && is_cpu_training(x)
+    enabled(&ENABLED, "GLIDE_CONV_BACKWARD") && is_cpu_training(x)
 }
 
 /// A K×K convolution with stride 1 and padding `padding` on every side, as im2col + GEMM

@@ -3,6 +3,7 @@
 //! tensors and slices, and one GEMM entry point (the `gemm` crate, flex's own).
 
 use std::any::{Any, TypeId};
+use std::sync::OnceLock;
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
@@ -10,6 +11,12 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 
 pub(crate) type Ad = Autodiff<Flex>;
+
+/// Whether the environment leaves an op of ours on (read once into `cell`): `var=burn` keeps
+/// burn's ops instead (for benchmarks).
+pub(crate) fn enabled(cell: &OnceLock<bool>, var: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v != "burn"))
+}
 
 /// Whether `x` is an f32 tensor of the CPU training backend, `Autodiff<Flex>`.
 pub(crate) fn is_cpu_training<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {

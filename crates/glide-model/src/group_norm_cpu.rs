@@ -25,14 +25,12 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::cpu_ops::{Ad, dims, from_vec, is_cpu_training, same, values};
+use crate::cpu_ops::{Ad, dims, enabled, from_vec, is_cpu_training, same, values};
 
 /// Whether `x` takes this path (see the module docs).
 pub(crate) fn applies<B: Backend>(x: &Tensor<B, 4>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var("GLIDE_GROUP_NORM_BACKWARD").map_or(true, |v| v != "burn"));
-    enabled && is_cpu_training(x)
+    enabled(&ENABLED, "GLIDE_GROUP_NORM_BACKWARD") && is_cpu_training(x)
 }
 
 /// GroupNorm of `x` in `groups` groups with affine (γ, β), then `· (1 + scale) + shift` when

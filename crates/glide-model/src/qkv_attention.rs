@@ -24,14 +24,14 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::cpu_ops::{Ad, View, dims, from_vec, gemm, gemm_scaled, is_cpu_training, same, values};
+use crate::cpu_ops::{
+    Ad, View, dims, enabled, from_vec, gemm, gemm_scaled, is_cpu_training, same, values,
+};
 
 /// Whether `qkv` takes this path (see the module docs).
 pub(crate) fn applies<B: Backend>(qkv: &Tensor<B, 3>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
-    let enabled = *ENABLED
-        .get_or_init(|| std::env::var("GLIDE_ATTENTION_BACKWARD").map_or(true, |v| v != "burn"));
-    enabled && is_cpu_training(qkv)
+    enabled(&ENABLED, "GLIDE_ATTENTION_BACKWARD") && is_cpu_training(qkv)
 }
 
 /// The attention of `qkv` (`[B·heads, 3·ch, T]`, per head [q | k | v]) over the pixels and, when

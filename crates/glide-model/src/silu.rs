@@ -32,14 +32,12 @@ mod fused {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorPrimitive};
 
-    use crate::cpu_ops::{Ad, from_vec, is_cpu_training, same, to_vec};
+    use crate::cpu_ops::{Ad, enabled, from_vec, is_cpu_training, same, to_vec};
 
     /// Whether `x` takes the fused path (see the module docs).
     pub(super) fn applies<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
         static ENABLED: OnceLock<bool> = OnceLock::new();
-        let enabled = *ENABLED
-            .get_or_init(|| std::env::var("GLIDE_SILU_BACKWARD").map_or(true, |v| v != "burn"));
-        enabled && is_cpu_training(x)
+        enabled(&ENABLED, "GLIDE_SILU_BACKWARD") && is_cpu_training(x)
     }
 
     /// The fused SiLU; call only where [`applies`] is true.
