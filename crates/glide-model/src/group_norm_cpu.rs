@@ -6,7 +6,7 @@
 //! activation forward and again backward. Here, per (example, group) with x̂ = (x − μ)·rstd and
 //! u = 1 + scale (1 without scale-shift), y = x̂·γ·u + β·u + shift and out = y or y·σ(y):
 //!
-//! - forward: one pass for μ and the variance, one for y (and σ(y), kept for the backward);
+//! - forward: one pass for μ, one for the variance, one for y (and σ(y), kept for the backward);
 //! - backward, given ∂L/∂out: gy (through the SiLU, with y made again from x), then
 //!   dγ = Σ gy·x̂·u, dβ = Σ gy·u, dscale = Σ_hw gy·(x̂·γ + β), dshift = Σ_hw gy and
 //!   dx = rstd·(dx̂ − mean_g(dx̂) − x̂·mean_g(dx̂·x̂)) with dx̂ = gy·γ·u.
