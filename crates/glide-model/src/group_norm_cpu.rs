@@ -17,6 +17,7 @@
 use std::sync::OnceLock;
 
 use burn::backend::Flex;
+use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -149,17 +150,7 @@ impl Backward<Flex, 3> for Affine {
     fn backward(self, ops: Ops<State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
         let [x, gamma, beta] = ops.parents.map(|p| p.map(|node| node.id));
-        let got = backward(&values(&g), &ops.state);
-        let (d, c) = (ops.state.d, ops.state.d.c);
-        for (node, (grad, shape)) in [x, gamma, beta].into_iter().zip([
-            (got.dx, vec![d.b, c, d.hw]),
-            (got.dgamma, vec![c]),
-            (got.dbeta, vec![c]),
-        ]) {
-            if let Some(node) = node {
-                grads.register::<Flex>(node, reshaped(grad, &shape, &ops.state));
-            }
-        }
+        register_gradients(grads, &g, &ops.state, [x, gamma, beta, None, None]);
     }
 }
 
@@ -168,30 +159,30 @@ impl Backward<Flex, 5> for WithScaleShift {
 
     fn backward(self, ops: Ops<State, 5>, grads: &mut Gradients, _: &mut Checkpointer) {
         let g = grads.consume::<Flex>(&ops.node);
-        let [x, gamma, beta, scale, shift] = ops.parents.map(|p| p.map(|node| node.id));
-        let got = backward(&values(&g), &ops.state);
-        let (d, c) = (ops.state.d, ops.state.d.c);
-        for (node, (grad, shape)) in [x, gamma, beta, scale, shift].into_iter().zip([
-            (got.dx, vec![d.b, c, d.hw]),
-            (got.dgamma, vec![c]),
-            (got.dbeta, vec![c]),
-            (got.dscale, vec![d.b, c]),
-            (got.dshift, vec![d.b, c]),
-        ]) {
-            if let Some(node) = node {
-                grads.register::<Flex>(node, reshaped(grad, &shape, &ops.state));
-            }
-        }
+        let parents = ops.parents.map(|p| p.map(|node| node.id));
+        register_gradients(grads, &g, &ops.state, parents);
     }
 }
 
-/// A gradient as a tensor of its parent's shape (x's is 4-d: `[B, C, H, W]`).
-fn reshaped(grad: Vec<f32>, shape: &[usize], state: &State) -> FlexTensor {
-    match shape.len() {
-        1 => from_vec(grad, [shape[0]]),
-        2 => from_vec(grad, [shape[0], shape[1]]),
-        _ => from_vec(grad, dims::<4>(&state.x)),
-    }
+/// Computes the gradients and registers each one whose parent (x, γ, β, scale, shift) has a node.
+fn register_gradients(
+    grads: &mut Gradients,
+    g: &FlexTensor,
+    state: &State,
+    [x, gamma, beta, scale, shift]: [Option<NodeId>; 5],
+) {
+    let got = backward(&values(g), state);
+    let (b, c) = (state.d.b, state.d.c);
+    let mut register = |node: Option<NodeId>, grad: FlexTensor| {
+        if let Some(node) = node {
+            grads.register::<Flex>(node, grad);
+        }
+    };
+    register(x, from_vec(got.dx, dims::<4>(&state.x)));
+    register(gamma, from_vec(got.dgamma, [c]));
+    register(beta, from_vec(got.dbeta, [c]));
+    register(scale, from_vec(got.dscale, [b, c]));
+    register(shift, from_vec(got.dshift, [b, c]));
 }
 
 /// (μ, rstd) per (example, group).
