@@ -1,10 +1,10 @@
-//! The model's convolutions: burn's `Conv2d` / `Conv1d` forward everywhere; when training on the
-//! CPU (`Autodiff<Flex>`), a stride-1 K×K convolution runs forward and backward as im2col + GEMM
-//! ([`crate::conv_im2col`]) instead of flex's forward and burn's generic backward (equal to
-//! rounding), and the attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a
+//! The model's convolutions: burn's `Conv2d` / `Conv1d` forward everywhere; on the CPU (`Flex`,
+//! natively), a stride-1 K×K convolution runs as im2col + GEMM ([`crate::conv_im2col`]): forward
+//! and backward when training (`Autodiff<Flex>`, instead of flex's forward and burn's generic
+//! backward), its forward alone with the images in parallel at inference (equal to rounding); and the attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a
 //! batched matmul, whose backward is two more matmuls instead of burn's strided conv1d backward
-//! (forward equal to rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's paths
-//! for both.
+//! (forward equal to rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's and
+//! flex's paths for all of them.
 
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::tensor::{Tensor, backend::Backend};
@@ -18,6 +18,13 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     if let Some(padding) = symmetric_padding(conv).filter(|_| crate::conv_im2col::applies(&x)) {
         let bias = conv.bias.as_ref().map(|b| b.val());
         return crate::conv_im2col::conv2d(x, conv.weight.val(), bias, padding);
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    if let Some(padding) =
+        symmetric_padding(conv).filter(|_| crate::conv_im2col::applies_inference(&x))
+    {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        return crate::conv_im2col::conv2d_inference(x, conv.weight.val(), bias, padding);
     }
     conv.forward(x)
 }
@@ -177,8 +184,34 @@ mod tests {
             .with_padding(PaddingConfig2d::Explicit(1, 0, 1, 0))
             .init(&device);
         assert_eq!(symmetric_padding(&lopsided), None);
-        // Inference (no autodiff) never takes it.
+        // Inference (no autodiff) takes its own path.
         let plain = Tensor::<Flex, 4>::zeros([1, 2, 8, 8], &device);
         assert!(!crate::conv_im2col::applies(&plain));
+        assert!(crate::conv_im2col::applies_inference(&plain));
+        assert!(!crate::conv_im2col::applies_inference(
+            &Tensor::<A, 4>::from_inner(plain)
+        ));
+    }
+
+    /// The inference path (images in parallel, or one image on every thread) equals flex's conv.
+    #[test]
+    fn inference_im2col_equals_flexs_conv2d() {
+        let device = Default::default();
+        for (n, c, o, k, p, bias) in [
+            (3, 4, 6, 3, 1, true),
+            (1, 5, 3, 3, 1, false),
+            (2, 6, 4, 1, 0, true),
+        ] {
+            let conv: Conv2d<Flex> = Conv2dConfig::new([c, o], [k, k])
+                .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                .with_bias(bias)
+                .init(&device);
+            let x = Tensor::<Flex, 4>::random([n, c, 9, 7], Distribution::Default, &device);
+            let ours = conv2d(&conv, x.clone());
+            let flexs = conv.forward(x);
+            assert_eq!(ours.dims(), flexs.dims());
+            let d = rel_diff(ours, flexs);
+            assert!(d < 1e-6, "N{n} C{c} O{o} K{k}: differs by {d}");
+        }
     }
 }

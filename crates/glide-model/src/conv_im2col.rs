@@ -34,7 +34,10 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::cpu_ops::{Ad, View, dims, enabled, from_vec, gemm, is_cpu_training, same, values};
+use crate::cpu_ops::{
+    Ad, Parallelism, View, dims, enabled, from_vec, gemm, gemm_par, is_cpu_inference,
+    is_cpu_training, same, values,
+};
 
 /// Whether `x` (of backend `B`) takes this path: `B` is `Autodiff<Flex>`, x is f32 and the
 /// environment does not ask for burn's generic convolution.
@@ -92,6 +95,46 @@ pub(crate) fn conv2d<B: Backend>(
         },
     };
     same(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// Whether `x` (of backend `B`) takes the inference path [`conv2d_inference`]: `B` is `Flex`
+/// (no autodiff), x is f32 and the environment does not ask for flex's own convolution.
+pub(crate) fn applies_inference<B: Backend, const D: usize>(x: &Tensor<B, D>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    enabled(&ENABLED, "GLIDE_CONV_BACKWARD") && is_cpu_inference(x)
+}
+
+/// [`conv2d`] for inference on `Flex`: the same forward, images in parallel, nothing kept.
+/// Call only where [`applies_inference`] is true.
+///
+/// # Shapes
+/// - as [`conv2d`]
+pub(crate) fn conv2d_inference<B: Backend>(
+    x: Tensor<B, 4>,
+    weight: Tensor<B, 4>,
+    bias: Option<Tensor<B, 1>>,
+    padding: usize,
+) -> Tensor<B, 4> {
+    let x = same::<_, Tensor<Flex, 4>>(x).into_primitive().tensor();
+    let weight = same::<_, Tensor<Flex, 4>>(weight).into_primitive().tensor();
+    let bias = bias.map(|b| same::<_, Tensor<Flex, 1>>(b).into_primitive().tensor());
+    let [n, c, h, w] = dims(&x);
+    let [o, _, k, _] = dims(&weight);
+    let d = Dims {
+        n,
+        c,
+        o,
+        h,
+        w,
+        k,
+        p: padding,
+    };
+    let b = bias.as_ref().map(values);
+    let out = forward_inference(&values(&x), &values(&weight), b.as_deref(), &d);
+    let out = from_vec(out, [n, o, d.out().0, d.out().1]);
+    same(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+        out,
+    )))
 }
 
 #[derive(Debug)]
@@ -207,35 +250,126 @@ fn sized(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
 /// both row-major.
 fn forward(x: &[f32], w_perm: &[f32], b: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
     let (oh, ow) = d.out();
-    let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
-    let mut out = vec![0.0; d.n * d.o * hw];
+    let chw = d.c * d.h * d.w;
+    let mut out = vec![0.0; d.n * d.o * oh * ow];
     let mut nhwc = vec![0.0; d.n * chw];
     SCRATCH.with_borrow_mut(|s| {
-        for (n, out_n) in out.chunks_exact_mut(d.o * hw).enumerate() {
-            let nhwc_n = &mut nhwc[n * chw..(n + 1) * chw];
-            transpose(&x[n * chw..(n + 1) * chw], d.c, d.h * d.w, nhwc_n);
-            im2col_rows(nhwc_n, d, sized(&mut s.col, hw * kkc));
-            let lhs = View {
-                data: &s.col[..hw * kkc],
-                row_stride: kkc,
-                col_stride: 1,
-            };
-            let w_t = View {
-                data: w_perm,
-                row_stride: 1,
-                col_stride: kkc,
-            };
-            let out_t = sized(&mut s.out_t, hw * d.o);
-            gemm(out_t, (hw, d.o, kkc), lhs, w_t, false);
-            transpose(out_t, hw, d.o, out_n);
-            if let Some(b) = b {
-                for (plane, &bias) in out_n.chunks_exact_mut(hw).zip(b) {
-                    plane.iter_mut().for_each(|v| *v += bias);
-                }
-            }
+        for ((out_n, nhwc_n), x_n) in out
+            .chunks_exact_mut(d.o * oh * ow)
+            .zip(nhwc.chunks_exact_mut(chw))
+            .zip(x.chunks_exact(chw))
+        {
+            forward_image(x_n, w_perm, b, d, nhwc_n, s, out_n);
         }
     });
     (out, nhwc)
+}
+
+/// The convolution's output (`[N, O, OH, OW]`) without anything kept for a backward pass, for
+/// inference: the images in parallel over rayon's threads (each GEMM on all of them when there
+/// are fewer images than threads). Here the GEMM is out_n = W · col_n (`[O, C·K·K] ×
+/// [C·K·K, OH·OW]`) with the weight as it is stored and the output written in NCHW directly, so
+/// neither the weight nor the image is transposed; the patch matrix's rows are shifted copies of
+/// image rows.
+fn forward_inference(x: &[f32], w: &[f32], b: Option<&[f32]>, d: &Dims) -> Vec<f32> {
+    let (oh, ow) = d.out();
+    let (chw, ohw, kkc) = (d.c * d.h * d.w, oh * ow, d.kkc());
+    let mut out = vec![0.0; d.n * d.o * ohw];
+    let image = |(out_n, x_n): (&mut [f32], &[f32]), par: Parallelism| {
+        SCRATCH.with_borrow_mut(|s| {
+            let col = sized(&mut s.col, kkc * ohw);
+            im2col_planes(x_n, d, col);
+            let w = View {
+                data: w,
+                row_stride: kkc,
+                col_stride: 1,
+            };
+            let col = View {
+                data: col,
+                row_stride: ohw,
+                col_stride: 1,
+            };
+            gemm_par(out_n, (d.o, ohw, kkc), w, col, false, par);
+        });
+        if let Some(b) = b {
+            for (plane, &bias) in out_n.chunks_exact_mut(ohw).zip(b) {
+                plane.iter_mut().for_each(|v| *v += bias);
+            }
+        }
+    };
+    let threads = rayon::current_num_threads();
+    if d.n >= threads {
+        use rayon::prelude::*;
+        out.par_chunks_exact_mut(d.o * ohw)
+            .zip(x.par_chunks_exact(chw))
+            .for_each(|pair| image(pair, Parallelism::None));
+    } else {
+        let par = Parallelism::Rayon(threads);
+        out.chunks_exact_mut(d.o * ohw)
+            .zip(x.chunks_exact(chw))
+            .for_each(|pair| image(pair, par));
+    }
+    out
+}
+
+/// col[(c·K + ky)·K + kx][y·OW + x] = x[c][y + ky − p][x + kx − p] (0 outside the image), from
+/// the NCHW image: each output row of a patch-matrix row is one shifted run of an image row.
+fn im2col_planes(x: &[f32], d: &Dims, col: &mut [f32]) {
+    let (oh, ow) = d.out();
+    let mut rows = col.chunks_exact_mut(oh * ow);
+    for plane in x.chunks_exact(d.h * d.w) {
+        for ky in 0..d.k {
+            for kx in 0..d.k {
+                let row = rows.next().expect("C·K·K rows");
+                let xs = valid(kx, d.p, d.w, ow);
+                for (y, dst) in row.chunks_exact_mut(ow).enumerate() {
+                    let iy = (y + ky).wrapping_sub(d.p);
+                    if iy >= d.h || xs.is_empty() {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    dst[..xs.start].fill(0.0);
+                    dst[xs.end..].fill(0.0);
+                    let src = iy * d.w + xs.start + kx - d.p;
+                    dst[xs.clone()].copy_from_slice(&plane[src..src + xs.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// One image: x_n (`[C, H, W]`) → out_n (`[O, OH, OW]`), leaving its NHWC copy in `nhwc_n`.
+fn forward_image(
+    x_n: &[f32],
+    w_perm: &[f32],
+    b: Option<&[f32]>,
+    d: &Dims,
+    nhwc_n: &mut [f32],
+    s: &mut Scratch,
+    out_n: &mut [f32],
+) {
+    let (oh, ow) = d.out();
+    let (kkc, hw) = (d.kkc(), oh * ow);
+    transpose(x_n, d.c, d.h * d.w, nhwc_n);
+    im2col_rows(nhwc_n, d, sized(&mut s.col, hw * kkc));
+    let lhs = View {
+        data: &s.col[..hw * kkc],
+        row_stride: kkc,
+        col_stride: 1,
+    };
+    let w_t = View {
+        data: w_perm,
+        row_stride: 1,
+        col_stride: kkc,
+    };
+    let out_t = sized(&mut s.out_t, hw * d.o);
+    gemm(out_t, (hw, d.o, kkc), lhs, w_t, false);
+    transpose(out_t, hw, d.o, out_n);
+    if let Some(b) = b {
+        for (plane, &bias) in out_n.chunks_exact_mut(hw).zip(b) {
+            plane.iter_mut().for_each(|v| *v += bias);
+        }
+    }
 }
 
 /// W′[o][(ky·K + kx)·C + c] = W[o][c][ky][kx].

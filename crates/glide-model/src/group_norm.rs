@@ -51,6 +51,21 @@ fn normalize<B: Backend>(
         let (groups, eps) = (norm.num_groups, norm.epsilon);
         return crate::group_norm_cpu::group_norm(x, affine, scale_shift, groups, eps, silu);
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    if let (Some(gamma), Some(beta)) = (&norm.gamma, &norm.beta)
+        && crate::group_norm_cpu::applies_inference(&x)
+    {
+        let affine = (gamma.val(), beta.val());
+        let (groups, eps) = (norm.num_groups, norm.epsilon);
+        return crate::group_norm_cpu::group_norm_inference(
+            x,
+            affine,
+            scale_shift,
+            groups,
+            eps,
+            silu,
+        );
+    }
     let y = group_norm_ops(norm, x, scale_shift);
     if silu { crate::silu::silu(y) } else { y }
 }
@@ -115,12 +130,26 @@ mod tests {
         let shift = emb.narrow(1, 8, 8);
         let want = norm.forward(x.clone()) * (scale.clone().reshape([3, 8, 1, 1]) + 1.0)
             + shift.clone().reshape([3, 8, 1, 1]);
-        let got = group_norm(&norm, x.clone(), Some((scale, shift)));
+        let got = group_norm(&norm, x.clone(), Some((scale.clone(), shift.clone())));
         let err = (got - want.clone()).abs().max().into_scalar();
         assert!(err < 1e-5, "scale-shift: max |Δ| {err}");
+        let got = group_norm_silu(&norm, x.clone(), Some((scale, shift)));
+        let err = (got - burn::tensor::activation::silu(want))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(err < 1e-5, "scale-shift and SiLU: max |Δ| {err}");
         let got = group_norm(&norm, x.clone(), None);
-        let err = (got - norm.forward(x)).abs().max().into_scalar();
+        let err = (got - norm.forward(x.clone())).abs().max().into_scalar();
         assert!(err < 1e-5, "plain: max |Δ| {err}");
+        // On flex this is the CPU inference op; burn's ops give the same.
+        #[cfg(not(target_arch = "wasm32"))]
+        assert!(crate::group_norm_cpu::applies_inference(&x));
+        let err = (group_norm_ops(&norm, x.clone(), None) - norm.forward(x))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(err < 1e-5, "burn's ops: max |Δ| {err}");
     }
 
     /// Largest |a − b| relative to the largest |b|.

@@ -26,7 +26,9 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use crate::cpu_ops::{Ad, dims, enabled, from_vec, is_cpu_training, same, values};
+use crate::cpu_ops::{
+    Ad, dims, enabled, from_vec, is_cpu_inference, is_cpu_training, same, values,
+};
 
 /// Whether `x` takes this path (see the module docs).
 pub(crate) fn applies<B: Backend>(x: &Tensor<B, 4>) -> bool {
@@ -98,6 +100,49 @@ pub(crate) fn group_norm<B: Backend>(
         },
     };
     same(Tensor::<Ad, 4>::from_primitive(TensorPrimitive::Float(out)))
+}
+
+/// Whether `x` takes the inference path [`group_norm_inference`]: `Flex` (no autodiff), f32.
+pub(crate) fn applies_inference<B: Backend>(x: &Tensor<B, 4>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    enabled(&ENABLED, "GLIDE_GROUP_NORM_BACKWARD") && is_cpu_inference(x)
+}
+
+/// [`group_norm`] for inference on `Flex`: the same forward, examples in parallel, nothing
+/// kept. Call only where [`applies_inference`] is true.
+///
+/// # Shapes
+/// - as [`group_norm`]
+pub(crate) fn group_norm_inference<B: Backend>(
+    x: Tensor<B, 4>,
+    (gamma, beta): (Tensor<B, 1>, Tensor<B, 1>),
+    scale_shift: Option<(Tensor<B, 2>, Tensor<B, 2>)>,
+    groups: usize,
+    epsilon: f64,
+    silu: bool,
+) -> Tensor<B, 4> {
+    let flex = |t: Tensor<B, 1>| same::<_, Tensor<Flex, 1>>(t).into_primitive().tensor();
+    let flex2 = |t: Tensor<B, 2>| same::<_, Tensor<Flex, 2>>(t).into_primitive().tensor();
+    let x = same::<_, Tensor<Flex, 4>>(x).into_primitive().tensor();
+    let [b, c, h, w] = dims(&x);
+    let d = Dims {
+        b,
+        c,
+        hw: h * w,
+        groups,
+        eps: epsilon,
+    };
+    let scale_shift = scale_shift.map(|(s, h)| (flex2(s), flex2(h)));
+    let params = Params {
+        gamma: values(&flex(gamma)).into_owned(),
+        beta: values(&flex(beta)).into_owned(),
+        scale: scale_shift.as_ref().map(|(s, _)| values(s).into_owned()),
+        shift: scale_shift.as_ref().map(|(_, h)| values(h).into_owned()),
+    };
+    let out = forward_inference(&values(&x), &params, &d, silu);
+    same(Tensor::<Flex, 4>::from_primitive(TensorPrimitive::Float(
+        from_vec(out, [b, c, h, w]),
+    )))
 }
 
 /// Sizes and ε.
@@ -210,7 +255,7 @@ fn forward(x: &[f32], p: &Params, d: &Dims, silu: bool) -> (Vec<f32>, Stats, Opt
                 let lo = span.start + ci * d.hw;
                 out.extend(x[lo..lo + d.hw].iter().map(|&v| (v - mean) * a + offset));
                 if let Some(sig) = &mut sigmoid {
-                    sig.extend(out[lo..].iter().map(|&y| 1.0 / (1.0 + (-y).exp())));
+                    sig.extend(out[lo..].iter().map(|&y| crate::cpu_ops::sigmoid(y)));
                     for (y, s) in out[lo..].iter_mut().zip(&sig[lo..]) {
                         *y *= s;
                     }
@@ -219,6 +264,43 @@ fn forward(x: &[f32], p: &Params, d: &Dims, silu: bool) -> (Vec<f32>, Stats, Opt
         }
     }
     (out, stats, sigmoid)
+}
+
+/// The output alone, examples in parallel over rayon's threads.
+fn forward_inference(x: &[f32], p: &Params, d: &Dims, silu: bool) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (chw, cg) = (d.c * d.hw, d.c / d.groups);
+    let mut out = vec![0.0; x.len()];
+    let example = |(b, (out_b, x_b)): (usize, (&mut [f32], &[f32]))| {
+        let planes = out_b.chunks_exact_mut(d.hw).zip(x_b.chunks_exact(d.hw));
+        let mut stats = (0.0, 0.0);
+        for (c, (out_c, x_c)) in planes.enumerate() {
+            if c % cg == 0 {
+                let xs = &x_b[c * d.hw..(c + cg) * d.hw];
+                let n = xs.len() as f64;
+                let mean = (lane_sum(xs, |v| v) / n) as f32;
+                let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
+                stats = (mean, (1.0 / (var + d.eps).sqrt()) as f32);
+            }
+            let (mean, rstd) = stats;
+            let (u, offset) = p.u_and_offset(d, b, c);
+            let a = rstd * p.gamma[c] * u;
+            let ys = out_c.iter_mut().zip(x_c);
+            if silu {
+                ys.for_each(|(o, &v)| {
+                    let y = (v - mean) * a + offset;
+                    *o = y * crate::cpu_ops::sigmoid(y);
+                });
+            } else {
+                ys.for_each(|(o, &v)| *o = (v - mean) * a + offset);
+            }
+        }
+    };
+    out.par_chunks_exact_mut(chw)
+        .zip(x.par_chunks_exact(chw))
+        .enumerate()
+        .for_each(example);
+    out
 }
 
 /// Σ f(v) over `xs`, in 16 f32 lanes (vectorised; each lane sums ≤ 1/16 of the values) added

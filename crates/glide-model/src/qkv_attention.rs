@@ -206,12 +206,9 @@ fn forward(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
         gemm_scaled(p, (t, s, ch), mat_t(q, t), mat(&k, s), false, d.scale2());
         for row in p.chunks_exact_mut(s) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for z in row.iter_mut() {
-                *z = (*z - max).exp();
-                sum += *z;
-            }
-            let inv = 1.0 / sum;
+            row.iter_mut()
+                .for_each(|z| *z = crate::cpu_ops::exp(*z - max));
+            let inv = 1.0 / row.iter().sum::<f32>();
             row.iter_mut().for_each(|z| *z *= inv);
         }
         let out_i = &mut out[i * ch * t..(i + 1) * ch * t];

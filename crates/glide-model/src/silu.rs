@@ -46,7 +46,7 @@ mod fused {
         let shape = x.dims();
         let x = x.into_primitive().tensor();
         let values = to_vec(x.primitive.clone());
-        let sigmoid: Vec<f32> = values.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect();
+        let sigmoid: Vec<f32> = values.iter().map(|&v| crate::cpu_ops::sigmoid(v)).collect();
         let y = values.iter().zip(&sigmoid).map(|(&v, &s)| v * s).collect();
         let out = match SiluBackward::<D>
             .prepare::<NoCheckpointing>([x.node.clone()])
