@@ -1,9 +1,9 @@
 //! The model's convolutions: burn's `Conv2d` / `Conv1d` forward everywhere; on the CPU (`Flex`,
 //! natively), a stride-1 K×K convolution runs as im2col + GEMM ([`crate::conv_im2col`]): forward
 //! and backward when training (`Autodiff<Flex>`, instead of flex's forward and burn's generic
-//! backward), its forward alone with the images in parallel at inference (equal to rounding); and the attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as a
-//! batched matmul, whose backward is two more matmuls instead of burn's strided conv1d backward
-//! (forward equal to rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's and
+//! backward), its forward alone with the images in parallel at inference (equal to rounding); and
+//! the attention's pointwise `Conv1d`s (`qkv`, `encoder_kv`, `proj_out`) run as GEMMs per example
+//! ([`crate::pointwise_cpu`], equal to rounding). `GLIDE_CONV_BACKWARD=burn` in the environment keeps burn's and
 //! flex's paths for all of them.
 
 use burn::nn::conv::{Conv1d, Conv2d};
@@ -30,27 +30,15 @@ pub fn conv2d<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
 }
 
 /// `conv.forward(x)` of a `Conv1d`; a pointwise one (kernel 1, stride 1, no padding) is
-/// `W · x + b` as a batched matmul when training on the CPU.
+/// `W · x_n + b` as one op of ours on the CPU ([`crate::pointwise_cpu`]).
 ///
 /// # Shapes
 /// - x: `[N, C_in, T]` → `[N, C_out, T']`
 pub fn conv1d<B: Backend>(conv: &Conv1d<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
     #[cfg(not(target_arch = "wasm32"))]
-    if is_pointwise(conv) && crate::conv_im2col::applies(&x) {
-        let [o, c, _] = conv.weight.dims();
-        let [n, _, t] = x.dims();
-        let out = conv.weight.val().reshape([1, o, c]).matmul(x);
-        let Some(bias) = &conv.bias else {
-            return out;
-        };
-        // `[N, O, T] + [1, O, 1]` would take flex's scalar strided path; as `[N·O, T] + [N·O, 1]`
-        // it is one of flex's per-row-scalar fast paths.
-        let bias = bias
-            .val()
-            .reshape([1, o])
-            .repeat_dim(0, n)
-            .reshape([n * o, 1]);
-        return (out.reshape([n * o, t]) + bias).reshape([n, o, t]);
+    if is_pointwise(conv) && crate::pointwise_cpu::applies(&x) {
+        let bias = conv.bias.as_ref().map(|b| b.val());
+        return crate::pointwise_cpu::conv1d(x, conv.weight.val(), bias);
     }
     conv.forward(x)
 }
@@ -143,7 +131,7 @@ mod tests {
     }
 
     #[test]
-    fn pointwise_conv1d_as_a_matmul_equals_burns_conv1d() {
+    fn pointwise_conv1d_as_gemms_equals_burns_conv1d() {
         use burn::nn::conv::Conv1dConfig;
         let device = Default::default();
         for bias in [true, false] {
@@ -151,8 +139,15 @@ mod tests {
             assert!(is_pointwise(&conv));
             let x =
                 Tensor::<A, 3>::random([3, 5, 11], Distribution::Default, &device).require_grad();
+            assert!(crate::pointwise_cpu::applies(&x));
             let ours = conv1d(&conv, x.clone());
             let burns = conv.forward(x.clone());
+            let inference = conv1d(
+                &burn::module::AutodiffModule::valid(&conv),
+                x.clone().inner(),
+            );
+            let d = rel_diff(inference, burns.clone().inner());
+            assert!(d < 1e-6, "inference differs by {d} (bias {bias})");
             assert_eq!(ours.dims(), burns.dims());
             assert!(rel_diff(ours.clone().inner(), burns.clone().inner()) < 1e-6);
             let g = Tensor::<A, 3>::random(burns.dims(), Distribution::Default, &device);

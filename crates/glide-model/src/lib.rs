@@ -21,11 +21,15 @@ pub mod group_norm;
 mod group_norm_cpu;
 pub mod half;
 pub mod memory;
+#[cfg(not(target_arch = "wasm32"))]
+mod pointwise_cpu;
 #[cfg(feature = "pytorch")]
 pub mod pytorch;
 #[cfg(not(target_arch = "wasm32"))]
 mod qkv_attention;
 pub mod recognize;
+#[cfg(not(target_arch = "wasm32"))]
+mod resample_cpu;
 pub mod resblock;
 pub mod shards;
 pub mod silu;

@@ -45,6 +45,10 @@ pub fn zero_conv3x3<B: Backend>(
 /// # Shapes
 /// - x: `[B, C, H, W]` → `[B, C, 2H, 2W]`
 pub fn upsample2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if crate::resample_cpu::applies(&x) {
+        return crate::resample_cpu::resample(x, crate::resample_cpu::Resample::Up);
+    }
     let [b, c, h, w] = x.dims();
     x.reshape([b, c, h, 1, w, 1])
         .expand([b, c, h, 2, w, 2])
@@ -56,6 +60,10 @@ pub fn upsample2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 /// # Shapes
 /// - x: `[B, C, H, W]` → `[B, C, H/2, W/2]`
 pub fn downsample2x<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if crate::resample_cpu::applies(&x) {
+        return crate::resample_cpu::resample(x, crate::resample_cpu::Resample::Down);
+    }
     avg_pool2d(x, [2, 2], [2, 2], [0, 0], true, false)
 }
 
