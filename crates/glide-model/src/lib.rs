@@ -8,6 +8,8 @@
 //! feature [`pytorch`] converts OpenAI's `.pt` checkpoints without running their pickles.
 
 pub mod attention;
+#[cfg(not(target_arch = "wasm32"))]
+mod cat_cpu;
 pub mod check;
 pub mod clip;
 pub mod config;

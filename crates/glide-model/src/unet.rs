@@ -397,7 +397,7 @@ impl<B: Backend> Text2ImUNet<B> {
         h = run_block(&self.middle_block, h, &emb, &text.xf_out);
         for block in &self.output_blocks {
             let skip = hs.pop().expect("one skip per output block");
-            h = run_block(block, Tensor::cat(vec![h, skip], 1), &emb, &text.xf_out);
+            h = run_block(block, cat_channels(h, skip), &emb, &text.xf_out);
         }
         let h = group_norm_silu(&widened(&self.out_norm), h, None);
         crate::conv::conv2d(&widened(&self.out_conv), h)
@@ -415,4 +415,17 @@ impl<B: Backend> Text2ImUNet<B> {
         let text = self.encode_text(tokens, mask);
         self.forward_with_text(x, timesteps, &text, cond)
     }
+}
+
+/// `cat([h, skip], 1)` at a skip connection: an op of its own with contiguous gradients when
+/// training on the CPU ([`crate::cat_cpu`]).
+///
+/// # Shapes
+/// - h: `[B, C1, H, W]`, skip: `[B, C2, H, W]` → `[B, C1 + C2, H, W]`
+fn cat_channels<B: Backend>(h: Tensor<B, 4>, skip: Tensor<B, 4>) -> Tensor<B, 4> {
+    #[cfg(not(target_arch = "wasm32"))]
+    if crate::cat_cpu::applies(&h) && crate::cat_cpu::applies(&skip) {
+        return crate::cat_cpu::cat_channels(h, skip);
+    }
+    Tensor::cat(vec![h, skip], 1)
 }
