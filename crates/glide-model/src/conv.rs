@@ -128,6 +128,8 @@ mod tests {
         check(5, 3, 3, 1, (4, 4), false);
         check(6, 4, 1, 0, (3, 5), true);
         check(3, 2, 5, 2, (6, 6), true);
+        // Output larger than the input: no tap covers the whole image.
+        check(3, 4, 2, 1, (5, 6), true);
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub(crate) fn conv2d<B: Backend>(
     let b = bias.as_ref().map(|b| values(&b.primitive).into_owned());
     let (out, nhwc) = forward(&values(&x.primitive), &w_perm, b.as_deref(), &d);
     let out = from_vec(out, [n, o, d.out().0, d.out().1]);
-    let state = State { nhwc, w_perm, d };
+    let state = State {
+        nhwc,
+        weight: weight.primitive.clone(),
+        d,
+    };
     let out = match &bias {
         Some(bias) => match ConvIm2col
             .prepare::<NoCheckpointing>([x.node.clone(), weight.node.clone(), bias.node.clone()])
@@ -144,11 +148,11 @@ struct ConvIm2col;
 struct ConvIm2colNoBias;
 
 /// What the backward pass keeps: the input in NHWC layout (`[N, H, W, C]`, made by the forward),
-/// the permuted weight W′ (`[O, K·K·C]`) and the sizes.
+/// the weight (`[O, C, K, K]`, as stored) and the sizes.
 #[derive(Clone, Debug)]
 struct State {
     nhwc: Vec<f32>,
-    w_perm: Vec<f32>,
+    weight: FlexTensor,
     d: Dims,
 }
 
@@ -189,7 +193,7 @@ fn register_gradients(
     );
     let [x, w, b] = parents;
     if let Some(node) = x {
-        let dx = input_grad(&state.w_perm, &g, &d);
+        let dx = input_grad(&values(&state.weight), &g, &d);
         grads.register::<Flex>(node, from_vec(dx, [d.n, d.c, d.h, d.w]));
     }
     if let Some(node) = w {
@@ -498,18 +502,38 @@ fn valid_taps(x: usize, p: usize, len: usize, k: usize) -> std::ops::Range<usize
     lo..hi
 }
 
-/// The transpose of im2col for the W′ᵀ·g layout: dx[c][y + ky − p][x + kx − p] +=
-/// dcol[(ky·K + kx)·C + c][y·OW + x].
-fn col2im_add(dcol: &[f32], d: &Dims, dx: &mut [f32]) {
+/// The transpose of im2col for the Wᵀ·g layout: dx[c][y + ky − p][x + kx − p] =
+/// Σ_{ky,kx} dcol[(c·K + ky)·K + kx][y·OW + x], plane by plane (each stays in L1 over its K·K
+/// taps). Where the centre tap covers the whole image (every "same" convolution), it writes the
+/// plane and the other taps add to it; otherwise the plane is zeroed first. Every value of `dx`
+/// is written.
+fn col2im(dcol: &[f32], d: &Dims, dx: &mut [MaybeUninit<f32>]) {
     let (oh, ow) = d.out();
-    for ky in 0..d.k {
-        let rows = valid(ky, d.p, d.h, oh);
-        for kx in 0..d.k {
-            let cols = valid(kx, d.p, d.w, ow);
-            for c in 0..d.c {
-                let plane = &mut dx[c * d.h * d.w..(c + 1) * d.h * d.w];
-                let r = (ky * d.k + kx) * d.c + c;
-                let src = &dcol[r * oh * ow..(r + 1) * oh * ow];
+    let (hw, ohw, kk) = (d.h * d.w, oh * ow, d.k * d.k);
+    let centre = (d.p < d.k && (oh, ow) == (d.h, d.w)).then_some(d.p * d.k + d.p);
+    for (plane, taps) in dx.chunks_exact_mut(hw).zip(dcol.chunks_exact(kk * ohw)) {
+        match centre {
+            Some(t) => plane
+                .iter_mut()
+                .zip(&taps[t * ohw..(t + 1) * ohw])
+                .for_each(|(a, &b)| {
+                    a.write(b);
+                }),
+            None => plane.iter_mut().for_each(|a| {
+                a.write(0.0);
+            }),
+        }
+        // SAFETY: every value of the plane was written just above.
+        let plane: &mut [f32] = unsafe { &mut *(plane as *mut [MaybeUninit<f32>] as *mut [f32]) };
+        for ky in 0..d.k {
+            let rows = valid(ky, d.p, d.h, oh);
+            for kx in 0..d.k {
+                let t = ky * d.k + kx;
+                if Some(t) == centre {
+                    continue;
+                }
+                let cols = valid(kx, d.p, d.w, ow);
+                let src = &taps[t * ohw..(t + 1) * ohw];
                 for y in rows.clone() {
                     let dst = (y + ky - d.p) * d.w + cols.start + kx - d.p;
                     let from = &src[y * ow + cols.start..y * ow + cols.end];
@@ -550,28 +574,34 @@ fn weight_grad(nhwc: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
     unpermute_weight(&dw, d)
 }
 
-/// dX_n = col2im(W′ᵀ · g_n).
-fn input_grad(w_perm: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
+/// dX_n = col2im(Wᵀ · g_n), with the weight as stored (`[O, C·K·K]`), so that each channel's
+/// K·K rows of the patch-matrix gradient are neighbours.
+fn input_grad(w: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
     let (oh, ow) = d.out();
     let (kkc, hw, chw) = (d.kkc(), oh * ow, d.c * d.h * d.w);
-    let mut dx = vec![0.0; d.n * chw];
+    let mut dx = Vec::with_capacity(d.n * chw);
     SCRATCH.with_borrow_mut(|s| {
         let dcol = sized(&mut s.col, kkc * hw);
-        for (n, dx_n) in dx.chunks_exact_mut(chw).enumerate() {
+        for (dx_n, g_n) in dx.spare_capacity_mut()[..d.n * chw]
+            .chunks_exact_mut(chw)
+            .zip(g.chunks_exact(d.o * hw))
+        {
             let w_t = View {
-                data: w_perm,
+                data: w,
                 row_stride: 1,
                 col_stride: kkc,
             };
             let g_n = View {
-                data: &g[n * d.o * hw..(n + 1) * d.o * hw],
+                data: g_n,
                 row_stride: hw,
                 col_stride: 1,
             };
             gemm(dcol, (kkc, hw, d.o), w_t, g_n, false);
-            col2im_add(dcol, d, dx_n);
+            col2im(dcol, d, dx_n);
         }
     });
+    // SAFETY: `col2im` wrote every value of each image's chunk, and the chunks cover N·C·H·W.
+    unsafe { dx.set_len(d.n * chw) };
     dx
 }
 
