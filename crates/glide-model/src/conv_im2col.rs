@@ -329,6 +329,10 @@ fn forward_inference(x: &[f32], w: &[f32], b: Option<&[f32]>, d: &Dims) -> Vec<f
 
 /// col[(c·K + ky)·K + kx][y·OW + x] = x[c][y + ky − p][x + kx − p] (0 outside the image), from
 /// the NCHW image: each output row of a patch-matrix row is one shifted run of an image row.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn im2col_planes(x: &[f32], d: &Dims, col: &mut [f32]) {
     let (oh, ow) = d.out();
     let mut rows = col.chunks_exact_mut(oh * ow);
@@ -386,6 +390,10 @@ fn forward_image(
 }
 
 /// W′[o][(ky·K + kx)·C + c] = W[o][c][ky][kx].
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn permute_weight(w: &[f32], d: &Dims) -> Vec<f32> {
     let kk = d.k * d.k;
     let mut out = vec![0.0; d.o * d.kkc()];
@@ -400,6 +408,10 @@ fn permute_weight(w: &[f32], d: &Dims) -> Vec<f32> {
 }
 
 /// The inverse of [`permute_weight`]: dW[o][c][ky][kx] = dW′[o][(ky·K + kx)·C + c].
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn unpermute_weight(w_perm: &[f32], d: &Dims) -> Vec<f32> {
     let kk = d.k * d.k;
     let mut out = vec![0.0; d.o * d.kkc()];
@@ -419,6 +431,10 @@ fn unpermute_weight(w_perm: &[f32], d: &Dims) -> Vec<f32> {
 /// dst (`[cols, rows]`) = srcᵀ (+ `bias[j]` on every value of dst's row j, when given), src
 /// `[rows, cols]` row-major: 8×8 tiles read as rows into registers and written as columns (the
 /// edges one by one). Every one of dst's rows·cols values is written.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn transpose(
     src: &[f32],
     rows: usize,
@@ -507,6 +523,10 @@ fn valid_taps(x: usize, p: usize, len: usize, k: usize) -> std::ops::Range<usize
 /// taps). Where the centre tap covers the whole image (every "same" convolution), it writes the
 /// plane and the other taps add to it; otherwise the plane is zeroed first. Every value of `dx`
 /// is written.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn col2im(dcol: &[f32], d: &Dims, dx: &mut [MaybeUninit<f32>]) {
     let (oh, ow) = d.out();
     let (hw, ohw, kk) = (d.h * d.w, oh * ow, d.k * d.k);
@@ -606,6 +626,10 @@ fn input_grad(w: &[f32], g: &[f32], d: &Dims) -> Vec<f32> {
 }
 
 /// db[o] = Σ_n Σ_p g_n[o][p].
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn bias_grad(g: &[f32], d: &Dims) -> Vec<f32> {
     let (oh, ow) = d.out();
     let hw = oh * ow;

@@ -234,6 +234,10 @@ fn register_gradients(
 type Stats = Vec<(f32, f32)>;
 
 /// The output, (μ, rstd) per (example, group) and σ(y) when `silu`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn forward(x: &[f32], p: &Params, d: &Dims, silu: bool) -> (Vec<f32>, Stats, Option<Vec<f32>>) {
     let cg = d.c / d.groups;
     let mut out = Vec::with_capacity(x.len());
@@ -269,42 +273,50 @@ fn forward(x: &[f32], p: &Params, d: &Dims, silu: bool) -> (Vec<f32>, Stats, Opt
 /// The output alone, examples in parallel over rayon's threads.
 fn forward_inference(x: &[f32], p: &Params, d: &Dims, silu: bool) -> Vec<f32> {
     use rayon::prelude::*;
-    let (chw, cg) = (d.c * d.hw, d.c / d.groups);
+    let chw = d.c * d.hw;
     let mut out = vec![0.0; x.len()];
-    let example = |(b, (out_b, x_b)): (usize, (&mut [f32], &[f32]))| {
-        let planes = out_b.chunks_exact_mut(d.hw).zip(x_b.chunks_exact(d.hw));
-        let mut stats = (0.0, 0.0);
-        for (c, (out_c, x_c)) in planes.enumerate() {
-            if c % cg == 0 {
-                let xs = &x_b[c * d.hw..(c + cg) * d.hw];
-                let n = xs.len() as f64;
-                let mean = (lane_sum(xs, |v| v) / n) as f32;
-                let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
-                stats = (mean, (1.0 / (var + d.eps).sqrt()) as f32);
-            }
-            let (mean, rstd) = stats;
-            let (u, offset) = p.u_and_offset(d, b, c);
-            let a = rstd * p.gamma[c] * u;
-            let ys = out_c.iter_mut().zip(x_c);
-            if silu {
-                ys.for_each(|(o, &v)| {
-                    let y = (v - mean) * a + offset;
-                    *o = y * crate::cpu_ops::sigmoid(y);
-                });
-            } else {
-                ys.for_each(|(o, &v)| *o = (v - mean) * a + offset);
-            }
-        }
-    };
     out.par_chunks_exact_mut(chw)
         .zip(x.par_chunks_exact(chw))
         .enumerate()
-        .for_each(example);
+        .for_each(|(b, (out_b, x_b))| normalize_example(x_b, p, d, silu, b, out_b));
     out
+}
+
+/// Example `b`'s output (`[C, H·W]`) of its input `x_b`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
+fn normalize_example(x_b: &[f32], p: &Params, d: &Dims, silu: bool, b: usize, out_b: &mut [f32]) {
+    let cg = d.c / d.groups;
+    let planes = out_b.chunks_exact_mut(d.hw).zip(x_b.chunks_exact(d.hw));
+    let mut stats = (0.0, 0.0);
+    for (c, (out_c, x_c)) in planes.enumerate() {
+        if c % cg == 0 {
+            let xs = &x_b[c * d.hw..(c + cg) * d.hw];
+            let n = xs.len() as f64;
+            let mean = (lane_sum(xs, |v| v) / n) as f32;
+            let var = lane_sum(xs, |v| (v - mean) * (v - mean)) / n;
+            stats = (mean, (1.0 / (var + d.eps).sqrt()) as f32);
+        }
+        let (mean, rstd) = stats;
+        let (u, offset) = p.u_and_offset(d, b, c);
+        let a = rstd * p.gamma[c] * u;
+        let ys = out_c.iter_mut().zip(x_c);
+        if silu {
+            ys.for_each(|(o, &v)| {
+                let y = (v - mean) * a + offset;
+                *o = y * crate::cpu_ops::sigmoid(y);
+            });
+        } else {
+            ys.for_each(|(o, &v)| *o = (v - mean) * a + offset);
+        }
+    }
 }
 
 /// Σ f(v) over `xs`, in 16 f32 lanes (vectorised; each lane sums ≤ 1/16 of the values) added
 /// up in f64.
+#[inline(always)]
 fn lane_sum(xs: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     let mut lanes = [0.0f32; 16];
     let mut chunks = xs.chunks_exact(16);
@@ -327,6 +339,10 @@ struct Grads {
 }
 
 /// The gradients given g = ∂L/∂out.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn backward(g: &[f32], s: &State) -> Grads {
     let (d, p) = (&s.d, &s.params);
     let x = values(&s.x);

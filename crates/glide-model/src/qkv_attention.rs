@@ -194,6 +194,10 @@ fn mat_t(data: &[f32], cols: usize) -> View<'_> {
 }
 
 /// The output (`[BH, ch, T]`) and the softmax output P (`[BH, T, S]`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn forward(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
     let (ch, t, s) = (d.ch, d.t, d.s());
     let mut out = vec![0.0; d.bh * ch * t];
@@ -218,6 +222,10 @@ fn forward(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// (∂L/∂qkv, ∂L/∂ekv) given g = ∂L/∂out (`[BH, ch, T]`).
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn backward(g: &[f32], state: &State) -> (Vec<f32>, Vec<f32>) {
     let d = &state.d;
     let (ch, t, l, s) = (d.ch, d.t, d.l, d.s());

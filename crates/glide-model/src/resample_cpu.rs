@@ -103,6 +103,10 @@ impl Backward<Flex, 1> for ResampleBackward {
 }
 
 /// Nearest ×2 of every `[h, w]` plane of `x`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn up(x: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
     let mut out = Vec::with_capacity(4 * x.len());
     for row in x.chunks_exact(w) {
@@ -115,6 +119,10 @@ fn up(x: &[f32], [h, w]: [usize; 2]) -> Vec<f32> {
 }
 
 /// The gradient of [`up`]: each small pixel gets the sum of its four copies' gradients.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn up_backward(g: &[f32], [_, w]: [usize; 2]) -> Vec<f32> {
     let mut dx = Vec::with_capacity(g.len() / 4);
     for rows in g.chunks_exact(4 * w) {
@@ -129,6 +137,10 @@ fn up_backward(g: &[f32], [_, w]: [usize; 2]) -> Vec<f32> {
 }
 
 /// The 2×2 average of every plane of `x`, whose output planes are `[h, w]`.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn down(x: &[f32], [_, w]: [usize; 2]) -> Vec<f32> {
     let mut out = Vec::with_capacity(x.len() / 4);
     for rows in x.chunks_exact(4 * w) {
@@ -143,6 +155,10 @@ fn down(x: &[f32], [_, w]: [usize; 2]) -> Vec<f32> {
 }
 
 /// The gradient of [`down`]: a quarter of each output pixel's gradient to each of its four.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
 fn down_backward(g: &[f32], [_, w]: [usize; 2]) -> Vec<f32> {
     let mut dx = Vec::with_capacity(4 * g.len());
     for row in g.chunks_exact(w) {
