@@ -94,6 +94,10 @@ pub fn qkv_attention<B: Backend>(qkv: Tensor<B, 3>, ekv: Option<Tensor<B, 3>>) -
     if crate::qkv_attention::applies(&qkv) {
         return crate::qkv_attention::qkv_attention(qkv, ekv);
     }
+    #[cfg(not(target_arch = "wasm32"))]
+    if crate::qkv_attention::applies_inference(&qkv) {
+        return crate::qkv_attention::qkv_attention_inference(qkv, ekv);
+    }
     qkv_attention_ops(qkv, ekv)
 }
 
@@ -148,6 +152,10 @@ mod tests {
             assert_eq!(ours.dims(), [3, 4, 10]);
             let fwd = rel_diff(ours.clone().inner(), burns.clone().inner());
             assert!(fwd < 1e-5, "forward differs by {fwd} (text {text})");
+            let inference = qkv_attention(qkv.clone().inner(), e().map(|e| e.inner()));
+            assert!(crate::qkv_attention::applies_inference(&qkv.clone().inner()));
+            let inf = rel_diff(inference, burns.clone().inner());
+            assert!(inf < 1e-5, "inference differs by {inf} (text {text})");
             let g = Tensor::<A, 3>::random([3, 4, 10], Distribution::Default, &device);
             let ours = (ours * g.clone()).sum().backward();
             let burns = (burns * g).sum().backward();

@@ -25,13 +25,47 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::cpu_ops::{
-    Ad, View, dims, enabled, from_vec, gemm, gemm_scaled, is_cpu_training, same, values,
+    Ad, View, dims, enabled, from_vec, gemm, gemm_scaled, is_cpu_inference, is_cpu_training, same,
+    values,
 };
 
 /// Whether `qkv` takes this path (see the module docs).
 pub(crate) fn applies<B: Backend>(qkv: &Tensor<B, 3>) -> bool {
     static ENABLED: OnceLock<bool> = OnceLock::new();
     enabled(&ENABLED, "GLIDE_ATTENTION_BACKWARD") && is_cpu_training(qkv)
+}
+
+/// Whether `qkv` takes the inference path [`qkv_attention_inference`]: `Flex`, f32.
+pub(crate) fn applies_inference<B: Backend>(qkv: &Tensor<B, 3>) -> bool {
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    enabled(&ENABLED, "GLIDE_ATTENTION_BACKWARD") && is_cpu_inference(qkv)
+}
+
+/// [`qkv_attention`] for inference on `Flex`: the same forward, rows in parallel, nothing kept.
+/// Call only where [`applies_inference`] is true.
+///
+/// # Shapes
+/// - as [`qkv_attention`]
+pub(crate) fn qkv_attention_inference<B: Backend>(
+    qkv: Tensor<B, 3>,
+    ekv: Option<Tensor<B, 3>>,
+) -> Tensor<B, 3> {
+    let qkv = same::<_, Tensor<Flex, 3>>(qkv).into_primitive().tensor();
+    let ekv = ekv.map(|e| same::<_, Tensor<Flex, 3>>(e).into_primitive().tensor());
+    let [bh, ch3, t] = dims(&qkv);
+    let l = ekv.as_ref().map_or(0, |e| dims::<3>(e)[2]);
+    let d = Dims {
+        bh,
+        ch: ch3 / 3,
+        t,
+        l,
+    };
+    let ekv_v = ekv.as_ref().map(values);
+    let out = forward_inference(&values(&qkv), ekv_v.as_deref(), &d);
+    let out = from_vec(out, [bh, d.ch, t]);
+    same(Tensor::<Flex, 3>::from_primitive(TensorPrimitive::Float(
+        out,
+    )))
 }
 
 /// The attention of `qkv` (`[B·heads, 3·ch, T]`, per head [q | k | v]) over the pixels and, when
@@ -194,31 +228,64 @@ fn mat_t(data: &[f32], cols: usize) -> View<'_> {
 }
 
 /// The output (`[BH, ch, T]`) and the softmax output P (`[BH, T, S]`).
-#[multiversion::multiversion(targets(
-    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
-    "x86_64+avx2+fma+avx"
-))]
 fn forward(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
     let (ch, t, s) = (d.ch, d.t, d.s());
     let mut out = vec![0.0; d.bh * ch * t];
     let mut probs = vec![0.0; d.bh * t * s];
-    let (mut k, mut v) = (vec![0.0; ch * s], vec![0.0; ch * s]);
-    for i in 0..d.bh {
-        gather(qkv, ekv, d, i, &mut k, &mut v);
-        let q = &qkv[i * 3 * ch * t..i * 3 * ch * t + ch * t];
-        let p = &mut probs[i * t * s..(i + 1) * t * s];
-        gemm_scaled(p, (t, s, ch), mat_t(q, t), mat(&k, s), false, d.scale2());
-        for row in p.chunks_exact_mut(s) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            row.iter_mut()
-                .for_each(|z| *z = crate::cpu_ops::exp(*z - max));
-            let inv = 1.0 / row.iter().sum::<f32>();
-            row.iter_mut().for_each(|z| *z *= inv);
-        }
-        let out_i = &mut out[i * ch * t..(i + 1) * ch * t];
-        gemm(out_i, (ch, t, s), mat(&v, s), mat_t(p, s), false);
+    let mut kv = (vec![0.0; ch * s], vec![0.0; ch * s]);
+    for (i, (out_i, p)) in out
+        .chunks_exact_mut(ch * t)
+        .zip(probs.chunks_exact_mut(t * s))
+        .enumerate()
+    {
+        forward_row(qkv, ekv, d, i, &mut kv, p, out_i);
     }
     (out, probs)
+}
+
+/// The output alone (`[BH, ch, T]`), for inference: the rows in parallel over rayon's threads.
+fn forward_inference(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> Vec<f32> {
+    use rayon::prelude::*;
+    let (ch, t, s) = (d.ch, d.t, d.s());
+    let mut out = vec![0.0; d.bh * ch * t];
+    let scratch = || (vec![0.0; ch * s], vec![0.0; ch * s], vec![0.0; t * s]);
+    out.par_chunks_exact_mut(ch * t)
+        .enumerate()
+        .for_each_init(scratch, |(k, v, p), (i, out_i)| {
+            let mut kv = (std::mem::take(k), std::mem::take(v));
+            forward_row(qkv, ekv, d, i, &mut kv, p, out_i);
+            (*k, *v) = kv;
+        });
+    out
+}
+
+/// Row i: P_i (`[T, S]`) into `p` and the output (`[ch, T]`) into `out_i`; `kv` holds its keys
+/// and values.
+#[multiversion::multiversion(targets(
+    "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
+    "x86_64+avx2+fma+avx"
+))]
+fn forward_row(
+    qkv: &[f32],
+    ekv: Option<&[f32]>,
+    d: &Dims,
+    i: usize,
+    (k, v): &mut (Vec<f32>, Vec<f32>),
+    p: &mut [f32],
+    out_i: &mut [f32],
+) {
+    let (ch, t, s) = (d.ch, d.t, d.s());
+    gather(qkv, ekv, d, i, k, v);
+    let q = &qkv[i * 3 * ch * t..i * 3 * ch * t + ch * t];
+    gemm_scaled(p, (t, s, ch), mat_t(q, t), mat(k, s), false, d.scale2());
+    for row in p.chunks_exact_mut(s) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        row.iter_mut()
+            .for_each(|z| *z = crate::cpu_ops::exp(*z - max));
+        let inv = 1.0 / row.iter().sum::<f32>();
+        row.iter_mut().for_each(|z| *z *= inv);
+    }
+    gemm(out_i, (ch, t, s), mat(v, s), mat_t(p, s), false);
 }
 
 /// (∂L/∂qkv, ∂L/∂ekv) given g = ∂L/∂out (`[BH, ch, T]`).
