@@ -250,6 +250,10 @@ pub struct EvalArgs {
     /// samples for the same captions.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A paraphrase set to score besides the training and held-out captions: one `prompt<TAB>base`
+    /// per line (`#` comments). Default: the project's own (`crates/glide-train/assets/paraphrases.tsv`).
+    #[arg(long)]
+    paraphrases: Option<PathBuf>,
 }
 
 /// The `data.groups` of the run that made these weights, if its config was stored with them.
@@ -332,8 +336,38 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
     println!(
         "| captions | guidance | NN accuracy | top 5 | median rank | chance (shuffled): top 1 / top 5 | n |\n|---|---|---|---|---|---|---|"
     );
-    for (name, set) in [("training", &train), ("held-out", &heldout)] {
-        let captions = pick_captions(set, a.n, 0);
+    let group_of: std::collections::HashMap<String, String> = all
+        .iter()
+        .map(|ex| {
+            let g = ex.meta.get("group").and_then(|g| g.as_str()).unwrap_or("?");
+            (ex.base(), g.to_string())
+        })
+        .collect();
+    let paraphrases = match &a.paraphrases {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the paraphrase set {}", path.display()))?,
+        None => glide_train::eval::PARAPHRASES.to_string(),
+    };
+    let kept_bases: std::collections::HashSet<String> = train.iter().map(|e| e.base()).collect();
+    let paraphrases: Vec<(String, String)> = glide_train::eval::parse_paraphrases(&paraphrases)
+        .map_err(anyhow::Error::msg)?
+        .into_iter()
+        .filter(|(_, base)| kept_bases.contains(base))
+        .collect();
+    let sets = [
+        ("training", pick_captions(&train, a.n, 0)),
+        ("held-out", pick_captions(&heldout, a.n, 0)),
+        ("paraphrase", paraphrases),
+    ];
+    let mut tables = Vec::new();
+    for (name, captions) in sets {
+        if captions.is_empty() {
+            continue;
+        }
+        let caption_groups: Vec<String> = captions
+            .iter()
+            .map(|c| group_of.get(&c.1).cloned().unwrap_or_else(|| "?".into()))
+            .collect();
         for &s in &a.guidance {
             let score = nn_score(
                 model.clone(),
@@ -362,9 +396,49 @@ pub fn eval_emoji(a: EvalArgs) -> Result<()> {
             for ((caption, emoji), nearest) in misses.take(a.show_misses) {
                 println!("  \"{caption}\" ({emoji}): nearest is {nearest}");
             }
+            tables.push((
+                name,
+                s,
+                glide_train::eval::group_rows(&score.ranks, &caption_groups),
+            ));
         }
     }
+    print_group_tables(&tables);
     Ok(())
+}
+
+/// Per emojibase group: top 1, top 5 and median rank of each (caption set, guidance) row.
+fn print_group_tables(tables: &[(&str, f64, Vec<glide_train::eval::GroupRow>)]) {
+    if tables.iter().all(|(_, _, rows)| rows.len() < 2) {
+        return;
+    }
+    println!("\nPer group (top 1 / top 5 / median rank, n):\n");
+    let groups: std::collections::BTreeSet<&str> = tables
+        .iter()
+        .flat_map(|(_, _, rows)| rows.iter().map(|r| r.group.as_str()))
+        .collect();
+    let head: Vec<String> = tables
+        .iter()
+        .map(|(n, s, _)| format!("{n}, s = {s}"))
+        .collect();
+    println!("| group | {} |", head.join(" | "));
+    println!("|---|{}", "---|".repeat(tables.len()));
+    for g in groups {
+        let cells: Vec<String> = tables
+            .iter()
+            .map(|(_, _, rows)| match rows.iter().find(|r| r.group == g) {
+                Some(r) => format!(
+                    "{:.0}% / {:.0}% / {} ({})",
+                    r.top1 * 100.0,
+                    r.top5 * 100.0,
+                    r.median_rank,
+                    r.n
+                ),
+                None => "–".to_string(),
+            })
+            .collect();
+        println!("| {g} | {} |", cells.join(" | "));
+    }
 }
 
 #[derive(clap::Args)]

@@ -18,6 +18,7 @@ pub mod licenses;
 pub mod pack;
 mod parallel;
 pub mod reader;
+pub mod reword;
 pub mod shard;
 pub mod sources;
 pub mod split;

@@ -153,7 +153,9 @@ mod tests {
             let fwd = rel_diff(ours.clone().inner(), burns.clone().inner());
             assert!(fwd < 1e-5, "forward differs by {fwd} (text {text})");
             let inference = qkv_attention(qkv.clone().inner(), e().map(|e| e.inner()));
-            assert!(crate::qkv_attention::applies_inference(&qkv.clone().inner()));
+            assert!(crate::qkv_attention::applies_inference(
+                &qkv.clone().inner()
+            ));
             let inf = rel_diff(inference, burns.clone().inner());
             assert!(inf < 1e-5, "inference differs by {inf} (text {text})");
             let g = Tensor::<A, 3>::random([3, 4, 10], Distribution::Default, &device);

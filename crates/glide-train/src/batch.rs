@@ -278,6 +278,8 @@ pub struct Draws {
     pub balance: bool,
     pub seed: u64,
     pub inpaint: bool,
+    /// The share of captions reworded (`data.reword`).
+    pub reword: f64,
 }
 
 /// Draws the batch of any step from the training examples.
@@ -293,6 +295,8 @@ pub struct BatchMaker {
     seed: u64,
     /// Draw a keep mask per example (inpainting fine-tune).
     inpaint: bool,
+    /// The share of captions reworded.
+    reword: f64,
     /// With `data.balance`: the examples of each emoji group; an epoch draws each group once.
     groups: Option<Vec<Vec<usize>>>,
     epoch: Option<(usize, Vec<usize>)>,
@@ -316,6 +320,7 @@ impl BatchMaker {
             balance: cfg.data.balance,
             seed: cfg.seed,
             inpaint: cfg.model.inpaint,
+            reword: cfg.data.reword,
         };
         Self::with_draws(data, tokenizer, draws)
     }
@@ -332,6 +337,7 @@ impl BatchMaker {
             flip: draws.flip,
             seed: draws.seed,
             inpaint: draws.inpaint,
+            reword: draws.reword,
             groups: draws.balance.then(|| emoji_groups(&data)),
             data,
             epoch: None,
@@ -379,6 +385,8 @@ impl BatchMaker {
         };
         // Masks from their own stream, so text-to-image runs draw exactly what they always did.
         let mut mask_rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x3a5c, step as u64));
+        // Rewordings too, so that `reword` = 0 leaves every other draw as it was.
+        let mut reword_rng = ChaCha8Rng::seed_from_u64(mix(self.seed ^ 0x4e30, step as u64));
         for j in 0..b {
             let idx = self.index(step * b + j);
             let ex = &self.data[idx];
@@ -386,11 +394,15 @@ impl BatchMaker {
             let pick = rng.random_range(0..ex.captions.len().max(1));
             let flip = rng.random::<bool>() && self.flip && ex.flip_ok;
             let t = rng.random_range(0..self.num_timesteps);
-            let caption = if drop {
-                ""
+            let mut caption = if drop {
+                String::new()
             } else {
-                ex.captions.get(pick).map_or("", String::as_str)
+                ex.captions.get(pick).cloned().unwrap_or_default()
             };
+            if self.reword > 0.0 && reword_rng.random::<f64>() < self.reword {
+                caption = glide_data::reword::reword(&caption, &mut reword_rng);
+            }
+            let caption = caption.as_str();
             pixels_to_chw(&ex.pixels, self.size, flip, &mut batch.x_start);
             let (rows, mask) = self.tokenizer.model_tokens_and_mask(caption, self.text_ctx);
             batch.tokens.extend(rows.into_iter().map(i64::from));

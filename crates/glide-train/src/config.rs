@@ -39,6 +39,11 @@ pub struct DataConfig {
     /// an apple (people make up 60% of `glide data emoji`'s images).
     #[config(default = false)]
     pub balance: bool,
+    /// The share of drawn captions reworded as visitors type prompts ("apple icon", "a cute
+    /// fox", an inner word left out: `glide_data::reword`), from a stream of its own so that
+    /// 0 draws exactly what runs without it drew.
+    #[config(default = 0.0)]
+    pub reword: f64,
 }
 
 impl DataConfig {

@@ -115,6 +115,65 @@ pub struct NnScore {
     pub n: usize,
     /// The emoji group nearest to each sample.
     pub nearest: Vec<String>,
+    /// The rank of each sample's own emoji (1 = nearest), in caption order.
+    pub ranks: Vec<usize>,
+}
+
+/// The project's paraphrase set: prompts in a visitor's words, written apart from the training
+/// captions, each with the emoji it names (`assets/paraphrases.tsv`, read by [`parse_paraphrases`]).
+pub const PARAPHRASES: &str = include_str!("../assets/paraphrases.tsv");
+
+/// (prompt, emoji base) pairs of a paraphrase file: one `prompt<TAB>base` per line; blank lines
+/// and lines starting with `#` are skipped.
+pub fn parse_paraphrases(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| match l.split_once('\t') {
+            Some((prompt, base)) if !prompt.trim().is_empty() && !base.trim().is_empty() => {
+                Ok((prompt.trim().to_string(), base.trim().to_string()))
+            }
+            _ => Err(format!(
+                "line {} of the paraphrase set is not `prompt<TAB>emoji base`: {l:?}; fix or remove it",
+                i + 1
+            )),
+        })
+        .collect()
+}
+
+/// One row of a per-group table: top-1 and top-5 shares and the median rank over the samples
+/// whose caption's emoji is in `group`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupRow {
+    pub group: String,
+    pub top1: f64,
+    pub top5: f64,
+    pub median_rank: usize,
+    pub n: usize,
+}
+
+/// [`NnScore`]'s ranks split by group (`groups[i]` is caption i's), groups in name order.
+pub fn group_rows(ranks: &[usize], groups: &[String]) -> Vec<GroupRow> {
+    assert_eq!(ranks.len(), groups.len(), "one group per sample");
+    let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (&r, g) in ranks.iter().zip(groups) {
+        by_group.entry(g.as_str()).or_default().push(r);
+    }
+    by_group
+        .into_iter()
+        .map(|(group, mut r)| {
+            let share = |k: usize| r.iter().filter(|&&x| x <= k).count() as f64 / r.len() as f64;
+            let (top1, top5) = (share(1), share(5));
+            r.sort_unstable();
+            GroupRow {
+                group: group.to_string(),
+                top1,
+                top5,
+                median_rank: r[r.len() / 2],
+                n: r.len(),
+            }
+        })
+        .collect()
 }
 
 impl NnScore {
@@ -132,6 +191,7 @@ impl NnScore {
             r.iter().filter(|&&r| r <= k).count() as f64 / r.len().max(1) as f64
         };
         let mut own = ranks(targets);
+        let in_order = own.clone();
         let mut shuffled = targets.to_vec();
         shuffled.shuffle(&mut ChaCha8Rng::seed_from_u64(7));
         let chance = ranks(&shuffled);
@@ -148,6 +208,7 @@ impl NnScore {
                 .iter()
                 .map(|d| reference.nearest_in(d).to_string())
                 .collect(),
+            ranks: in_order,
         }
     }
 }
@@ -195,6 +256,28 @@ pub fn nn_score<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_paraphrase_set_parses_and_bad_lines_say_where() {
+        let set = parse_paraphrases(PARAPHRASES).unwrap();
+        assert!(set.len() >= 80, "{} paraphrases", set.len());
+        assert!(set.iter().any(|(p, b)| p == "cheeseburger" && b == "1F354"));
+        let err = parse_paraphrases("# c\nok\t1F34E\nno tab here\n").unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn group_rows_split_ranks_by_group() {
+        let ranks = [1, 3, 1, 9, 2, 1];
+        let groups: Vec<String> = ["b", "a", "b", "a", "a", "c"].map(String::from).to_vec();
+        let rows = group_rows(&ranks, &groups);
+        let names: Vec<&str> = rows.iter().map(|r| r.group.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let a = &rows[0];
+        assert_eq!((a.n, a.median_rank), (3, 3));
+        assert!((a.top1 - 0.0).abs() < 1e-12 && (a.top5 - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!((rows[1].top1, rows[1].n), (1.0, 2));
+    }
 
     fn example(key: &str, base: &str, grey: u8) -> Example {
         Example {

@@ -99,6 +99,7 @@ pub fn train_clip<B: AutodiffBackend>(
         balance: cfg.data.balance,
         seed: cfg.seed,
         inpaint: false,
+        reword: cfg.data.reword,
     };
     let maker = BatchMaker::with_draws(Arc::new(data.train), tokenizer, draws);
     let mut batches = Prefetcher::start(maker, start, cfg.steps, 4);
