@@ -18,10 +18,25 @@ cd fuzz
 cargo fuzz build -s none --release
 declare -A MAX_LEN=([tokenizer]=4096 [train_config]=8192 [image_mask]=65536 [shard]=262144
   [weights]=262144 [pytorch]=300000)
+# Each target's whole libFuzzer output is kept in fuzz/logs/; the script exits non-zero when any
+# target crashed (its input is then in fuzz/artifacts/<target>/), after running the others.
+mkdir -p logs
+failed=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t" "regressions/$t"
-  echo "== $t: $MINUTES min"
+  log="logs/$t-$(date -u +%Y%m%dT%H%M%SZ).log"
+  echo "== $t: $MINUTES min (log: fuzz/$log)"
+  status=0
   cargo fuzz run -s none --release "$t" "corpus/$t" "seeds/$t" "regressions/$t" -- \
     -max_total_time=$((MINUTES * 60)) -rss_limit_mb=4096 -timeout=20 -max_len=${MAX_LEN[$t]} \
-    -print_final_stats=1 2>&1 | grep -E "^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|==|.*(panicked|ERROR|crash|deadly))" || true
+    -print_final_stats=1 >"$log" 2>&1 || status=$?
+  grep -E "^(Done|stat::number_of_executed_units|stat::average_exec_per_sec|==|.*(panicked|ERROR|crash|deadly))" "$log" || true
+  if [ "$status" -ne 0 ]; then
+    echo "== $t FAILED (exit $status): the crashing input is in fuzz/artifacts/$t/, the output in fuzz/$log" >&2
+    failed+=("$t")
+  fi
 done
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "fuzz.sh: ${#failed[@]} target(s) crashed: ${failed[*]}; add each input to fuzz/regressions/<target>/ once fixed" >&2
+  exit 1
+fi
