@@ -94,6 +94,24 @@ pub(crate) struct View<'a> {
     pub col_stride: usize,
 }
 
+/// A row-major `[rows, cols]` matrix.
+pub(crate) fn mat(data: &[f32], cols: usize) -> View<'_> {
+    View {
+        data,
+        row_stride: cols,
+        col_stride: 1,
+    }
+}
+
+/// The transpose (`[cols, rows]`) of a row-major `[rows, cols]` matrix.
+pub(crate) fn mat_t(data: &[f32], cols: usize) -> View<'_> {
+    View {
+        data,
+        row_stride: 1,
+        col_stride: cols,
+    }
+}
+
 /// dst (`[m, n]`, row-major) = lhs (`[m, k]`) · rhs (`[k, n]`), added to dst when `accumulate`.
 pub(crate) fn gemm(
     dst: &mut [f32],

@@ -26,7 +26,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::cpu_ops::{
-    Ad, View, dims, enabled, from_vec, gemm, is_cpu_inference, is_cpu_training, same, values,
+    Ad, dims, enabled, from_vec, gemm, is_cpu_inference, is_cpu_training, mat, mat_t, same, values,
 };
 
 /// Whether `x` takes this op: f32 on `Flex` or `Autodiff<Flex>`.
@@ -145,22 +145,6 @@ impl Backward<Flex, 2> for PointwiseNoBias {
         let g = grads.consume::<Flex>(&ops.node);
         let [x, w] = ops.parents.map(|p| p.map(|node| node.id));
         register_gradients(grads, &g, &ops.state, [x, w, None]);
-    }
-}
-
-fn mat(data: &[f32], cols: usize) -> View<'_> {
-    View {
-        data,
-        row_stride: cols,
-        col_stride: 1,
-    }
-}
-
-fn mat_t(data: &[f32], cols: usize) -> View<'_> {
-    View {
-        data,
-        row_stride: 1,
-        col_stride: cols,
     }
 }
 

@@ -25,8 +25,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::cpu_ops::{
-    Ad, View, dims, enabled, from_vec, gemm, gemm_scaled, is_cpu_inference, is_cpu_training, same,
-    values,
+    Ad, dims, enabled, from_vec, gemm, gemm_scaled, is_cpu_inference, is_cpu_training, mat, mat_t,
+    same, values,
 };
 
 /// Whether `qkv` takes this path (see the module docs).
@@ -208,22 +208,6 @@ fn gather(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims, i: usize, k: &mut [f32], v
         }
         k[c * s + l..(c + 1) * s].copy_from_slice(&row[(ch + c) * t..(ch + c + 1) * t]);
         v[c * s + l..(c + 1) * s].copy_from_slice(&row[(2 * ch + c) * t..(2 * ch + c + 1) * t]);
-    }
-}
-
-/// A row-major `[rows, cols]` matrix (or its transpose, `[cols, rows]`).
-fn mat(data: &[f32], cols: usize) -> View<'_> {
-    View {
-        data,
-        row_stride: cols,
-        col_stride: 1,
-    }
-}
-fn mat_t(data: &[f32], cols: usize) -> View<'_> {
-    View {
-        data,
-        row_stride: 1,
-        col_stride: cols,
     }
 }
 
