@@ -216,13 +216,13 @@ fn forward(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> (Vec<f32>, Vec<f32>) {
     let (ch, t, s) = (d.ch, d.t, d.s());
     let mut out = vec![0.0; d.bh * ch * t];
     let mut probs = vec![0.0; d.bh * t * s];
-    let mut kv = (vec![0.0; ch * s], vec![0.0; ch * s]);
+    let (mut k, mut v) = (vec![0.0; ch * s], vec![0.0; ch * s]);
     for (i, (out_i, p)) in out
         .chunks_exact_mut(ch * t)
         .zip(probs.chunks_exact_mut(t * s))
         .enumerate()
     {
-        forward_row(qkv, ekv, d, i, &mut kv, p, out_i);
+        forward_row(qkv, ekv, d, i, (&mut k, &mut v), p, out_i);
     }
     (out, probs)
 }
@@ -236,14 +236,12 @@ fn forward_inference(qkv: &[f32], ekv: Option<&[f32]>, d: &Dims) -> Vec<f32> {
     out.par_chunks_exact_mut(ch * t)
         .enumerate()
         .for_each_init(scratch, |(k, v, p), (i, out_i)| {
-            let mut kv = (std::mem::take(k), std::mem::take(v));
-            forward_row(qkv, ekv, d, i, &mut kv, p, out_i);
-            (*k, *v) = kv;
+            forward_row(qkv, ekv, d, i, (k, v), p, out_i)
         });
     out
 }
 
-/// Row i: P_i (`[T, S]`) into `p` and the output (`[ch, T]`) into `out_i`; `kv` holds its keys
+/// Row i: P_i (`[T, S]`) into `p` and the output (`[ch, T]`) into `out_i`; `k` and `v` take its keys
 /// and values.
 #[multiversion::multiversion(targets(
     "x86_64+avx512f+avx512bw+avx512vl+avx512dq+avx2+fma+avx",
@@ -254,7 +252,7 @@ fn forward_row(
     ekv: Option<&[f32]>,
     d: &Dims,
     i: usize,
-    (k, v): &mut (Vec<f32>, Vec<f32>),
+    (k, v): (&mut [f32], &mut [f32]),
     p: &mut [f32],
     out_i: &mut [f32],
 ) {
